@@ -1,0 +1,3 @@
+from tempo_gen.cli import main
+
+main()

@@ -1,0 +1,56 @@
+"""Container hardening: who each service runs as and what it may consume."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tempo_gen.models.base import Size, StrictModel, Uid
+
+
+class Limits(StrictModel):
+    """Resource ceilings for one service."""
+
+    memory: Size
+    cpus: float = Field(gt=0, le=64)
+    pids: int = Field(ge=16, le=65536)
+
+
+class Users(StrictModel):
+    """Numeric uid (= gid) each service runs as; root is refused."""
+
+    postgres: Uid = 70
+    """The postgres:*-alpine image's postgres user."""
+    api: Uid = 1654
+    """The .NET 8+ aspnet image's `app` user."""
+    frontend: Uid = 1000
+    """The node:*-alpine image's `node` user."""
+    proxy: Uid = 101
+    """The reverse proxy's unprivileged user."""
+
+
+class ServiceLimits(StrictModel):
+    postgres: Limits = Limits(memory="1g", cpus=1.0, pids=200)
+    api: Limits = Limits(memory="1g", cpus=1.0, pids=200)
+    frontend: Limits = Limits(memory="512m", cpus=0.5, pids=100)
+    proxy: Limits = Limits(memory="256m", cpus=0.5, pids=100)
+
+
+class Logging(StrictModel):
+    """Log rotation for every container (json-file driver, so `docker logs` keeps working)."""
+
+    max_size: Size = "10m"
+    max_files: int = Field(default=5, ge=1, le=100)
+
+
+class Containers(StrictModel):
+    """Hardening shared by every rendered container."""
+
+    users: Users = Users()
+    secrets_gid: Uid = 10001
+    """Group that owns the secret files; only services that need a secret join it."""
+    limits: ServiceLimits = ServiceLimits()
+    restart: Literal["unless-stopped", "always", "on-failure:5"] = "unless-stopped"
+    """Restart policy. CIS 5.15 prefers on-failure:5; self-hosters usually expect unless-stopped."""
+    logging: Logging = Logging()

@@ -1,0 +1,102 @@
+"""The profile root: one Tempo deployment, and the rules that span its sections."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import field_validator, model_validator
+
+from tempo_gen.models.base import Domain, Slug, StrictModel, image_parts
+from tempo_gen.models.containers import Containers
+from tempo_gen.models.proxy import Proxy
+from tempo_gen.models.tempo import Tempo
+
+
+class Secrets(StrictModel):
+    """Where the secret files live on the deploying host (never inside out/ or git)."""
+
+    dir: str | None = None
+    """Directory holding db_password and jwt_key. Default: secrets/<name> beside profiles/."""
+
+    @field_validator("dir")
+    @classmethod
+    def _relative_or_absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "\n\"'$`\\")):
+            raise ValueError(f"{value!r} is not a usable directory path")
+        return value
+
+
+class Profile(StrictModel):
+    """One Tempo deployment."""
+
+    extends: str | None = None
+    """Path of a base profile (relative to this file) deep-merged under this one; lists replace."""
+    name: Slug
+    """Deployment name: out/<name>/, the Compose project name and the secrets folder."""
+    domain: Domain
+    """Public host name Tempo is served on."""
+    environment: Literal["production", "development"] = "production"
+    tempo: Tempo = Tempo()
+    containers: Containers = Containers()
+    proxy: Proxy = Proxy()
+    secrets: Secrets = Secrets()
+
+    @property
+    def origin(self) -> str:
+        return f"https://{self.domain}"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return self.tempo.cors_origins or [self.origin]
+
+    @property
+    def secrets_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.secrets.dir or f"secrets/{self.name}")
+
+    def images(self) -> dict[str, str]:
+        """Every image the deployment runs or builds from, by service."""
+        refs = {service: self.tempo.image(service) for service in ("api", "frontend", "postgres")}
+        if proxy := self.proxy.image_ref():
+            refs["proxy"] = proxy
+        return refs
+
+    def unpinned_images(self) -> list[str]:
+        return [service for service, ref in self.images().items() if image_parts(ref)[2] is None]
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Profile:
+        """What the seed guide forbids, unless an explicit field allows it."""
+        violations: list[tuple[tuple[str | int, ...], str]] = []
+        production = self.environment == "production"
+        for i, origin in enumerate(self.tempo.cors_origins):
+            if production and origin.startswith("http://"):
+                violations.append((("tempo", "cors_origins", i), f"{origin!r} is plain http; production origins must be https"))
+        unpinned = self.unpinned_images()
+        if production and unpinned and not self.tempo.allow_unpinned:
+            violations.append((
+                ("tempo", "images"),
+                f"{', '.join(unpinned)} not pinned by sha256 digest; run `tempo-gen lock` "
+                "or set tempo.allow_unpinned: true (audit reports it)",
+            ))
+        if self.proxy.kind != "none" and self.proxy.placement == "container":
+            if production and not self.proxy.publish_addresses:
+                violations.append((
+                    ("proxy", "publish_addresses"),
+                    "required for a production proxy container: the host address(es) to publish "
+                    "80/443 on, e.g. [203.0.113.10] (0.0.0.0 is allowed but audit reports it)",
+                ))
+            for i, address in enumerate(self.proxy.publish_addresses):
+                if production and address.is_loopback:
+                    violations.append((("proxy", "publish_addresses", i), f"{address} is loopback: a production site would be unreachable"))
+        if violations:
+            raise RuleViolations(violations)
+        return self
+
+
+class RuleViolations(ValueError):
+    """Several cross-field problems at once, each with its own field path."""
+
+    def __init__(self, violations: list[tuple[tuple[str | int, ...], str]]):
+        self.violations = violations
+        super().__init__("; ".join(message for _, message in violations))

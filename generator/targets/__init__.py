@@ -1,0 +1,13 @@
+"""Target registry: each target turns the profile into the files of one concern."""
+
+from __future__ import annotations
+
+from tempo_gen.bundle import Bundle
+from tempo_gen.targets import compose, tempo
+from tempo_gen.targets.base import Context
+
+TARGETS = (compose, tempo)
+
+
+def build_bundle(ctx: Context) -> Bundle:
+    return Bundle([file for target in TARGETS for file in target.render(ctx)])
