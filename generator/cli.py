@@ -13,10 +13,13 @@ from pathlib import Path
 import click
 
 from tempo_gen import __version__
+from tempo_gen.audit import checklist, weakenings
 from tempo_gen.errors import ProfileError, Problem, TempoGenError, UsageError
-from tempo_gen.models.profile import Profile
+from tempo_gen.models.tempo import Tempo
 from tempo_gen.pipeline import render_files
 from tempo_gen.profile.loader import LoadedProfile, load_profile
+from tempo_gen.render import render as render_template
+from tempo_gen.schema import json_schema, markdown_reference
 from tempo_gen.writer import check_bundle, write_bundle
 
 PROFILE_DIR = "profiles"
@@ -123,6 +126,61 @@ def validate(root: Path, profiles: tuple[str, ...]) -> None:
 
 
 @main.command()
-def schema() -> None:
+@click.option("--markdown", is_flag=True, help="Print the README's profile reference table instead.")
+def schema(markdown: bool) -> None:
     """Print the profile's JSON Schema (a copy is committed as profiles/schema.json)."""
-    click.echo(json.dumps(Profile.model_json_schema(), indent=2, sort_keys=True))
+    click.echo(markdown_reference() if markdown else json_schema(), nl=False)
+
+
+@main.command()
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--strict", is_flag=True, help="Exit 1 when a profile weakens any default or misses a checklist item.")
+@click.pass_obj
+def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
+    """Report what PROFILES weaken and the seed guide's checklist."""
+    failed = False
+    for item in load_all(profiles, root):
+        click.echo(f"{item.display_path}:")
+        for finding in weakenings(item.profile):
+            failed = True
+            click.echo(f"  weakened  {finding.field}: {finding.message}")
+        for entry in checklist(item.profile):
+            failed |= not entry.met
+            click.echo(f"  {'ok' if entry.met else 'MISSING':9} {entry.item}: {entry.how}")
+    if strict and failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--domain", help="Public host name, e.g. tempo.example.com.")
+@click.option("--proxy", "proxy", type=click.Choice(["nginx", "traefik", "none"]), help="Reverse proxy.")
+@click.option("--address", help="Host address the proxy publishes 80/443 on.")
+@click.pass_obj
+def init(root: Path, name: str | None, domain: str | None, proxy: str | None, address: str | None) -> None:
+    """Write profiles/NAME.yaml: a commented starter profile with secure defaults."""
+    interactive = sys.stdin.isatty()
+    name = name or (click.prompt("Deployment name", default="tempo") if interactive else "tempo")
+    if domain is None:
+        if not interactive:
+            raise UsageError("--domain is required when not run on a terminal")
+        domain = click.prompt("Public domain (e.g. tempo.example.com)")
+    if proxy is None:
+        proxy = click.prompt("Reverse proxy", type=click.Choice(["nginx", "traefik", "none"]), default="nginx") if interactive else "nginx"
+    if address is None and proxy != "none":
+        if not interactive:
+            raise UsageError("--address is required when not run on a terminal (the host IP the proxy publishes on)")
+        address = click.prompt("Host address the proxy publishes 80/443 on (e.g. 203.0.113.10)")
+    path = root / PROFILE_DIR / f"{name}.yaml"
+    if path.exists():
+        raise UsageError(f"{path} exists; choose another name or edit it")
+    text = render_template("init/profile.yaml.j2", name=name, domain=domain, proxy=proxy,
+                           address=json.dumps(address), version=Tempo().version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    try:
+        load_profile(path, root)
+    except ProfileError:
+        path.unlink()
+        raise
+    click.echo(f"wrote {path}; next: `tempo-gen secrets init {path}` and `tempo-gen render`")

@@ -13,8 +13,11 @@ class Limits(StrictModel):
     """Resource ceilings for one service."""
 
     memory: Size
+    """Memory ceiling, e.g. 512m (deploy.resources.limits.memory)."""
     cpus: float = Field(gt=0, le=64)
+    """CPU ceiling in cores."""
     pids: int = Field(ge=16, le=65536)
+    """Most processes/threads at once (pids_limit)."""
 
 
 class Users(StrictModel):
@@ -41,7 +44,9 @@ class Logging(StrictModel):
     """Log rotation for every container (json-file driver, so `docker logs` keeps working)."""
 
     max_size: Size = "10m"
+    """Rotate a container log at this size."""
     max_files: int = Field(default=5, ge=1, le=100)
+    """Rotated log files kept."""
 
 
 class Containers(StrictModel):

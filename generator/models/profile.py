@@ -37,6 +37,7 @@ class Profile(StrictModel):
     domain: Domain
     """Public host name Tempo is served on."""
     environment: Literal["production", "development"] = "production"
+    """`development` accepts plain-http origins, loopback publishing and self-signed certificates."""
     tempo: Tempo = Tempo()
     containers: Containers = Containers()
     proxy: Proxy = Proxy()

@@ -37,8 +37,11 @@ class Jwt(StrictModel):
     """Token settings; the signing key itself is a Docker secret, never a profile value."""
 
     issuer: SafeText = "Tempo"
+    """JWT__Issuer."""
     audience: SafeText = "Tempo"
+    """JWT__Audience."""
     expiration_days: int = Field(default=7, ge=1, le=90)
+    """Token lifetime (JWT__ExpirationDays), 1 to 90 days."""
 
 
 class Tempo(StrictModel):

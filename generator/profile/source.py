@@ -79,7 +79,7 @@ def read_yaml(path: Path, display: str | None = None) -> tuple[dict[str, Any], S
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        message = exc.problem or "invalid YAML"
+        message = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
         if "'\\t'" in message:
             message += " (YAML does not allow tabs for indentation; use spaces)"
         raise _problem(name, mark.line + 1 if mark else None, f"invalid YAML: {message}") from None
@@ -103,12 +103,12 @@ def _build(node: yaml.Node, path: FieldPath, name: str, source: SourceMap, loade
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _problem(name, line, "merge keys (<<) are not allowed; use `extends:`", _dotted(path))
+            key = loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
                 raise _problem(name, line, "keys must be plain strings", _dotted(path))
-            if key == "<<":
-                raise _problem(name, line, "merge keys (<<) are not allowed; use `extends:`", _dotted(path))
             if key in result:
                 raise _problem(name, line, f"duplicate key {key!r} (first given on line {source.locations[path + (key,)][1]})", _dotted(path))
             result[key] = _build(value_node, path + (key,), name, source, loader)

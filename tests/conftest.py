@@ -1,0 +1,46 @@
+"""Shared fixtures: a throwaway project folder and a CLI runner bound to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tempo_gen.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+VALID_PROFILE = """\
+name: demo
+domain: tempo.example.com
+tempo:
+  allow_unpinned: true
+proxy:
+  publish_addresses: [203.0.113.10]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """An empty project with profiles/ and a copy of the profile schema."""
+    (tmp_path / "profiles").mkdir()
+    shutil.copy(REPO / "profiles" / "schema.json", tmp_path / "profiles" / "schema.json")
+    return tmp_path
+
+
+@pytest.fixture
+def cli(project: Path):
+    """Run `tempo-gen --project <project> ARGS`, returning click's Result."""
+    runner = CliRunner()
+
+    def run(*args: str, env: dict | None = None):
+        return runner.invoke(main, ["--project", str(project), *args], env=env, catch_exceptions=False)
+
+    return run
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
