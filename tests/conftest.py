@@ -44,3 +44,13 @@ def cli(project: Path):
 
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="Rewrite generated reference files (profiles/schema.json, README reference) instead of failing.")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return request.config.getoption("--update-golden")

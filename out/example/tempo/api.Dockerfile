@@ -6,7 +6,7 @@ FROM ghcr.io/trevordavies095/tempo/api:v2.1.0
 
 # Runs as root only to prepare folders owned by the API's uid; Docker copies a
 # folder's ownership into a fresh named volume, so media stays writable.
-USER root
+USER 0:0
 COPY api-entrypoint.sh /usr/local/bin/tempo-api-entrypoint
 COPY api-healthcheck.sh /usr/local/bin/tempo-api-healthcheck
 RUN chmod 0555 /usr/local/bin/tempo-api-entrypoint /usr/local/bin/tempo-api-healthcheck \

@@ -1,0 +1,55 @@
+"""init and audit, through the CLI."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.conftest import VALID_PROFILE
+
+
+def test_init_writes_a_valid_commented_starter(cli, project):
+    result = cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7")
+    assert result.exit_code == 0, result.output
+    path = project / "profiles" / "home.yaml"
+    text = path.read_text()
+    assert text.startswith("# yaml-language-server: $schema=./schema.json\n")
+    assert "tempo-gen lock" in text, "explains how to pin the images"
+    data = yaml.safe_load(text)
+    assert data["domain"] == "run.example.org" and data["proxy"]["publish_addresses"] == ["198.51.100.7"]
+    assert cli("validate", str(path)).exit_code == 0
+    assert cli("render").exit_code == 0
+
+
+def test_init_refuses_to_overwrite_and_needs_flags_off_a_terminal(cli, project):
+    assert cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7").exit_code == 0
+    again = cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7")
+    assert again.exit_code == 2 and "exists" in again.output
+    missing = cli("init", "other")
+    assert missing.exit_code == 2 and "--domain is required" in missing.output
+
+
+def test_init_refuses_a_bad_domain_and_leaves_no_file(cli, project):
+    result = cli("init", "home", "--domain", "bad domain;", "--proxy", "none")
+    assert result.exit_code == 2
+    assert "not a valid domain" in result.output
+    assert not (project / "profiles" / "home.yaml").exists()
+
+
+def test_audit_reports_each_weakening_and_the_checklist(cli, project):
+    (project / "profiles" / "demo.yaml").write_text(
+        VALID_PROFILE.replace("203.0.113.10", "0.0.0.0")
+    )
+    result = cli("audit")
+    assert result.exit_code == 0
+    assert "weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy" in result.output
+    assert "weakened  proxy.publish_addresses: 0.0.0.0 publishes the proxy on every interface" in result.output
+    assert "ok        HTTPS configured" in result.output
+    assert cli("audit", "--strict").exit_code == 1
+
+
+def test_audit_flags_a_missing_proxy(cli, project):
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("proxy:\n  publish_addresses: [203.0.113.10]\n", "proxy:\n  kind: none\n"))
+    result = cli("audit", "--strict")
+    assert result.exit_code == 1
+    assert "weakened  proxy.kind" in result.output
+    assert "MISSING   HTTPS configured" in result.output

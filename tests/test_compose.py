@@ -1,0 +1,136 @@
+"""compose.yaml: hardened on every service, and clean for the real Compose parser and the linters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, VALID_PROFILE
+
+DIGEST = "@sha256:" + "ab" * 32
+PINNED_PROFILE = VALID_PROFILE.replace("  allow_unpinned: true\n", f"""\
+  images:
+    api: ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}
+    frontend: ghcr.io/trevordavies095/tempo/frontend:v2.1.0{DIGEST}
+    postgres: postgres:16-alpine{DIGEST}
+""").replace("proxy:\n", f"proxy:\n  image: nginxinc/nginx-unprivileged:1.28-alpine{DIGEST}\n")
+
+
+def render(cli, project: Path, text: str) -> Path:
+    (project / "profiles" / "demo.yaml").write_text(text)
+    result = cli("render")
+    assert result.exit_code == 0, result.output
+    return project / "out" / "demo"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run the README's test command (it installs the test tools)")
+    return path
+
+
+def compose_lint(compose: Path) -> list[dict]:
+    result = subprocess.run([tool("compose-lint"), "check", "--format", "json", "--fail-on", "critical", str(compose)],
+                            capture_output=True, text=True)
+    return json.loads(result.stdout)["findings"]
+
+
+@pytest.fixture
+def pinned(cli, project) -> Path:
+    return render(cli, project, PINNED_PROFILE)
+
+
+def test_every_service_is_hardened(pinned):
+    services = yaml.safe_load((pinned / "compose.yaml").read_text())["services"]
+    assert set(services) == {"postgres", "api", "frontend", "proxy"}
+    for name, service in services.items():
+        uid, _, gid = service["user"].partition(":")
+        assert int(uid) > 0 and int(gid) > 0, name
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["pids_limit"] > 0, name
+        assert {"cpus", "memory"} <= set(service["deploy"]["resources"]["limits"]), name
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        assert service["logging"]["options"]["max-size"], name
+        assert "privileged" not in service and "network_mode" not in service, name
+
+
+def test_only_the_proxy_is_published_and_backends_are_internal(pinned):
+    document = yaml.safe_load((pinned / "compose.yaml").read_text())
+    published = {name for name, s in document["services"].items() if s.get("ports")}
+    assert published == {"proxy"}
+    assert document["services"]["proxy"]["ports"] == ["203.0.113.10:80:8080", "203.0.113.10:443:8443"]
+    assert document["networks"]["db"] == {"internal": True}
+    assert document["networks"]["app"] == {"internal": True}
+    assert document["services"]["postgres"]["networks"] == ["db"]
+    assert "db" not in document["services"]["proxy"]["networks"]
+    assert document["services"]["frontend"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_host_placement_publishes_upstreams_on_loopback_only(cli, project):
+    out = render(cli, project, PINNED_PROFILE.replace("proxy:\n", "proxy:\n  placement: host\n"))
+    services = yaml.safe_load((out / "compose.yaml").read_text())["services"]
+    assert "proxy" not in services
+    assert services["frontend"]["ports"] == ["127.0.0.1:3004:3000"]
+    assert services["api"]["ports"] == ["127.0.0.1:5001:5001"]
+    assert "ports" not in services["postgres"]
+
+
+def test_secrets_are_files_outside_the_bundle_and_never_values(pinned):
+    document = yaml.safe_load((pinned / "compose.yaml").read_text())
+    assert document["secrets"] == {
+        "db_password": {"file": "../../secrets/demo/db_password"},
+        "jwt_key": {"file": "../../secrets/demo/jwt_key"},
+    }
+    api = document["services"]["api"]
+    assert api["secrets"] == ["db_password", "jwt_key"]
+    assert not any(k in api["environment"] for k in ("JWT__SecretKey", "ConnectionStrings__DefaultConnection"))
+    assert document["services"]["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
+    assert "secrets" not in document["services"]["frontend"]
+    assert "CHANGE_THIS" not in (pinned / "compose.yaml").read_text()
+
+
+def test_docker_compose_accepts_it(pinned):
+    result = subprocess.run([tool("docker-compose"), "-f", str(pinned / "compose.yaml"), "config", "-q"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_yamllint_strict_is_clean(pinned):
+    result = subprocess.run([tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_compose_lint_finds_nothing_when_images_are_pinned(pinned):
+    assert compose_lint(pinned / "compose.yaml") == []
+
+
+def test_compose_lint_flags_only_digest_pins_on_the_unpinned_example():
+    findings = compose_lint(REPO / "out" / "example" / "compose.yaml")
+    assert findings, "the example is unpinned, so the digest rule must fire"
+    assert {f["rule_id"] for f in findings} == {"CL-0019"}
+
+
+def test_hadolint_accepts_the_dockerfiles(pinned):
+    dockerfiles = sorted((pinned / "tempo").glob("*.Dockerfile"))
+    assert len(dockerfiles) == 2
+    result = subprocess.run([tool("hadolint"), *map(str, dockerfiles)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_dockerfiles_build_from_the_pinned_release_and_end_non_root(pinned):
+    api = (pinned / "tempo" / "api.Dockerfile").read_text()
+    assert f"FROM ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}\n" in api
+    assert api.rstrip().splitlines()[-1].startswith("ENTRYPOINT")
+    assert [line for line in api.splitlines() if line.startswith("USER ")][-1] == "USER 1654:1654"
+    frontend = (pinned / "tempo" / "frontend.Dockerfile").read_text()
+    assert [line for line in frontend.splitlines() if line.startswith("USER ")][-1] == "USER 1000:1000"

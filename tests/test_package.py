@@ -1,0 +1,31 @@
+"""A plain (non-editable) `pip install .` ships the templates and renders what the repository commits."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def test_wheel_install_renders_the_examples_identically(tmp_path: Path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "out", "*.egg-info", "build", "__pycache__", "secrets"))
+    subprocess.run([*pip, str(source)], check=True, capture_output=True)
+    shutil.rmtree(source)  # the installed copy must not need the source tree
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "profiles", project / "profiles")
+    result = subprocess.run([str(venv / "bin" / "tempo-gen"), "render"], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for rendered in sorted((project / "out").rglob("*")):
+        if rendered.is_file():
+            committed = REPO / "out" / rendered.relative_to(project / "out")
+            if rendered.name == "MANIFEST.json":
+                continue  # carries the installed version
+            assert rendered.read_bytes() == committed.read_bytes(), rendered
