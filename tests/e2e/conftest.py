@@ -1,0 +1,46 @@
+"""Fixtures of the end-to-end harness: a Docker engine for the session, the
+locally built stand-in images, and a per-test sandbox network."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+
+from .engine import PrerequisiteMissing, ensure_engine, stop_engine, unavailable
+from .images.build import build_standins
+from .sandbox import Sandbox
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A Docker daemon that answers; stopped afterwards only if we started it."""
+    record = ensure_engine()
+    yield record
+    stop_engine(record)
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_engine):
+    client = docker.from_env(timeout=300)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def standin_images(docker_client) -> dict[str, str]:
+    """role -> image reference (tempo-e2e/<role>:<fixed tag>), built once."""
+    try:
+        return build_standins(docker_client)
+    except PrerequisiteMissing as exc:
+        unavailable(str(exc))
+
+
+@pytest.fixture
+def sandbox(docker_client, standin_images, request):
+    """A private network for one test; its containers and volumes go with it."""
+    prefix = "tempo-e2e-" + request.node.name.split("[")[0][-20:].strip("_").replace("_", "-")
+    box = Sandbox(docker_client, prefix=prefix.lower())
+    try:
+        yield box
+    finally:
+        box.close()

@@ -1,0 +1,131 @@
+"""One test's private corner of the engine: a user-defined network plus the
+containers and volumes started on it, all removed by close() even when the
+test failed. Every wait here is bounded.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+import uuid
+
+import docker
+import docker.errors
+import requests.exceptions
+
+LABEL = "org.tempo-gen.e2e"
+PROBE_LIFETIME = 900  # seconds: an orphaned probe container stops by itself
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.5):
+    """Poll check() until it returns a truthy value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+class Sandbox:
+    def __init__(self, client: docker.DockerClient, prefix: str = "tempo-e2e"):
+        self.client = client
+        self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.labels = {LABEL: self.name}
+        self.containers: list = []
+        self.volumes: list = []
+        self.network = client.networks.create(self.name, driver="bridge", labels=self.labels)
+        self._probe = None
+
+    # -- lifecycle
+
+    def run(self, image: str, alias: str, **kwargs):
+        """Start a detached container reachable as `alias` on this network."""
+        endpoint = self.client.api.create_endpoint_config(aliases=[alias])
+        container = self.client.containers.run(
+            image, detach=True, name=f"{self.name}-{alias}", labels=self.labels,
+            network=self.network.name, networking_config={self.network.name: endpoint},
+            **kwargs,
+        )
+        self.containers.append(container)
+        return container
+
+    def volume(self, role: str) -> str:
+        vol = self.client.volumes.create(name=f"{self.name}-{role}", labels=self.labels)
+        self.volumes.append(vol)
+        return vol.name
+
+    def close(self) -> None:
+        for container in reversed(self.containers):
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        for vol in self.volumes:
+            try:
+                vol.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        try:
+            self.network.remove()
+        except docker.errors.NotFound:
+            pass
+
+    # -- observation
+
+    @staticmethod
+    def logs(container) -> str:
+        return container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+
+    @staticmethod
+    def wait_exit(container, timeout: float = 60) -> int:
+        """Exit code of a container expected to stop by itself."""
+        try:
+            return container.wait(timeout=timeout)["StatusCode"]
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            container.kill()
+            raise AssertionError(f"{container.name} still running after {timeout:.0f}s")
+
+    @staticmethod
+    def exec(container, *cmd: str, timeout: int = 30, env: dict | None = None) -> tuple[int, str]:
+        """Run a command in a running container, killed by `timeout` if it hangs."""
+        code, out = container.exec_run(
+            ["timeout", str(timeout), *cmd], environment=env or {}, demux=False,
+        )
+        return code, (out or b"").decode("utf-8", "replace")
+
+    def probe(self, *cmd: str, timeout: int = 30, env: dict | None = None) -> tuple[int, str]:
+        """Run a command in the tools container on this network."""
+        if self._probe is None:
+            self._probe = self.run(
+                "tempo-e2e/tools:latest", "probe", command=["sleep", str(PROBE_LIFETIME)],
+                read_only=True, tmpfs={"/tmp": ""},
+            )
+        return self.exec(self._probe, *cmd, timeout=timeout, env=env)
+
+    def http(self, url: str, *curl_args: str, timeout: int = 20) -> tuple[int, dict, str]:
+        """(status, lower-cased headers, body) of one request made from the probe."""
+        marker = "\n--tempo-e2e-status--"
+        code, out = self.probe(
+            "curl", "-sS", "--max-time", str(timeout), "-D", "/dev/stdout",
+            "-w", marker + "%{http_code}", *curl_args, url, timeout=timeout + 5,
+        )
+        if code != 0 or marker not in out:
+            return 0, {}, out
+        raw, status = out.rsplit(marker, 1)
+        head, _, body = raw.partition("\r\n\r\n")
+        while head.startswith("HTTP/") and head.split(" ", 2)[1].startswith("1"):
+            head, _, body = body.partition("\r\n\r\n")  # skip 100 Continue
+        headers: dict[str, list[str]] = {}
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        return int(status), headers, body
+
+    def http_status(self, url: str, *curl_args: str) -> int:
+        return self.http(url, *curl_args)[0]
+
+    def __repr__(self) -> str:
+        return f"Sandbox({shlex.quote(self.name)})"
