@@ -31,8 +31,12 @@ class LoadedProfile:
     """The path as it appears in generated headers: relative to the project, POSIX style."""
 
 
-def load_profile(path: Path, project_root: Path) -> LoadedProfile:
-    """Read, merge, interpolate and validate one profile; raise ProfileError listing every problem."""
+def load_profile(path: Path, project_root: Path, *, require_pins: bool = True) -> LoadedProfile:
+    """Read, merge, interpolate and validate one profile; raise ProfileError listing every problem.
+
+    require_pins=False accepts unpinned images as if tempo.allow_unpinned were set:
+    `tempo-gen lock` must read the very profiles that fail for lack of pins.
+    """
     display = _display(path, project_root)
     data, source = _read_with_extends(path, project_root, chain=())
     env = {**dotenv_values(project_root / ".env"), **os.environ}
@@ -41,6 +45,8 @@ def load_profile(path: Path, project_root: Path) -> LoadedProfile:
     _refuse_placeholders(data, (), source, display, problems)
     if problems:
         raise ProfileError(problems)
+    if not require_pins and isinstance(data.get("tempo", {}), dict):
+        data = _deep_merge(data, {"tempo": {"allow_unpinned": True}})
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
