@@ -30,6 +30,15 @@ _IMAGE = re.compile(
 )
 _SIZE = re.compile(r"^[1-9][0-9]*[kmg]$")
 _SAFE_TEXT = re.compile(r"^[\x20-\x7e]*$")
+_ABS_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@(?P<domain>[^@]+)$")
+_VERSION_NUMBER = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}(\.[0-9]{1,3})?$")
+_CSP_SOURCE = re.compile(
+    r"^(?:'(?:self|none|unsafe-inline|unsafe-eval|unsafe-hashes|strict-dynamic|wasm-unsafe-eval|report-sample)'"
+    r"|'(?:sha256|sha384|sha512)-[A-Za-z0-9+/]+={0,2}'"
+    r"|[a-z][a-z0-9+.-]*:"
+    r"|(?:https?://)?(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::(?:[0-9]{1,5}|\*))?(?:/[A-Za-z0-9._~%/-]*)?)$"
+)
 PLACEHOLDER_SECRET = "CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE"
 
 
@@ -105,6 +114,55 @@ def _safe_text(value: str) -> str:
     return value
 
 
+def _abs_path(value: str) -> str:
+    if not _ABS_PATH.match(value) or "/../" in f"{value}/" or "/./" in f"{value}/":
+        raise ValueError(
+            f"{value!r} is not a usable absolute path: start with '/', use letters, digits and . _ - @ +, "
+            "no spaces, quotes or '..'"
+        )
+    return value
+
+
+def _email(value: str) -> str:
+    match = _EMAIL.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not an e-mail address such as admin@example.com")
+    _domain(match["domain"])
+    return value
+
+
+def _version_number(value: str) -> str:
+    if not _VERSION_NUMBER.match(value):
+        raise ValueError(f"{value!r} is not a version number: expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.22")
+    return value
+
+
+def _header_value(value: str) -> str:
+    # Rendered inside a double-quoted nginx string: a quote, backslash or `$`
+    # would end the string or expand a variable; braces and newlines could open
+    # new directives. Single quotes and `;` are fine there (CSP needs both).
+    if not value or value != value.strip() or not _SAFE_TEXT.match(value) or any(c in value for c in '"\\`${}'):
+        raise ValueError(
+            f"{value!r} is not a usable header value: printable ASCII without double quotes, backslash, "
+            "backtick, '$', braces, control characters or surrounding spaces"
+        )
+    return value
+
+
+def _csp_source(value: str) -> str:
+    if not _CSP_SOURCE.match(value):
+        raise ValueError(
+            f"{value!r} is not a CSP source: use a host (https://*.example.com), a scheme (data:) "
+            "or a quoted keyword ('self')"
+        )
+    return value
+
+
+def version_tuple(value: str) -> tuple[int, ...]:
+    """(1, 25, 1) for "1.25.1": versions compare as tuples."""
+    return tuple(int(part) for part in value.split("."))
+
+
 Slug = Annotated[str, AfterValidator(_slug)]
 Domain = Annotated[str, AfterValidator(_domain)]
 ImageRef = Annotated[str, AfterValidator(_image)]
@@ -112,6 +170,11 @@ Origin = Annotated[str, AfterValidator(_origin)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 Size = Annotated[str, AfterValidator(_size)]
 SafeText = Annotated[str, AfterValidator(_safe_text)]
+AbsPath = Annotated[str, AfterValidator(_abs_path)]
+Email = Annotated[str, AfterValidator(_email)]
+VersionNumber = Annotated[str, AfterValidator(_version_number)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+CspSource = Annotated[str, AfterValidator(_csp_source)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Uid = Annotated[int, Field(ge=1, le=2**31 - 1, description="A non-root numeric id (0 is refused).")]
 

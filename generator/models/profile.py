@@ -9,6 +9,7 @@ from pydantic import field_validator, model_validator
 
 from tempo_gen.models.base import Domain, Slug, StrictModel, image_parts
 from tempo_gen.models.containers import Containers
+from tempo_gen.models.firewall import Firewall
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.models.tempo import Tempo
 
@@ -42,6 +43,7 @@ class Profile(StrictModel):
     containers: Containers = Containers()
     proxy: Proxy = Proxy()
     secrets: Secrets = Secrets()
+    firewall: Firewall = Firewall()
 
     @property
     def origin(self) -> str:
@@ -90,6 +92,28 @@ class Profile(StrictModel):
             for i, address in enumerate(self.proxy.publish_addresses):
                 if production and address.is_loopback:
                     violations.append((("proxy", "publish_addresses", i), f"{address} is loopback: a production site would be unreachable"))
+        if production and self.proxy.kind != "none" and self.proxy.tls.certificate.source == "self-signed":
+            violations.append((
+                ("proxy", "tls", "certificate", "source"),
+                "self-signed certificates are for environment: development only; use acme or files in production",
+            ))
+        firewall = self.firewall
+        if firewall.enabled:
+            if production and not firewall.admin_cidrs and firewall.vpn is None:
+                violations.append((
+                    ("firewall", "admin_cidrs"),
+                    "required in production (or set firewall.vpn): without it SSH would be open to the world; "
+                    "e.g. [198.51.100.0/24, 2001:db8:100::/48]",
+                ))
+            for i, cidr in enumerate(firewall.admin_cidrs):
+                if production and cidr.endswith("/0") and not firewall.allow_world_admin:
+                    violations.append((
+                        ("firewall", "admin_cidrs", i),
+                        f"{cidr} lets the whole internet reach SSH; list your admin networks, use firewall.vpn, "
+                        "or set firewall.allow_world_admin: true",
+                    ))
+            if self.proxy.kind != "none" and firewall.ssh_port in (self.proxy.http_port, self.proxy.https_port):
+                violations.append((("firewall", "ssh_port"), f"{firewall.ssh_port} is also the proxy's HTTP(S) port"))
         if violations:
             raise RuleViolations(violations)
         return self

@@ -1,0 +1,118 @@
+"""Shared by the nginx tests: build profiles, render the nginx tree into a throwaway root, run Debian's nginx.
+
+Configs are rendered through the target with a Runtime whose `root` prefixes
+every absolute path (and, for live tests, loopback upstreams): the same
+templates as `tempo-gen render`, never an edited copy of its output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from tempo_gen.models.base import version_tuple
+from tempo_gen.models.profile import Profile
+from tempo_gen.targets import nginx
+from tempo_gen.targets.base import Context
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+CONF = "etc/nginx"
+"""Where, under the root, the rendered proxy/nginx/ tree is written."""
+
+needs_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="Debian's nginx is not installed")
+
+
+def local_versions() -> tuple[str, str]:
+    """(nginx, OpenSSL major.minor) of the nginx binary here, e.g. ("1.22.1", "3.0")."""
+    out = subprocess.run([NGINX, "-V"], capture_output=True, text=True, check=True).stderr
+    nginx_version = re.search(r"nginx/([0-9.]+)", out)[1]
+    openssl = re.search(r"OpenSSL ([0-9]+\.[0-9]+)", out)[1]
+    return nginx_version, openssl
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+DEV_PROFILE: dict[str, Any] = {
+    "name": "nginx-test",
+    "domain": "tempo.test",
+    "environment": "development",
+    "proxy": {"kind": "nginx", "placement": "host"},
+}
+
+
+def make_profile(**overlay: Any) -> Profile:
+    """A development profile (no pins or firewall needed) with `overlay` deep-merged in."""
+    return Profile.model_validate(deep_merge(DEV_PROFILE, overlay))
+
+
+def context(profile: Profile) -> Context:
+    return Context(profile, "profiles/test.yaml", "../../secrets/test")
+
+
+def render_files(profile: Profile, runtime: nginx.Runtime | None = None) -> dict[str, str]:
+    """path -> text of the nginx target's files."""
+    return {str(f.path): f.content for f in nginx.render(context(profile), runtime)}
+
+
+def runtime(profile: Profile, root: Path, **overrides: Any) -> nginx.Runtime:
+    return dataclasses.replace(nginx.runtime_for(profile), root=str(root), **overrides)
+
+
+def write_tree(profile: Profile, root: Path, rt: nginx.Runtime) -> Path:
+    """Write the nginx tree under `root` with the folders it expects (logs, pid, temp, webroot,
+    certificate); return nginx.conf's path."""
+    certificate = profile.proxy.tls.certificate
+    files = [Path(rt.path(p)) for p in (rt.pid, rt.error_log, rt.access_log, *certificate.paths(profile.domain))]
+    folders = [Path(rt.path(rt.temp_dir)), Path(rt.path(certificate.acme_webroot))]
+    for folder in folders + [f.parent for f in files if str(f).startswith(str(root))]:
+        folder.mkdir(parents=True, exist_ok=True)
+    for rel, text in render_files(profile, rt).items():
+        if rel.startswith(nginx.CONF_DIR + "/"):
+            target = root / CONF / rel.removeprefix(nginx.CONF_DIR + "/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    return root / CONF / "nginx.conf"
+
+
+def prepare_root(profile: Profile, root: Path, ca: trustme.CA, key_type: trustme.KeyType = trustme.KeyType.ECDSA,
+                 **overrides: Any) -> Path:
+    """write_tree, plus a certificate pair from `ca` where the profile says."""
+    rt = runtime(profile, root, **overrides)
+    conf = write_tree(profile, root, rt)
+    cert_file, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
+    leaf = ca.issue_cert(profile.domain, key_type=key_type)
+    cert_file.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key_file))
+    return conf
+
+
+def nginx_t(root: Path, conf: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([NGINX, "-t", "-p", f"{root}/", "-c", str(conf)], capture_output=True, text=True, timeout=30)
+
+
+def for_local_nginx(profile: Profile) -> Profile:
+    """The profile as written, or, if it targets a newer nginx/OpenSSL than the one here,
+    the same profile for the local versions (syntax newer than the binary cannot be tested by it)."""
+    nginx_version, openssl = local_versions()
+    update = {}
+    if version_tuple(profile.proxy.nginx_version) > version_tuple(nginx_version):
+        update["nginx_version"] = nginx_version
+    if version_tuple(profile.proxy.openssl_version) > version_tuple(openssl):
+        update["openssl_version"] = openssl
+    if not update:
+        return profile
+    data = profile.model_dump(mode="json")
+    data["proxy"].update(update)
+    return Profile.model_validate(data)
