@@ -9,6 +9,9 @@ import yaml
 from tempo_gen.bundle import Bundle
 from tempo_gen.errors import RenderError
 
+# libyaml's loader when PyYAML was built with it: parsing every output must stay cheap.
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def validate(bundle: Bundle) -> None:
     for file in bundle:
@@ -19,7 +22,7 @@ def validate(bundle: Bundle) -> None:
             raise RenderError(f"{name}: output must use LF line endings and end with a newline")
         try:
             if file.path.suffix in (".yaml", ".yml"):
-                yaml.safe_load(file.content)
+                yaml.load(file.content, Loader=_YamlLoader)
             elif file.path.suffix == ".json":
                 json.loads(file.content)
         except (yaml.YAMLError, ValueError) as exc:
