@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, VALID_PROFILE
+from tests.e2e.engine import compose_command
 
 DIGEST = "@sha256:" + "ab" * 32
 PINNED_PROFILE = VALID_PROFILE.replace("  allow_unpinned: true\n", f"""\
@@ -99,7 +100,7 @@ def test_secrets_are_files_outside_the_bundle_and_never_values(pinned):
 
 
 def test_docker_compose_accepts_it(pinned):
-    result = subprocess.run([tool("docker-compose"), "-f", str(pinned / "compose.yaml"), "config", "-q"],
+    result = subprocess.run([*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

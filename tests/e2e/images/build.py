@@ -269,6 +269,7 @@ def busybox_binary() -> Path:
 EXTRA_INPUTS = {
     "postgres": {"busybox": busybox_binary},
     "frontend": {"busybox": busybox_binary},
+    "nginx": {"busybox": busybox_binary},
     "traefik": {"busybox": busybox_binary, "traefik": traefik_binary},
 }
 

@@ -67,6 +67,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	printf '\nhost all all all %s\n' "$POSTGRES_HOST_AUTH_METHOD" >> "$PGDATA/pg_hba.conf"
 
 	# Temporary server on the unix socket only, for database creation and init scripts.
+	# Like the official image, psql gets the password from PGPASSWORD (environment,
+	# not argv) so POSTGRES_INITDB_ARGS may require passwords on local connections.
+	export PGPASSWORD="${PGPASSWORD:-$POSTGRES_PASSWORD}"
 	pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p 5432" -w -t 60 start > /dev/null
 	psql_run=(psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --username "$POSTGRES_USER" -q)
 	if [ "$POSTGRES_DB" != 'postgres' ]; then
@@ -84,6 +87,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	done
 	shopt -u nullglob
 	pg_ctl -D "$PGDATA" -m fast -w -t 60 stop > /dev/null
+	unset PGPASSWORD
 	echo "PostgreSQL init process complete; ready for start up."
 else
 	echo "PostgreSQL database directory appears to contain a database; skipping initialization"
