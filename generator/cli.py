@@ -20,7 +20,7 @@ from tempo_gen.pipeline import render_files
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.render import render as render_template
 from tempo_gen.schema import json_schema, markdown_reference
-from tempo_gen.writer import check_bundle, write_bundle
+from tempo_gen.writer import check_bundle, ensure_ignored, write_bundle
 
 PROFILE_DIR = "profiles"
 OUT_DIR = "out"
@@ -89,6 +89,7 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
         _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff)
         return
     for item, target, files in outputs:
+        ensure_ignored(root, item.profile.secrets_dir)
         summary = write_bundle(files, target)
         click.echo(
             f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
@@ -156,8 +157,10 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
 @click.option("--domain", help="Public host name, e.g. tempo.example.com.")
 @click.option("--proxy", "proxy", type=click.Choice(["nginx", "traefik", "none"]), help="Reverse proxy.")
 @click.option("--address", help="Host address the proxy publishes 80/443 on.")
+@click.option("--admin-cidr", "admin_cidrs", multiple=True, help="Network allowed to reach SSH (repeatable).")
 @click.pass_obj
-def init(root: Path, name: str | None, domain: str | None, proxy: str | None, address: str | None) -> None:
+def init(root: Path, name: str | None, domain: str | None, proxy: str | None, address: str | None,
+         admin_cidrs: tuple[str, ...]) -> None:
     """Write profiles/NAME.yaml: a commented starter profile with secure defaults."""
     interactive = sys.stdin.isatty()
     name = name or (click.prompt("Deployment name", default="tempo") if interactive else "tempo")
@@ -171,11 +174,16 @@ def init(root: Path, name: str | None, domain: str | None, proxy: str | None, ad
         if not interactive:
             raise UsageError("--address is required when not run on a terminal (the host IP the proxy publishes on)")
         address = click.prompt("Host address the proxy publishes 80/443 on (e.g. 203.0.113.10)")
+    if not admin_cidrs:
+        if not interactive:
+            raise UsageError("--admin-cidr is required when not run on a terminal (the network SSH is allowed from)")
+        admin_cidrs = (click.prompt("Network allowed to reach SSH (e.g. 198.51.100.0/24)"),)
     path = root / PROFILE_DIR / f"{name}.yaml"
     if path.exists():
         raise UsageError(f"{path} exists; choose another name or edit it")
     text = render_template("init/profile.yaml.j2", name=name, domain=domain, proxy=proxy,
-                           address=json.dumps(address), version=Tempo().version)
+                           address=json.dumps(address), admin_cidrs=", ".join(map(json.dumps, admin_cidrs)),
+                           version=Tempo().version)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     try:
@@ -184,3 +192,83 @@ def init(root: Path, name: str | None, domain: str | None, proxy: str | None, ad
         path.unlink()
         raise
     click.echo(f"wrote {path}; next: `tempo-gen secrets init {path}` and `tempo-gen render`")
+
+
+@main.command()
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--update", is_flag=True, help="Also re-resolve images already pinned by digest.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
+              help="Speak plain http to this registry (local test or private registries). Repeatable.")
+@click.pass_obj
+def lock(root: Path, profiles: tuple[str, ...], update: bool, insecure: tuple[str, ...]) -> None:
+    """Pin every image of PROFILES (default: every profiles/*.yaml) to its registry digest.
+
+    Writes name:tag@sha256:... at tempo.images.<service> and proxy.image of each
+    profile file given, also for images it inherits from defaults or an `extends:`
+    base. Already pinned images are kept unless --update. Nothing is written unless
+    every image resolves (exit 2).
+    """
+    from tempo_gen.lock import lock as lock_images  # the registry client is only needed here
+    from tempo_gen.registry import Registry
+
+    files = [Path(p) for p in profiles] or discover_profiles(root)
+    for line in lock_images(files, root, Registry(insecure), update=update):
+        click.echo(line)
+
+
+@main.group()
+def secrets() -> None:
+    """Create, check and rotate the deployment's Docker secrets (values are never printed)."""
+
+
+@secrets.command("init")
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.pass_obj
+def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
+    """Create the missing secret files of PROFILES; existing ones are never overwritten."""
+    from tempo_gen.secrets import init_secrets, ownership_commands
+
+    for item in load_all(profiles, root):
+        for entry in init_secrets(item.profile, root):
+            click.echo(f"{'created' if entry.created else 'kept   '} {entry.path}")
+        if commands := ownership_commands(item.profile, root):
+            click.echo("not running as root: give the files the owners that let only their containers read them:")
+            click.echo("".join(f"  {command}\n" for command in commands), nl=False)
+
+
+@secrets.command("check")
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.pass_obj
+def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
+    """Report missing, weak, wrongly-owned or world-readable secret files; exit 1 if any."""
+    from tempo_gen.secrets import check_secrets
+
+    found = [(item, problem) for item in load_all(profiles, root) for problem in check_secrets(item.profile, root)]
+    for item, problem in found:
+        click.echo(f"{item.profile.name}: {problem.path}: {problem.problem}")
+    if found:
+        sys.exit(1)
+    click.echo("secrets: ok")
+
+
+@secrets.command("rotate")
+@click.argument("which", type=click.Choice(["jwt", "db"]))
+@click.argument("profile", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: out/).")
+@click.pass_obj
+def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None) -> None:
+    """Rotate the JWT key or the database password of PROFILE's running stack."""
+    from tempo_gen.rotation import rotate_db, rotate_jwt
+    from tempo_gen.stack import Stack
+
+    loaded = load_all((profile,) if profile else (), root)
+    if len(loaded) != 1:
+        raise UsageError("name the profile whose secret to rotate")
+    item = loaded[0]
+    bundle = (out or root / OUT_DIR) / item.profile.name
+    if which == "jwt":
+        rotate_jwt(item.profile, root, Stack(item.profile.name, bundle))
+        click.echo("JWT key rotated and the API restarted: every session has ended; log in again.")
+    else:
+        rotate_db(item.profile, root, Stack(item.profile.name, bundle))
+        click.echo("Database password rotated in Postgres and in the secret file; the API restarted with it.")

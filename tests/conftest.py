@@ -20,6 +20,8 @@ tempo:
   allow_unpinned: true
 proxy:
   publish_addresses: [203.0.113.10]
+firewall:
+  admin_cidrs: [198.51.100.0/24]
 """
 
 

@@ -8,7 +8,7 @@ from tests.conftest import VALID_PROFILE
 
 
 def test_init_writes_a_valid_commented_starter(cli, project):
-    result = cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7")
+    result = cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24")
     assert result.exit_code == 0, result.output
     path = project / "profiles" / "home.yaml"
     text = path.read_text()
@@ -21,15 +21,15 @@ def test_init_writes_a_valid_commented_starter(cli, project):
 
 
 def test_init_refuses_to_overwrite_and_needs_flags_off_a_terminal(cli, project):
-    assert cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7").exit_code == 0
-    again = cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7")
+    assert cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24").exit_code == 0
+    again = cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24")
     assert again.exit_code == 2 and "exists" in again.output
     missing = cli("init", "other")
     assert missing.exit_code == 2 and "--domain is required" in missing.output
 
 
 def test_init_refuses_a_bad_domain_and_leaves_no_file(cli, project):
-    result = cli("init", "home", "--domain", "bad domain;", "--proxy", "none")
+    result = cli("init", "home", "--domain", "bad domain;", "--proxy", "none", "--admin-cidr", "198.51.100.0/24")
     assert result.exit_code == 2
     assert "not a valid domain" in result.output
     assert not (project / "profiles" / "home.yaml").exists()

@@ -152,7 +152,7 @@ def test_render_removes_files_no_longer_rendered(cli, demo):
 def test_extends_deep_merges_and_replaces_lists(cli, project):
     (project / "profiles" / "_base.yaml").write_text(
         "domain: tempo.example.com\ntempo:\n  allow_unpinned: true\n  media_max_mb: 80\n"
-        "proxy:\n  publish_addresses: [203.0.113.10, 203.0.113.11]\n"
+        "proxy:\n  publish_addresses: [203.0.113.10, 203.0.113.11]\nfirewall:\n  admin_cidrs: [198.51.100.0/24]\n"
     )
     (project / "profiles" / "prod.yaml").write_text(
         "extends: _base.yaml\nname: prod\ntempo:\n  import_max_mb: 900\nproxy:\n  publish_addresses: [203.0.113.12]\n"

@@ -53,8 +53,6 @@ class Containers(StrictModel):
     """Hardening shared by every rendered container."""
 
     users: Users = Users()
-    secrets_gid: Uid = 10001
-    """Group that owns the secret files; only services that need a secret join it."""
     limits: ServiceLimits = ServiceLimits()
     restart: Literal["unless-stopped", "always", "on-failure:5"] = "unless-stopped"
     """Restart policy. CIS 5.15 prefers on-failure:5; self-hosters usually expect unless-stopped."""

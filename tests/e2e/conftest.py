@@ -44,3 +44,13 @@ def sandbox(docker_client, standin_images, request):
         yield box
     finally:
         box.close()
+
+
+@pytest.fixture(scope="session")
+def network_namespaces():
+    """Root and iproute2, for the namespace that stands in for the outside world."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        unavailable("the e2e network tests need root and iproute2 (`ip netns`)")

@@ -1,0 +1,374 @@
+"""The rendered bundle, brought up on the real engine: every hardening promise checked from outside and inside.
+
+One stack per module (bringing it up is the slow part); tests that disturb it
+(restart, kill, rotation) run last, in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+import trustme
+
+from tests.e2e.engine import compose
+from tests.e2e.sandbox import wait_until
+from tests.e2e.tls_client import https_request, plain_request
+
+DOMAIN = "tempo.test"
+UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
+UP_TIMEOUT = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def profile_text(name: str, images: dict[str, str], address: str, http_port: int, https_port: int, tls: Path) -> str:
+    return f"""\
+name: {name}
+domain: {DOMAIN}
+environment: development
+tempo:
+  allow_unpinned: true
+  images:
+    api: {images['api']}
+    frontend: {images['frontend']}
+    postgres: {images['postgres']}
+proxy:
+  kind: nginx
+  placement: container
+  image: {images['nginx']}
+  nginx_version: "1.22"
+  openssl_version: "3.0"
+  publish_addresses: [{address}]
+  http_port: {http_port}
+  https_port: {https_port}
+  tls:
+    certificate:
+      source: files
+      cert_file: {tls}/fullchain.pem
+      key_file: {tls}/privkey.pem
+firewall:
+  enabled: false
+"""
+
+
+class World:
+    """A network namespace standing for the outside world, wired to the host by a veth pair.
+
+    The host side is the address the proxy publishes on; the namespace routes
+    everything through the host, as a client on the internet would."""
+
+    HOST, CLIENT = "10.203.0.1", "10.203.0.2"
+
+    def __init__(self, tag: str):
+        self.netns = f"tempo-e2e-world-{tag}"
+        self.host_if, self.world_if = f"te2e{tag[:4]}h", f"te2e{tag[:4]}w"
+        commands = [
+            ["ip", "netns", "add", self.netns],
+            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.world_if],
+            ["ip", "link", "set", self.world_if, "netns", self.netns],
+            ["ip", "addr", "add", f"{self.HOST}/30", "dev", self.host_if],
+            ["ip", "link", "set", self.host_if, "up"],
+            ["ip", "-n", self.netns, "addr", "add", f"{self.CLIENT}/30", "dev", self.world_if],
+            ["ip", "-n", self.netns, "link", "set", self.world_if, "up"],
+            ["ip", "-n", self.netns, "link", "set", "lo", "up"],
+            ["ip", "-n", self.netns, "route", "add", "default", "via", self.HOST],
+        ]
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+
+    def connects(self, host: str, port: int) -> bool:
+        """Whether a TCP connection from the world namespace succeeds within 3 s."""
+        code = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
+                "except OSError:\n sys.exit(1)")
+        return subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-c", code, host, str(port)],
+                              capture_output=True, timeout=30).returncode == 0
+
+    def listen(self, port: int) -> subprocess.Popen:
+        """A TCP listener in the world namespace, answering every connection (stop it with .kill())."""
+        code = ("import socket,sys\ns=socket.create_server(('0.0.0.0', int(sys.argv[1])))\n"
+                "while True:\n c,_=s.accept(); c.sendall(b'world\\n'); c.close()")
+        listener = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-c", code, str(port)])
+        wait_until(lambda: self.connects(self.CLIENT, port), 10, "the world listener")
+        return listener
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+
+
+class Stack:
+    """A rendered e2e project and its running Compose stack."""
+
+    def __init__(self, root: Path, name: str, client: docker.DockerClient, ca: trustme.CA,
+                 world: World, http_port: int, https_port: int):
+        self.root, self.name, self.client, self.ca, self.world = root, name, client, ca, world
+        self.http_port, self.https_port = http_port, https_port
+        self.bundle = root / "out" / name
+        self.profile = root / "profiles" / f"{name}.yaml"
+
+    def compose(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True):
+        return compose(self.bundle, "-f", "compose.yaml", *args, project_name=self.name, timeout=timeout, check=check)
+
+    def up(self) -> None:
+        self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 300)
+
+    def container(self, service: str):
+        found = self.client.containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]})
+        assert found, f"no container for {service}"
+        return found[0]
+
+    def exec(self, service: str, *cmd: str, user: str | None = None) -> tuple[int, str]:
+        code, out = self.container(service).exec_run(list(cmd), user=user or "", demux=False)
+        return code, (out or b"").decode(errors="replace")
+
+    def https(self, method: str, path: str, **kw):
+        return https_request(World.HOST, self.https_port, DOMAIN, self.ca, method, path, **kw)
+
+    def secret_values(self) -> dict[str, str]:
+        folder = self.root / "secrets" / self.name
+        return {name: (folder / name).read_text().strip() for name in ("db_password", "jwt_key")}
+
+    def wait_healthy(self, service: str) -> None:
+        def healthy():
+            container = self.container(service)
+            return container.attrs["State"].get("Health", {}).get("Status") == "healthy"
+        wait_until(healthy, UP_TIMEOUT, f"{service} healthy")
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client, standin_images, tmp_path_factory, network_namespaces):
+    root = tmp_path_factory.mktemp("stack")
+    tag = uuid.uuid4().hex[:8]
+    name = f"e2e-{tag}"
+    ca = trustme.CA()
+    tls = root / "tls"
+    tls.mkdir()
+    cert = ca.issue_cert(DOMAIN)
+    cert.private_key_and_cert_chain_pem.write_to_path(tls / "fullchain.pem")
+    cert.private_key_pem.write_to_path(tls / "privkey.pem")
+    os.chmod(tls / "privkey.pem", 0o640)
+    os.chown(tls / "privkey.pem", 0, UIDS["proxy"])  # readable by the proxy's uid only
+    (root / "profiles").mkdir()
+    http_port, https_port = free_port(), free_port()
+    (root / "profiles" / f"{name}.yaml").write_text(
+        profile_text(name, standin_images, World.HOST, http_port, https_port, tls))
+    for command in (("secrets", "init"), ("render",)):
+        result = tempo_gen(root, *command)
+        assert result.returncode == 0, result.stdout + result.stderr
+    world = World(tag)
+    running = Stack(root, name, docker_client, ca, world, http_port, https_port)
+    try:
+        running.up()
+        yield running
+    finally:
+        logs = running.compose("logs", "--no-color", check=False, timeout=60)
+        (root / "compose.log").write_text(logs.stdout + logs.stderr)
+        running.compose("down", "-v", "--remove-orphans", check=False, timeout=180)
+        world.close()
+
+
+SERVICES = sorted(UIDS)
+
+
+def test_every_service_is_healthy_and_runs_what_was_rendered(stack):
+    for service in SERVICES:
+        container = stack.container(service)
+        assert container.attrs["State"]["Health"]["Status"] == "healthy", service
+    # Compose labels each container with the hash of its service's config: what ran is what was rendered.
+    hashes = stack.compose("config", "--hash", "*").stdout.split()
+    expected = dict(zip(hashes[0::2], hashes[1::2]))
+    for service in SERVICES:
+        assert stack.container(service).labels["com.docker.compose.config-hash"] == expected[service], service
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_container_is_non_root_capless_read_only_and_limited(stack, service):
+    container = stack.container(service)
+    host = container.attrs["HostConfig"]
+    assert container.attrs["Config"]["User"] == f"{UIDS[service]}:{UIDS[service]}"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["Memory"] > 0 and host["NanoCpus"] > 0 and host["PidsLimit"] > 0
+    assert host["LogConfig"]["Config"]["max-size"]
+    # Every process in the container, from the kernel's view.
+    code, out = stack.exec(service, "sh", "-c", "cat /proc/[0-9]*/status")
+    assert code == 0, out
+    uids = [line.split()[1:] for line in out.splitlines() if line.startswith("Uid:")]
+    assert uids and all(int(u) == UIDS[service] for row in uids for u in row), uids
+    cap_eff = [line.split()[1] for line in out.splitlines() if line.startswith("CapEff:")]
+    assert cap_eff and set(cap_eff) == {"0000000000000000"}
+    assert all(line.split()[1] == "1" for line in out.splitlines() if line.startswith("NoNewPrivs:"))
+    code, out = stack.exec(service, "sh", "-c", "echo x > /probe-write")
+    assert code != 0 and "Read-only file system" in out
+
+
+def _addresses(stack, service: str) -> list[str]:
+    return [n["IPAddress"] for n in stack.container(service).attrs["NetworkSettings"]["Networks"].values()]
+
+
+def test_from_outside_only_the_proxy_answers(stack):
+    world = stack.world
+    assert world.connects(World.HOST, stack.http_port) and world.connects(World.HOST, stack.https_port)
+    for port in (22, 3000, 3004, 5001, 5432):
+        assert not world.connects(World.HOST, port), f"the host answers on {port}"
+    # Routed through the host straight at the containers: Docker drops it.
+    for service, port in (("postgres", 5432), ("api", 5001), ("frontend", 3000)):
+        for address in _addresses(stack, service):
+            assert not world.connects(address, port), f"{service} reachable from outside at {address}:{port}"
+
+
+def _probe_in(stack, service: str, script: str) -> str:
+    """Output of `script` run by the tools image inside `service`'s network namespace."""
+    output = stack.client.containers.run(
+        "tempo-e2e/tools:latest", ["sh", "-c", script], network_mode=f"container:{stack.container(service).id}",
+        remove=True, stdout=True, stderr=True)
+    return output.decode()
+
+
+def test_the_proxy_cannot_reach_postgres(stack):
+    postgres = _addresses(stack, "postgres")
+    reach = " ; ".join(f"nc -z -w 3 {address} 5432 && echo REACHED {address}" for address in postgres)
+    assert "REACHED" not in _probe_in(stack, "proxy", f"{reach} ; nc -z -w 3 postgres 5432 && echo REACHED ; true")
+    # The control: the same probe from the API's namespace does reach Postgres.
+    assert "REACHED" in _probe_in(stack, "api", reach)
+
+
+def test_the_backend_network_has_no_route_out(stack):
+    world_port = free_port()
+    listener = stack.world.listen(world_port)
+    try:
+        reach = f"nc -w 3 {World.CLIENT} {world_port} < /dev/null ; true"
+        assert "world" in _probe_in(stack, "api", reach), "control: the API's egress network reaches the world"
+        assert "world" not in _probe_in(stack, "postgres", reach), "the database network reached the world"
+    finally:
+        listener.kill()
+        listener.wait(timeout=10)
+
+
+def test_https_redirect_headers_and_a_secure_login_cookie(stack):
+    status, headers, _ = plain_request(World.HOST, stack.http_port, DOMAIN, "GET", "/workouts?page=2")
+    assert status == 308
+    assert headers["location"] == f"https://{DOMAIN}:{stack.https_port}/workouts?page=2"
+    status, headers, body = stack.https("GET", "/")
+    assert status == 200 and "Tempo" in body
+    for name in ("strict-transport-security", "x-content-type-options", "x-frame-options",
+                 "referrer-policy", "content-security-policy", "permissions-policy"):
+        assert name in headers, name
+    assert headers.get("server", "nginx") == "nginx" and "x-powered-by" not in headers
+    status, _, _ = stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
+    assert status in (200, 400)
+    status, headers, _ = stack.https("POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"})
+    assert status == 200
+    cookie = headers["set-cookie"].lower()
+    assert cookie.startswith("authtoken=") and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_secrets_reach_only_the_services_that_need_them(stack):
+    for service in ("api", "postgres"):
+        code, out = stack.exec(service, "sh", "-c", "cat /run/secrets/db_password > /dev/null && echo READ")
+        assert "READ" in out, (service, out)
+    for service, secret in (("api", "jwt_key"), ("api", "db_password"), ("postgres", "db_password")):
+        code, out = stack.exec(service, "cat", f"/run/secrets/{secret}", user="4242:4242")
+        assert code != 0 and "Permission denied" in out, (service, secret)
+    for service in ("frontend", "proxy"):
+        code, out = stack.exec(service, "sh", "-c", "ls /run/secrets 2>&1; cat /run/secrets/* 2>&1")
+        assert all(value not in out for value in stack.secret_values().values()), service
+
+
+def test_secret_values_appear_nowhere(stack):
+    values = stack.secret_values()
+    places = {
+        "docker inspect": json.dumps([c.attrs for c in stack.client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={stack.name}"})]),
+        "docker compose config": stack.compose("config").stdout,
+        "container logs": stack.compose("logs", "--no-color").stdout,
+        "out/": "".join(p.read_text(errors="replace") for p in stack.bundle.rglob("*") if p.is_file()),
+    }
+    for place, text in places.items():
+        for name, value in values.items():
+            assert value not in text, f"{name} leaked into {place}"
+
+
+def _login_and_upload(stack) -> tuple[str, str, bytes]:
+    status, headers, _ = stack.https("POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"})
+    assert status == 200
+    cookie = headers["set-cookie"].split(";")[0]
+    workout = str(uuid.uuid4())
+    payload = os.urandom(256 * 1024)
+    status, _, body = stack.https("POST", f"/api/workouts/{workout}/media", body=payload, cookie=cookie,
+                                  content_type="application/octet-stream")
+    assert status == 200, body
+    media_id = json.loads(body)["id"]
+    return workout, media_id, payload
+
+
+def _media(stack, workout: str, media_id: str, cookie: str) -> bytes:
+    status, _, body = stack.https("GET", f"/api/workouts/{workout}/media/{media_id}", cookie=cookie, raw=True)
+    assert status == 200
+    return body
+
+
+def _cookie(stack) -> str:
+    status, headers, _ = stack.https("POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"})
+    assert status == 200, "the user survived"
+    return headers["set-cookie"].split(";")[0]
+
+
+def test_nothing_is_lost_across_down_up_and_a_killed_api(stack):
+    stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
+    workout, media_id, payload = _login_and_upload(stack)
+    stack.compose("down", timeout=180)
+    stack.up()
+    assert _media(stack, workout, media_id, _cookie(stack)) == payload
+    api = stack.container("api")
+    restarts = api.attrs["RestartCount"]
+    os.kill(api.attrs["State"]["Pid"], signal.SIGKILL)  # a crash, not a `docker stop`
+    wait_until(lambda: stack.container("api").attrs["RestartCount"] > restarts, 60, "the API restarted")
+    stack.wait_healthy("api")
+    assert _media(stack, workout, media_id, _cookie(stack)) == payload
+
+
+def test_rotating_both_secrets_keeps_data_and_login(stack):
+    stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
+    workout, media_id, payload = _login_and_upload(stack)
+    before = stack.secret_values()
+    old_cookie = _cookie(stack)
+    for which in ("db", "jwt"):
+        result = tempo_gen(stack.root, "secrets", "rotate", which, str(stack.profile))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert all(v not in result.stdout + result.stderr for v in (*before.values(), *stack.secret_values().values()))
+    after = stack.secret_values()
+    assert after["db_password"] != before["db_password"] and after["jwt_key"] != before["jwt_key"]
+    stack.wait_healthy("api")
+    status, _, _ = stack.https("GET", "/api/auth/me", cookie=old_cookie)
+    assert status == 401, "sessions signed with the old key end"
+    assert _media(stack, workout, media_id, _cookie(stack)) == payload
+    # The database accepts the new password, and no longer the old one.
+    check = ('IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -tA --host=127.0.0.1 '
+             '--username="$POSTGRES_USER" --dbname="$POSTGRES_DB" -c "select 1"')
+    container = stack.container("postgres")
+    for password, expected in ((after["db_password"], 0), (before["db_password"], 2)):
+        proc = subprocess.run(["docker", "exec", "-i", container.id, "sh", "-c", check], input=password + "\n",
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == expected, proc.stderr

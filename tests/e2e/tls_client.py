@@ -1,0 +1,45 @@
+"""HTTP(S) requests to a proxy at a given address for a given host name (SNI and Host), trusting a test CA."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+
+import trustme
+
+
+def _read(connection: http.client.HTTPConnection, method: str, path: str, host: str, *, body: bytes | None = None,
+          json_body: object = None, cookie: str | None = None, content_type: str | None = None, raw: bool = False):
+    headers = {"Host": host}
+    if json_body is not None:
+        body, content_type = json.dumps(json_body).encode(), "application/json"
+    if content_type:
+        headers["Content-Type"] = content_type
+    if cookie:
+        headers["Cookie"] = cookie
+    connection.request(method, path, body=body, headers=headers)
+    response = connection.getresponse()
+    data = response.read()
+    lowered = {k.lower(): v for k, v in response.getheaders()}
+    connection.close()
+    return response.status, lowered, data if raw else data.decode(errors="replace")
+
+
+def https_request(address: str, port: int, host: str, ca: trustme.CA, method: str, path: str, *,
+                  tls_version: ssl.TLSVersion | None = None, timeout: float = 30, **kw):
+    """(status, lower-cased headers, body) of one HTTPS request; the certificate must verify for `host`."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    if tls_version:
+        context.minimum_version = context.maximum_version = tls_version
+    sock = context.wrap_socket(socket.create_connection((address, port), timeout=timeout), server_hostname=host)
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    connection.sock = sock
+    return _read(connection, method, path, f"{host}:{port}", **kw)
+
+
+def plain_request(address: str, port: int, host: str, method: str, path: str, timeout: float = 10, **kw):
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
+    return _read(connection, method, path, f"{host}:{port}", **kw)
