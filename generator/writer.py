@@ -138,3 +138,16 @@ def _diff(path: str, old: bytes, new: str) -> str:
     return "".join(difflib.unified_diff(
         old_text.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"
     ))
+
+
+def ensure_ignored(root: Path, secrets_dir: PurePosixPath) -> None:
+    """Make sure git ignores the secrets folder when it sits inside the project."""
+    if secrets_dir.is_absolute():
+        return
+    rule = f"/{secrets_dir.parts[0]}/"
+    gitignore = root / ".gitignore"
+    lines = gitignore.read_text().splitlines() if gitignore.exists() else []
+    if rule in lines or f"{secrets_dir.parts[0]}/" in lines:
+        return
+    with gitignore.open("a") as f:
+        f.write(("\n" if lines and lines[-1] else "") + "# Secret files (tempo-gen secrets init); never committed.\n" + rule + "\n")
