@@ -29,6 +29,54 @@ def weakenings(profile: Profile) -> list[Finding]:
             found.append(Finding("proxy.publish_addresses", f"{address} publishes the proxy on every interface of the host"))
     if profile.environment == "development":
         found.append(Finding("environment", "development: plain-http origins and self-signed certificates are accepted"))
+    found += _firewall(profile) + _proxy(profile) + _raised_limits(profile)
+    return found
+
+
+def _firewall(profile: Profile) -> list[Finding]:
+    firewall = profile.firewall
+    if not firewall.enabled:
+        return [Finding("firewall.enabled", "no host firewall is rendered: SSH and Docker's published ports are not restricted by tempo-gen")]
+    found = []
+    if firewall.allow_world_admin:
+        found.append(Finding("firewall.allow_world_admin", "SSH is accepted from anywhere (rate-limited only)"))
+    elif not firewall.admin_cidrs and firewall.vpn is None:
+        found.append(Finding("firewall.admin_cidrs", "none given: SSH is accepted from anywhere (development only)"))
+    return found
+
+
+def _proxy(profile: Profile) -> list[Finding]:
+    if profile.proxy.kind == "none":
+        return []
+    proxy, found = profile.proxy, []
+    if proxy.headers.x_xss_protection != "0":
+        found.append(Finding("proxy.headers.x_xss_protection", f"{proxy.headers.x_xss_protection!r}: OWASP advises 0 (the legacy XSS auditor leaked data)"))
+    if not proxy.hsts.include_subdomains:
+        found.append(Finding("proxy.hsts.include_subdomains", "HSTS does not cover subdomains"))
+    if proxy.headers.csp.override:
+        found.append(Finding("proxy.headers.csp.override", "the Content-Security-Policy is written by hand; review it"))
+    return found
+
+
+# Limits whose raise above the default widens what a client may do.
+_LIMITS = (
+    ("tempo.media_max_mb", lambda p: p.tempo.media_max_mb),
+    ("tempo.import_max_mb", lambda p: p.tempo.import_max_mb),
+    ("proxy.body_max_kb", lambda p: p.proxy.body_max_kb),
+    ("proxy.rate_limits.login_per_minute", lambda p: p.proxy.rate_limits.login_per_minute),
+    ("proxy.rate_limits.login_burst", lambda p: p.proxy.rate_limits.login_burst),
+    ("proxy.rate_limits.api_per_second", lambda p: p.proxy.rate_limits.api_per_second),
+    ("proxy.rate_limits.api_burst", lambda p: p.proxy.rate_limits.api_burst),
+)
+
+
+def _raised_limits(profile: Profile) -> list[Finding]:
+    defaults = Profile.model_construct()  # every default, no validation (name and domain stay unset)
+    found = []
+    for field, value in _LIMITS:
+        default = value(defaults)
+        if value(profile) > default:
+            found.append(Finding(field, f"raised to {value(profile)} (default {default})"))
     return found
 
 
@@ -50,5 +98,10 @@ def checklist(profile: Profile) -> list[ChecklistItem]:
                       "Docker secret db_password (POSTGRES_PASSWORD_FILE), no default password anywhere"),
         ChecklistItem("HTTPS configured", proxied, f"{profile.proxy.kind} terminates TLS" if proxied else "proxy.kind is none"),
         ChecklistItem("CORS origins configured", https_origins, ", ".join(profile.cors_origins)),
+        ChecklistItem("Firewall rules set", profile.firewall.enabled,
+                      "firewall/ (nftables, DOCKER-USER, ufw variant)" if profile.firewall.enabled else "firewall.enabled is false"),
         ChecklistItem("Reverse proxy configured", proxied, f"{profile.proxy.kind} ({profile.proxy.placement})" if proxied else "proxy.kind is none"),
+        ChecklistItem("Security headers added", proxied,
+                      "HSTS, CSP, X-Frame-Options, nosniff, Referrer-Policy, Permissions-Policy on every response"
+                      if proxied else "proxy.kind is none"),
     ]

@@ -53,3 +53,25 @@ def test_audit_flags_a_missing_proxy(cli, project):
     assert result.exit_code == 1
     assert "weakened  proxy.kind" in result.output
     assert "MISSING   HTTPS configured" in result.output
+
+
+def test_audit_names_firewall_header_and_limit_weakenings(cli, project):
+    (project / "profiles" / "demo.yaml").write_text(
+        VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  import_max_mb: 900\n")
+        .replace("proxy:\n", "proxy:\n  headers:\n    x_xss_protection: '1; mode=block'\n  rate_limits:\n    login_per_minute: 60\n")
+        .replace("firewall:\n  admin_cidrs: [198.51.100.0/24]\n", "firewall:\n  enabled: false\n")
+    )
+    result = cli("audit")
+    assert "weakened  firewall.enabled: no host firewall" in result.output
+    assert "MISSING   Firewall rules set" in result.output
+    assert "weakened  proxy.headers.x_xss_protection: '1; mode=block'" in result.output
+    assert "weakened  tempo.import_max_mb: raised to 900 (default 500)" in result.output
+    assert "weakened  proxy.rate_limits.login_per_minute: raised to 60 (default 5)" in result.output
+
+
+def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli, project):
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
+    result = cli("audit")
+    assert [line for line in result.output.splitlines() if "weakened" in line] == [
+        "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy (run `tempo-gen lock`)"]
+    assert "MISSING" not in result.output
