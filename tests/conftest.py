@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -44,8 +43,23 @@ def cli(project: Path):
     return run
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI") == "true"
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A Docker daemon that answers for the whole session; stopped afterwards only if we started it."""
+    from tests.e2e.engine import ensure_engine, stop_engine
+
+    record = ensure_engine()
+    yield record
+    stop_engine(record)
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_engine):
+    import docker
+
+    client = docker.from_env(timeout=300)
+    yield client
+    client.close()
 
 
 def pytest_addoption(parser):

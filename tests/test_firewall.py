@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.engine import unavailable
 from click.testing import CliRunner
 
 from tempo_gen.cli import main
@@ -75,7 +77,7 @@ def render(placement: str = "container", environment: str = "production", **fw) 
 ])
 def test_bad_values_are_refused(tmp_path, firewall_yaml, field, message):
     found = problems(tmp_path, firewall_yaml)
-    assert any(f"profile.yaml:" in p and f" {field}: " in p and message in p for p in found), found
+    assert any("profile.yaml:" in p and f" {field}: " in p and message in p for p in found), found
 
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
@@ -191,14 +193,6 @@ def test_example_profile_renders(tmp_path):
 
 # ---- The real tools accept what is rendered ----
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture

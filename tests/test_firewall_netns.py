@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.engine import unavailable
+
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import firewall
 from tempo_gen.targets.base import Context
@@ -88,15 +90,6 @@ ALLOWED = {
 }
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    """A missing prerequisite: a failure in CI (a green run must mean the tests ran), a skip elsewhere."""
-    if in_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def run(*cmd: str, input: str | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -523,15 +516,7 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def docker_engine(netns_ready):
-    if not shutil.which("docker"):
-        unavailable("docker is not installed")
-    try:
-        answers = subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except subprocess.TimeoutExpired:
-        answers = False
-    if not answers:
-        unavailable("no Docker engine answers `docker info` (the e2e fixtures start one in CI)")
+def busybox_image(netns_ready, docker_engine):
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
         # Images cannot be pulled here: a one-file image from the static busybox.
         busybox = shutil.which("busybox")
@@ -542,7 +527,7 @@ def docker_engine(netns_ready):
         tar.wait(timeout=TIMEOUT)
 
 
-def test_docker_published_port(lab, tmp_path, docker_engine):
+def test_docker_published_port(lab, tmp_path, busybox_image):
     """A container publishes a site port and a stray port; with docker-user.sh applied, the site
     port answers only the allowed network and the stray port nobody. IPv4 only: this dockerd
     runs without IPv6, so it forwards nothing over IPv6."""

@@ -1,29 +1,13 @@
-"""Fixtures of the end-to-end harness: a Docker engine for the session, the
-locally built stand-in images, and a per-test sandbox network."""
+"""Fixtures of the end-to-end harness: the locally built stand-in images and a
+per-test sandbox network (the engine fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import docker
 import pytest
 
-from .engine import PrerequisiteMissing, ensure_engine, stop_engine, unavailable
+from .engine import PrerequisiteMissing, unavailable
 from .images.build import build_standins
 from .sandbox import Sandbox
-
-
-@pytest.fixture(scope="session")
-def docker_engine():
-    """A Docker daemon that answers; stopped afterwards only if we started it."""
-    record = ensure_engine()
-    yield record
-    stop_engine(record)
-
-
-@pytest.fixture(scope="session")
-def docker_client(docker_engine):
-    client = docker.from_env(timeout=300)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="session")
