@@ -152,6 +152,10 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
         sys.exit(1)
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
 @main.command()
 @click.argument("name", required=False)
 @click.option("--domain", help="Public host name, e.g. tempo.example.com.")
@@ -162,7 +166,7 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
 def init(root: Path, name: str | None, domain: str | None, proxy: str | None, address: str | None,
          admin_cidrs: tuple[str, ...]) -> None:
     """Write profiles/NAME.yaml: a commented starter profile with secure defaults."""
-    interactive = sys.stdin.isatty()
+    interactive = _interactive()
     name = name or (click.prompt("Deployment name", default="tempo") if interactive else "tempo")
     if domain is None:
         if not interactive:

@@ -75,3 +75,17 @@ def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli, project):
     assert [line for line in result.output.splitlines() if "weakened" in line] == [
         "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy (run `tempo-gen lock`)"]
     assert "MISSING" not in result.output
+
+
+def test_init_asks_on_a_terminal(project, monkeypatch):
+    import tempo_gen.cli as cli_module
+    from click.testing import CliRunner
+
+    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    answers = "home\nrun.example.org\nnginx\n198.51.100.7\n198.51.100.0/24\n"
+    result = CliRunner().invoke(cli_module.main, ["--project", str(project), "init"], input=answers)
+    assert result.exit_code == 0, result.output
+    for prompt in ("Deployment name", "Public domain", "Reverse proxy", "publishes 80/443", "SSH"):
+        assert prompt in result.output
+    data = yaml.safe_load((project / "profiles" / "home.yaml").read_text())
+    assert data["firewall"]["admin_cidrs"] == ["198.51.100.0/24"]

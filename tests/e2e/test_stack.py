@@ -348,6 +348,56 @@ def test_nothing_is_lost_across_down_up_and_a_killed_api(stack):
     assert _media(stack, workout, media_id, _cookie(stack)) == payload
 
 
+ENTRYPOINT_REFUSALS = [
+    ("jwt_key", None, "secret 'jwt_key' is missing"),
+    ("jwt_key", "", "secret 'jwt_key' is empty"),
+    ("jwt_key", "x" * 31, "secret 'jwt_key' is shorter than 32 characters"),
+    ("jwt_key", "CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE", "secret 'jwt_key' is Tempo's placeholder"),
+    ("db_password", "a" * 40 + ";Host=evil", "contains ; ' \" or ="),
+]
+
+
+@pytest.mark.parametrize("secret, value, message", ENTRYPOINT_REFUSALS, ids=["missing", "empty", "short", "placeholder", "semicolon"])
+def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp_path, secret, value, message):
+    good = stack.secret_values()
+    mounts = {}
+    for name in ("db_password", "jwt_key"):
+        content = value if name == secret else good[name]
+        if content is None:
+            continue
+        path = tmp_path / name
+        path.write_text(content)
+        os.chmod(path, 0o444)
+        mounts[str(path)] = {"bind": f"/run/secrets/{name}", "mode": "ro"}
+    image = stack.container("api").image.id
+    container = stack.client.containers.run(
+        image, detach=True, volumes=mounts, read_only=True, user=f"{UIDS['api']}:{UIDS['api']}",
+        network_mode="none", environment={"TEMPO_DB_HOST": "postgres", "TEMPO_DB_NAME": "tempo", "TEMPO_DB_USER": "tempo"})
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 64
+        output = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert message in output, output
+    assert all(v not in output for v in good.values()) and (not value or value not in output)
+
+
+def test_a_failed_database_rotation_changes_nothing(stack):
+    before = stack.secret_values()
+    stack.compose("stop", "postgres")
+    try:
+        result = tempo_gen(stack.root, "secrets", "rotate", "db", str(stack.profile))
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert "postgres" in result.stderr and "not running" in result.stderr, result.stderr
+    finally:
+        stack.compose("start", "postgres")
+    assert stack.secret_values() == before
+    assert not (stack.root / "secrets" / stack.name / "db_password.next").exists()
+    stack.wait_healthy("postgres")
+    stack.wait_healthy("api")
+    assert _cookie(stack)
+
+
 def test_rotating_both_secrets_keeps_data_and_login(stack):
     stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
     workout, media_id, payload = _login_and_upload(stack)
