@@ -5,16 +5,39 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from pathlib import Path
 
 import jinja2
+import yaml
 
 import tempo_gen.templates
+from tempo_gen.errors import RenderError
 
 
 def yaml_string(value: object) -> str:
     """A YAML double-quoted scalar (JSON strings are valid YAML), safe for any text."""
     return json.dumps(str(value))
+
+
+_SINGLE_SPACE = re.compile(r"(?<! ) (?! )")
+
+
+def yaml_wrapped(value: object, indent: int, width: int = 100) -> str:
+    """A YAML double-quoted scalar broken at single spaces (inside one, a line break reads as a
+    space): after each `;` (one CSP directive a line) and before `width`, so long headers stay
+    readable and pass yamllint's line length."""
+    value = str(value)
+    lines = [""]
+    for word in _SINGLE_SPACE.split(value):
+        quoted = json.dumps(word)[1:-1]
+        if lines[-1] and (lines[-1].endswith(";") or len(lines[-1]) + len(quoted) >= width):
+            lines.append("")
+        lines[-1] += (" " if lines[-1] else "") + quoted
+    text = '"' + ("\n" + " " * indent).join(lines) + '"'
+    if yaml.safe_load(text) != value:  # the second lock: the value must read back unchanged
+        raise RenderError(f"cannot write {value!r} as a YAML string")
+    return text
 
 
 @functools.cache
@@ -31,6 +54,7 @@ def environment() -> jinja2.Environment:
         bytecode_cache=_bytecode_cache(),
     )
     env.filters["q"] = yaml_string
+    env.filters["q_wrapped"] = yaml_wrapped
     return env
 
 

@@ -2,10 +2,10 @@
 
 Data first, like mozilla/ssl-config-generator: PROFILES mirrors the
 `configurations` of guidelines 6.0 (src/static/guidelines/6.0.json, MPL-2.0),
-with OpenSSL and IANA cipher names so the nginx target and a Traefik target
+with OpenSSL and IANA cipher names so the nginx target and the Traefik target
 (Go names) read the same table. The capability table says what an nginx
-version and the OpenSSL it links can do; `for_nginx` is the one resolver that
-combines both (the generator's state.js), so templates only format its result.
+version and the OpenSSL it links can do; `for_nginx` and `for_traefik` are the
+resolvers (the generator's state.js), so templates only format their result.
 """
 
 from __future__ import annotations
@@ -140,4 +140,24 @@ def for_nginx(profile_name: str, nginx: tuple[int, ...], openssl: tuple[int, ...
         session_cache=SESSION_CACHE,
         session_tickets_off=nginx < NGINX_TICKET_KEY_ROTATION,
         http2_directive=nginx >= NGINX_HTTP2_DIRECTIVE,
+    )
+
+
+@dataclass(frozen=True)
+class TraefikTls:
+    """What Traefik's `tls.options` print: Go's crypto/tls names."""
+
+    min_version: str
+    cipher_suites: tuple[str, ...]
+    """TLS 1.2 suites; empty for TLS 1.3 only (Go fixes the TLS 1.3 suites itself)."""
+    curve_preferences: tuple[str, ...]
+
+
+def for_traefik(profile_name: str) -> TraefikTls:
+    """Traefik 3.5+ (Go 1.24+) knows every group of the table, the post-quantum hybrid included."""
+    profile = PROFILES[profile_name]
+    return TraefikTls(
+        min_version="VersionTLS" + profile.min_version.replace(".", ""),
+        cipher_suites=profile.ciphers_iana,
+        curve_preferences=tuple(GO_GROUP_NAMES[g] for g in profile.tls_curves),
     )

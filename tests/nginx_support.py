@@ -20,7 +20,7 @@ import trustme
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import nginx
-from tempo_gen.targets.base import Context
+from tests.proxy_support import context, dev_profile, write_pair
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CONF = "etc/nginx"
@@ -37,28 +37,9 @@ def local_versions() -> tuple[str, str]:
     return nginx_version, openssl
 
 
-def deep_merge(base: dict, overlay: dict) -> dict:
-    merged = dict(base)
-    for key, value in overlay.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
-DEV_PROFILE: dict[str, Any] = {
-    "name": "nginx-test",
-    "domain": "tempo.test",
-    "environment": "development",
-    "proxy": {"kind": "nginx", "placement": "host"},
-}
-
-
 def make_profile(**overlay: Any) -> Profile:
-    """A development profile (no pins or firewall needed) with `overlay` deep-merged in."""
-    return Profile.model_validate(deep_merge(DEV_PROFILE, overlay))
-
-
-def context(profile: Profile) -> Context:
-    return Context(profile, "profiles/test.yaml", "../../secrets/test")
+    """A development nginx profile (no pins or firewall needed) with `overlay` deep-merged in."""
+    return dev_profile("nginx", **overlay)
 
 
 def render_files(profile: Profile, runtime: nginx.Runtime | None = None) -> dict[str, str]:
@@ -92,9 +73,7 @@ def prepare_root(profile: Profile, root: Path, ca: trustme.CA, key_type: trustme
     rt = runtime(profile, root, **overrides)
     conf = write_tree(profile, root, rt)
     cert_file, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
-    leaf = ca.issue_cert(profile.domain, key_type=key_type)
-    cert_file.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key_file))
+    write_pair(ca, cert_file, key_file, key_type)
     return conf
 
 

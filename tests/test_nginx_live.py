@@ -10,15 +10,10 @@ import contextlib
 import http.client
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
-import threading
-import time
 import uuid
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,160 +22,14 @@ import trustme
 from tempo_gen import tls_policy
 from tempo_gen.models.profile import Profile
 from tests.nginx_support import NGINX, for_local_nginx, make_profile, needs_nginx, prepare_root
+from tests.proxy_support import (
+    DOMAIN, MIB, LiveProxy, arrived, free_ports, permissive_tls_server, stop, stub, wait_for_port,
+)
 
 pytestmark = needs_nginx
 
-DOMAIN = "tempo.test"
-MIB = 1024 * 1024
-
-
-# --- upstream stubs -----------------------------------------------------------------------------------
-
-
-def _stub_handler(name: str, arrivals: list[str]):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # nginx keeps upstream connections alive
-
-        def log_message(self, *args):
-            pass
-
-        def handle_request(self):
-            arrivals.append(self.path)  # before the body: shows whether nginx streams it
-            received = 0
-            remaining = int(self.headers.get("Content-Length") or 0)
-            while remaining:
-                chunk = self.rfile.read(min(remaining, MIB))
-                if not chunk:
-                    break
-                received += len(chunk)
-                remaining -= len(chunk)
-            if self.path.endswith("/crash"):
-                self.close_connection = True  # no answer at all: nginx must say 502
-                return
-            body = json.dumps({"upstream": name, "path": self.path, "headers": dict(self.headers),
-                               "received": received}).encode()
-            self.send_response(404 if "/missing" in self.path else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            # What Next.js and Kestrel leak, and a header the proxy must own.
-            self.send_header("X-Powered-By", "Next.js" if name == "frontend" else "ASP.NET")
-            self.send_header("X-Frame-Options", "ALLOWALL")
-            if name == "api" and self.path == "/auth/login":
-                # Like Tempo: Secure only when the request is https as ASP.NET sees it (X-Forwarded-Proto).
-                secure = "; secure" if self.headers.get("X-Forwarded-Proto") == "https" else ""
-                self.send_header("Set-Cookie", f"authToken=t0k3n; path=/; samesite=lax; httponly{secure}")
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = do_PUT = do_DELETE = handle_request
-
-    return Handler
-
-
-@contextlib.contextmanager
-def stub(name: str, arrivals: list[str]):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _stub_handler(name, arrivals))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
 
 # --- the running proxy --------------------------------------------------------------------------------
-
-
-@dataclass
-class Proxy:
-    profile: Profile
-    ca: trustme.CA
-    root: Path
-    api_arrivals: list[str]
-    """Paths the API stub has seen, appended when the request line arrives."""
-
-    @property
-    def http_port(self) -> int:
-        return self.profile.proxy.http_port
-
-    @property
-    def https_port(self) -> int:
-        return self.profile.proxy.https_port
-
-    def tls_context(self, version: ssl.TLSVersion | None = None, ciphers: str | None = None) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self.ca.configure_trust(ctx)
-        if version:
-            ctx.minimum_version = ctx.maximum_version = version
-        if ciphers or (version and version < ssl.TLSVersion.TLSv1_2):
-            # Let this client offer what OpenSSL 3 would refuse on its own, so only the server can say no.
-            ctx.set_ciphers(f"{ciphers or 'DEFAULT'}:@SECLEVEL=0")
-        return ctx
-
-    def handshake(self, ctx: ssl.SSLContext, server_name: str = DOMAIN) -> ssl.SSLSocket:
-        sock = socket.create_connection(("127.0.0.1", self.https_port), timeout=5)
-        try:
-            return ctx.wrap_socket(sock, server_hostname=server_name)
-        except BaseException:
-            sock.close()
-            raise
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                source: str = "127.0.0.1", tls: bool = True) -> http.client.HTTPResponse:
-        proxy = self
-
-        class Connection(http.client.HTTPSConnection if tls else http.client.HTTPConnection):
-            def connect(self):
-                sock = socket.create_connection(("127.0.0.1", self.port), self.timeout, (source, 0))
-                self.sock = proxy.tls_context().wrap_socket(sock, server_hostname=DOMAIN) if tls else sock
-
-        if tls:
-            conn = Connection(DOMAIN, self.https_port, timeout=30, context=self.tls_context())
-        else:
-            conn = Connection(DOMAIN, self.http_port, timeout=30)
-        conn.request(method, path, body=body, headers={"Host": DOMAIN, **(headers or {})})
-        response = conn.getresponse()
-        response.body = response.read()
-        conn.close()
-        return response
-
-    def upload(self, path: str, size: int, source: str, send_body: bool = True, halfway=None) -> http.client.HTTPResponse:
-        """POST `size` bytes in 1 MiB writes; without send_body only the headers go (nginx judges Content-Length).
-        `halfway()` is called once half the body is sent."""
-        sock = socket.create_connection(("127.0.0.1", self.https_port), 60, (source, 0))
-        conn = http.client.HTTPSConnection(DOMAIN, self.https_port, timeout=120, context=self.tls_context())
-        conn.sock = self.tls_context().wrap_socket(sock, server_hostname=DOMAIN)
-        conn.putrequest("POST", path, skip_host=True)
-        conn.putheader("Host", DOMAIN)
-        conn.putheader("Content-Type", "application/octet-stream")
-        conn.putheader("Content-Length", str(size))
-        conn.endheaders()
-        if send_body:
-            chunk = memoryview(bytes(MIB))
-            sent = 0
-            while sent < size:
-                n = min(MIB, size - sent)
-                conn.sock.sendall(chunk[:n])
-                sent += n
-                if halfway and sent >= size // 2:
-                    halfway()
-                    halfway = None
-        response = conn.getresponse()
-        response.body = response.read()
-        conn.close()
-        return response
 
 
 @contextlib.contextmanager
@@ -211,27 +60,12 @@ def running_proxy(tls_profile: str = "intermediate", **profile_overlay):
                     folder.chmod(0o755)
             process = subprocess.Popen([NGINX, "-p", f"{root}/", "-c", str(conf), "-g", "daemon off;"],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            _wait_for_port(process, https_port)
-            yield Proxy(profile, ca, root, arrivals)
+            # stderr is read only once nginx has exited (reading a live pipe would block).
+            wait_for_port(process, https_port, "nginx", lambda: process.stderr.read().decode() if process.poll() is not None else "")
+            yield LiveProxy(profile, ca, root, arrivals)
     finally:
-        if process:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait_for_port(process: subprocess.Popen, port: int) -> None:
-    for _ in range(100):  # at most ~5 s
-        if process.poll() is not None:
-            raise AssertionError(f"nginx exited: {process.stderr.read().decode()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise AssertionError("nginx did not start listening within 5 s")
 
 
 @pytest.fixture(scope="module")
@@ -244,30 +78,8 @@ def proxy():
 def permissive(proxy):
     """A TLS server that accepts anything this OpenSSL can do: the control showing that a client
     refused by nginx would have been served by a weaker server."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    proxy.ca.issue_cert(DOMAIN, key_type=trustme.KeyType.RSA).configure_cert(ctx)
-    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    ctx.set_ciphers("ALL:@SECLEVEL=0")
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                conn, _ = listener.accept()
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    ctx.wrap_socket(conn, server_side=True).close()
-                conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-
-    def handshake(client: ssl.SSLContext) -> str:
-        with client.wrap_socket(socket.create_connection(listener.getsockname(), timeout=5), server_hostname=DOMAIN) as tls:
-            return tls.version()
-
-    yield handshake
-    stop.set()
-    listener.close()
+    with permissive_tls_server(proxy.ca) as handshake:
+        yield handshake
 
 
 # --- assertions ---------------------------------------------------------------------------------------
@@ -434,15 +246,6 @@ def test_media_and_single_import_limit(proxy, path):
     assert proxy.upload(f"/api/workouts/{uuid.UUID(int=7)}", limit, "127.0.0.9", send_body=False).status == 413
 
 
-def _arrived(arrivals: list[str], start: int, path: str, seconds: float) -> bool:
-    """Whether `path` reached the stub after arrivals[start], waiting up to `seconds`."""
-    for _ in range(int(seconds / 0.05)):
-        if path in arrivals[start:]:
-            return True
-        time.sleep(0.05)
-    return path in arrivals[start:]
-
-
 @pytest.mark.parametrize("path", ["/api/workouts/import/bulk", "/api/workouts/import/export"])
 def test_bulk_import_limit(proxy, path):
     limit = proxy.profile.tempo.import_max_mb * MIB
@@ -459,7 +262,7 @@ def test_bulk_import_is_streamed_and_media_is_buffered(proxy):
     for path in (bulk, media):
         upstream_path, start = path.removeprefix("/api"), len(proxy.api_arrivals)
         response = proxy.upload(path, 8 * MIB, "127.0.0.15",
-                                halfway=lambda: seen.setdefault(path, _arrived(proxy.api_arrivals, start, upstream_path, 2)))
+                                halfway=lambda: seen.setdefault(path, arrived(proxy.api_arrivals, start, upstream_path, 2)))
         assert response.status == 200
     assert seen == {bulk: True, media: False}
 

@@ -30,16 +30,17 @@ class Certificate(StrictModel):
     """Where the certificate and its key come from (paths on the host; a proxy container mounts them read-only)."""
 
     source: Literal["acme", "files", "self-signed"] = "acme"
-    """`acme`: certbot --webroot (http-01), installed by proxy/certbot-deploy-hook.sh; `files`: a pair you
-    provide; `self-signed`: a pair made by proxy/self-signed-cert.sh (environment: development only)."""
+    """`acme`: Let's Encrypt over http-01: for nginx certbot --webroot, installed by proxy/certbot-deploy-hook.sh;
+    for traefik its own ACME client, storing account and certificates in the proxy_acme volume (host: /var/lib/traefik).
+    `files`: a pair you provide; `self-signed`: a pair made by proxy/self-signed-cert.sh (environment: development only)."""
     cert_file: AbsPath | None = None
-    """Certificate chain the proxy reads. Default (acme, self-signed): /var/lib/tempo-tls/<domain>/fullchain.pem."""
+    """Certificate chain the proxy reads (not used by traefik with acme). Default (acme, self-signed): /var/lib/tempo-tls/<domain>/fullchain.pem."""
     key_file: AbsPath | None = None
-    """Private key the proxy reads. Default (acme, self-signed): /var/lib/tempo-tls/<domain>/privkey.pem."""
+    """Private key the proxy reads (not used by traefik with acme). Default (acme, self-signed): /var/lib/tempo-tls/<domain>/privkey.pem."""
     acme_webroot: AbsPath = "/var/www/_letsencrypt"
-    """Folder certbot --webroot writes challenge tokens to; port 80 serves /.well-known/acme-challenge/ from it."""
+    """nginx: folder certbot --webroot writes challenge tokens to; port 80 serves /.well-known/acme-challenge/ from it."""
     acme_email: Email | None = None
-    """Account e-mail for the certbot command in proxy/README.md (expiry notices)."""
+    """ACME account e-mail (certbot command in proxy/README.md, or Traefik's resolver)."""
 
     @model_validator(mode="after")
     def _files_need_paths(self) -> Certificate:
@@ -70,7 +71,8 @@ class Tls(StrictModel):
     ocsp_stapling: bool = False
     """Opt-in: Let's Encrypt no longer runs OCSP responders; enable only for a CA that still publishes OCSP."""
     ocsp_resolvers: list[IPv4Address | IPv6Address] = []
-    """DNS resolvers nginx uses to reach the OCSP responder. Default in a container: Docker's 127.0.0.11."""
+    """DNS resolvers nginx uses to reach the OCSP responder. Default in a container: Docker's 127.0.0.11.
+    Traefik uses the system resolver and ignores this."""
 
 
 class Hsts(StrictModel):
@@ -190,12 +192,14 @@ class Proxy(StrictModel):
     http_port: Port = 80
     https_port: Port = 443
     image: ImageRef | None = None
-    """Proxy image for `placement: container`; default: the unprivileged nginx image (uid 101, ports 8080/8443)."""
+    """Proxy image for `placement: container`; default: the unprivileged nginx image (uid 101, ports 8080/8443),
+    or traefik:v3.7 (the config needs Traefik 3.6.4 or later)."""
     nginx_version: VersionNumber = "1.28"
     """nginx version the config is written for (syntax differs across 1.25.1). Default: the default image's;
-    Debian 12's nginx is 1.22."""
+    Debian 12's nginx is 1.22. Ignored by traefik."""
     openssl_version: VersionNumber = "3.0"
-    """OpenSSL the proxy links. From 3.5 the post-quantum group X25519MLKEM768 is offered; older builds refuse it."""
+    """OpenSSL nginx links. From 3.5 the post-quantum group X25519MLKEM768 is offered; older builds refuse it.
+    Ignored by traefik (Go's TLS always offers it)."""
     tls: Tls = Tls()
     hsts: Hsts = Hsts()
     headers: Headers = Headers()
@@ -209,8 +213,10 @@ class Proxy(StrictModel):
             raise ValueError(f"nginx_version {self.nginx_version} is older than {'.'.join(map(str, NGINX_MIN_VERSION))}, the oldest supported")
         if version_tuple(self.openssl_version) < (3, 0):
             raise ValueError(f"openssl_version {self.openssl_version} is older than 3.0, the oldest supported")
-        if self.tls.ocsp_stapling and self.placement == "host" and not self.tls.ocsp_resolvers:
+        if self.kind == "nginx" and self.tls.ocsp_stapling and self.placement == "host" and not self.tls.ocsp_resolvers:
             raise ValueError("tls.ocsp_stapling on the host needs tls.ocsp_resolvers (nginx resolves the OCSP responder itself)")
+        if self.kind == "traefik" and self.placement == "host" and len(self.publish_addresses) > 1:
+            raise ValueError("a traefik entry point listens on one address: give one publish_addresses entry, or none for every address")
         return self
 
     def image_ref(self) -> str | None:

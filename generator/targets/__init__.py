@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tempo_gen.bundle import Bundle
-from tempo_gen.targets import compose, firewall, nginx, tempo
+from tempo_gen.targets import compose, firewall, nginx, tempo, traefik
 from tempo_gen.targets.base import Context
 
-TARGETS = (compose, tempo, nginx, firewall)
+TARGETS = (compose, tempo, nginx, traefik, firewall)
 
 
 def build_bundle(ctx: Context) -> Bundle:

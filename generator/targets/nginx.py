@@ -16,6 +16,7 @@ from tempo_gen.errors import RenderError
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
+from tempo_gen.routes import API_ROUTES
 from tempo_gen.targets.base import Context
 from tempo_gen.targets.compose import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
 
@@ -112,6 +113,7 @@ def render(ctx: Context, runtime: Runtime | None = None) -> list[RenderedFile]:
         tls=tls_policy.for_nginx(proxy.tls.profile, version_tuple(proxy.nginx_version), version_tuple(proxy.openssl_version)),
         guidelines=f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
         headers=proxy.security_headers(),
+        routes={route.name: route for route in API_ROUTES},
         site=site,
         acme=cert.source == "acme",
         cert_file=rt.path(cert_file),
@@ -131,7 +133,7 @@ def render(ctx: Context, runtime: Runtime | None = None) -> list[RenderedFile]:
     # Key owner: the container's uid, or root for a host nginx (its master reads keys before dropping privileges).
     owner = profile.containers.users.proxy if proxy.placement == "container" else 0
     if cert.source in ("acme", "self-signed"):  # acme needs a first pair before nginx can answer the challenge
-        files.append(ctx.file("proxy/self-signed-cert.sh", "nginx/self-signed-cert.sh.j2", 0o755, key_owner=owner, **values))
+        files.append(ctx.file("proxy/self-signed-cert.sh", "proxy/self-signed-cert.sh.j2", 0o755, key_owner=owner, **values))
     if cert.source == "acme":
         files.append(ctx.file("proxy/certbot-deploy-hook.sh", "nginx/certbot-deploy-hook.sh.j2", 0o755, key_owner=owner, **values))
     return files

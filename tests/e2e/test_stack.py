@@ -39,7 +39,8 @@ def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def profile_text(name: str, images: dict[str, str], address: str, http_port: int, https_port: int, tls: Path) -> str:
+def profile_text(name: str, kind: str, images: dict[str, str], address: str, http_port: int, https_port: int,
+                 tls: Path) -> str:
     return f"""\
 name: {name}
 domain: {DOMAIN}
@@ -51,9 +52,9 @@ tempo:
     frontend: {images['frontend']}
     postgres: {images['postgres']}
 proxy:
-  kind: nginx
+  kind: {kind}
   placement: container
-  image: {images['nginx']}
+  image: {images[kind]}
   nginx_version: "1.22"
   openssl_version: "3.0"
   publish_addresses: [{address}]
@@ -117,9 +118,9 @@ class World:
 class Stack:
     """A rendered e2e project and its running Compose stack."""
 
-    def __init__(self, root: Path, name: str, client: docker.DockerClient, ca: trustme.CA,
+    def __init__(self, root: Path, name: str, kind: str, client: docker.DockerClient, ca: trustme.CA,
                  world: World, http_port: int, https_port: int):
-        self.root, self.name, self.client, self.ca, self.world = root, name, client, ca, world
+        self.root, self.name, self.kind, self.client, self.ca, self.world = root, name, kind, client, ca, world
         self.http_port, self.https_port = http_port, https_port
         self.bundle = root / "out" / name
         self.profile = root / "profiles" / f"{name}.yaml"
@@ -154,9 +155,10 @@ class Stack:
         wait_until(healthy, UP_TIMEOUT, f"{service} healthy")
 
 
-@pytest.fixture(scope="module")
-def stack(docker_client, standin_images, tmp_path_factory, network_namespaces):
-    root = tmp_path_factory.mktemp("stack")
+@pytest.fixture(scope="module", params=["nginx", "traefik"])
+def stack(request, docker_client, standin_images, tmp_path_factory, network_namespaces):
+    kind = request.param
+    root = tmp_path_factory.mktemp(f"stack-{kind}")
     tag = uuid.uuid4().hex[:8]
     name = f"e2e-{tag}"
     ca = trustme.CA()
@@ -170,12 +172,12 @@ def stack(docker_client, standin_images, tmp_path_factory, network_namespaces):
     (root / "profiles").mkdir()
     http_port, https_port = free_port(), free_port()
     (root / "profiles" / f"{name}.yaml").write_text(
-        profile_text(name, standin_images, World.HOST, http_port, https_port, tls))
+        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls))
     for command in (("secrets", "init"), ("render",)):
         result = tempo_gen(root, *command)
         assert result.returncode == 0, result.stdout + result.stderr
     world = World(tag)
-    running = Stack(root, name, docker_client, ca, world, http_port, https_port)
+    running = Stack(root, name, kind, docker_client, ca, world, http_port, https_port)
     try:
         running.up()
         yield running
@@ -267,7 +269,7 @@ def test_the_backend_network_has_no_route_out(stack):
 
 def test_https_redirect_headers_and_a_secure_login_cookie(stack):
     status, headers, _ = plain_request(World.HOST, stack.http_port, DOMAIN, "GET", "/workouts?page=2")
-    assert status == 308
+    assert status == {"nginx": 308, "traefik": 301}[stack.kind]  # Traefik's permanent redirect: 301 for GET
     assert headers["location"] == f"https://{DOMAIN}:{stack.https_port}/workouts?page=2"
     status, headers, body = stack.https("GET", "/")
     assert status == 200 and "Tempo" in body

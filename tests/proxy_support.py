@@ -1,0 +1,271 @@
+"""Shared by the proxy tests (nginx and Traefik): profiles, upstream stubs, a TLS client, a permissive TLS server.
+
+Everything listens on 127.0.0.1 only, every wait is bounded, and every server
+is stopped by the context manager that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+from tempo_gen.models.profile import Profile
+from tempo_gen.targets.base import Context
+
+DOMAIN = "tempo.test"
+MIB = 1024 * 1024
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def dev_profile(kind: str, **overlay: Any) -> Profile:
+    """A development profile for proxy `kind` on the host (no pins or firewall needed), `overlay` deep-merged in."""
+    base = {"name": f"{kind}-test", "domain": DOMAIN, "environment": "development",
+            "proxy": {"kind": kind, "placement": "host"}}
+    return Profile.model_validate(deep_merge(base, overlay))
+
+
+def context(profile: Profile) -> Context:
+    return Context(profile, "profiles/test.yaml", "../../secrets/test")
+
+
+def write_pair(ca: trustme.CA, cert_file: Path, key_file: Path, key_type: trustme.KeyType = trustme.KeyType.ECDSA) -> None:
+    """A certificate for DOMAIN from `ca`, chain and key written where the proxy reads them."""
+    leaf = ca.issue_cert(DOMAIN, key_type=key_type)
+    cert_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    cert_file.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key_file))
+
+
+# --- upstream stubs -----------------------------------------------------------------------------------
+
+
+def _stub_handler(name: str, arrivals: list[str]):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # proxies keep upstream connections alive
+
+        def log_message(self, *args):
+            pass
+
+        def handle_request(self):
+            arrivals.append(self.path)  # before the body: shows whether the proxy streams it
+            received = 0
+            remaining = int(self.headers.get("Content-Length") or 0)
+            while remaining:
+                chunk = self.rfile.read(min(remaining, MIB))
+                if not chunk:
+                    break
+                received += len(chunk)
+                remaining -= len(chunk)
+            if self.path.endswith("/crash"):
+                self.close_connection = True  # no answer at all: the proxy must say 502
+                return
+            body = json.dumps({"upstream": name, "path": self.path, "headers": dict(self.headers),
+                               "received": received}).encode()
+            self.send_response(404 if "/missing" in self.path else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            # What Next.js and Kestrel leak, and a header the proxy must own.
+            self.send_header("X-Powered-By", "Next.js" if name == "frontend" else "ASP.NET")
+            self.send_header("X-Frame-Options", "ALLOWALL")
+            if name == "api" and self.path == "/auth/login":
+                # Like Tempo: Secure only when the request is https as ASP.NET sees it (X-Forwarded-Proto).
+                secure = "; secure" if self.headers.get("X-Forwarded-Proto") == "https" else ""
+                self.send_header("Set-Cookie", f"authToken=t0k3n; path=/; samesite=lax; httponly{secure}")
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = handle_request
+
+    return Handler
+
+
+@contextlib.contextmanager
+def stub(name: str, arrivals: list[str]) -> Iterator[str]:
+    """An upstream on 127.0.0.1 that answers JSON describing what it received; yields host:port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _stub_handler(name, arrivals))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def wait_for_port(process: subprocess.Popen, port: int, name: str, log: Callable[[], str] = lambda: "") -> None:
+    """Until 127.0.0.1:port accepts, for at most ~5 s; fails early if `process` exits."""
+    for _ in range(100):
+        if process.poll() is not None:
+            raise AssertionError(f"{name} exited: {log()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{name} did not start listening within 5 s: {log()}")
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- the client -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveProxy:
+    """A running proxy on 127.0.0.1 in front of the stubs, and a client for it."""
+
+    profile: Profile
+    ca: trustme.CA
+    root: Path
+    api_arrivals: list[str]
+    """Paths the API stub has seen, appended when the request line arrives."""
+
+    @property
+    def http_port(self) -> int:
+        return self.profile.proxy.http_port
+
+    @property
+    def https_port(self) -> int:
+        return self.profile.proxy.https_port
+
+    def tls_context(self, version: ssl.TLSVersion | None = None, ciphers: str | None = None) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.ca.configure_trust(ctx)
+        if version:
+            ctx.minimum_version = ctx.maximum_version = version
+        if ciphers or (version and version < ssl.TLSVersion.TLSv1_2):
+            # Let this client offer what OpenSSL 3 would refuse on its own, so only the server can say no.
+            ctx.set_ciphers(f"{ciphers or 'DEFAULT'}:@SECLEVEL=0")
+        return ctx
+
+    def handshake(self, ctx: ssl.SSLContext, server_name: str | None = DOMAIN) -> ssl.SSLSocket:
+        sock = socket.create_connection(("127.0.0.1", self.https_port), timeout=5)
+        try:
+            return ctx.wrap_socket(sock, server_hostname=server_name)
+        except BaseException:
+            sock.close()
+            raise
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                source: str = "127.0.0.1", tls: bool = True) -> http.client.HTTPResponse:
+        proxy = self
+
+        class Connection(http.client.HTTPSConnection if tls else http.client.HTTPConnection):
+            def connect(self):
+                sock = socket.create_connection(("127.0.0.1", self.port), self.timeout, (source, 0))
+                self.sock = proxy.tls_context().wrap_socket(sock, server_hostname=DOMAIN) if tls else sock
+
+        if tls:
+            conn = Connection(DOMAIN, self.https_port, timeout=30, context=self.tls_context())
+        else:
+            conn = Connection(DOMAIN, self.http_port, timeout=30)
+        conn.request(method, path, body=body, headers={"Host": DOMAIN, **(headers or {})})
+        response = conn.getresponse()
+        response.body = response.read()
+        conn.close()
+        return response
+
+    def upload(self, path: str, size: int, source: str, send_body: bool = True, halfway=None) -> http.client.HTTPResponse:
+        """POST `size` bytes in 1 MiB writes; without send_body only the headers go (the proxy judges Content-Length).
+        `halfway()` is called once half the body is sent."""
+        sock = socket.create_connection(("127.0.0.1", self.https_port), 60, (source, 0))
+        conn = http.client.HTTPSConnection(DOMAIN, self.https_port, timeout=120, context=self.tls_context())
+        conn.sock = self.tls_context().wrap_socket(sock, server_hostname=DOMAIN)
+        conn.putrequest("POST", path, skip_host=True)
+        conn.putheader("Host", DOMAIN)
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        if send_body:
+            chunk = memoryview(bytes(MIB))
+            sent = 0
+            while sent < size:
+                n = min(MIB, size - sent)
+                conn.sock.sendall(chunk[:n])
+                sent += n
+                if halfway and sent >= size // 2:
+                    halfway()
+                    halfway = None
+        response = conn.getresponse()
+        response.body = response.read()
+        conn.close()
+        return response
+
+
+def arrived(arrivals: list[str], start: int, path: str, seconds: float) -> bool:
+    """Whether `path` reached the stub after arrivals[start], waiting up to `seconds`."""
+    for _ in range(int(seconds / 0.05)):
+        if path in arrivals[start:]:
+            return True
+        time.sleep(0.05)
+    return path in arrivals[start:]
+
+
+@contextlib.contextmanager
+def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext], str]]:
+    """A TLS server that accepts anything this OpenSSL can do: the control showing that a client
+    refused by the proxy would have been served by a weaker server. Yields handshake(client) -> version."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(DOMAIN, key_type=trustme.KeyType.RSA).configure_cert(ctx)
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    listener = socket.create_server(("127.0.0.1", 0))
+    stopped = threading.Event()
+
+    def serve():
+        while not stopped.is_set():
+            with contextlib.suppress(OSError):
+                conn, _ = listener.accept()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    ctx.wrap_socket(conn, server_side=True).close()
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def handshake(client: ssl.SSLContext) -> str:
+        with client.wrap_socket(socket.create_connection(listener.getsockname(), timeout=5), server_hostname=DOMAIN) as tls:
+            return tls.version()
+
+    try:
+        yield handshake
+    finally:
+        stopped.set()
+        listener.close()
