@@ -29,8 +29,19 @@ def weakenings(profile: Profile) -> list[Finding]:
             found.append(Finding("proxy.publish_addresses", f"{address} publishes the proxy on every interface of the host"))
     if profile.environment == "development":
         found.append(Finding("environment", "development: plain-http origins and self-signed certificates are accepted"))
-    found += _firewall(profile) + _proxy(profile) + _raised_limits(profile)
+    found += _firewall(profile) + _proxy(profile) + _raised_limits(profile) + _swarm(profile)
     return found
+
+
+def _swarm(profile: Profile) -> list[Finding]:
+    """What Swarm (Docker 20.10, API 1.41) cannot apply that compose mode does."""
+    if profile.deploy.mode != "swarm":
+        return []
+    return [
+        Finding("deploy.mode", "swarm: no-new-privileges is not set on the services (Swarm ignores security_opt); "
+                'set "no-new-privileges": true in /etc/docker/daemon.json'),
+        Finding("deploy.mode", "swarm: tmpfs mounts are owned by root with the image folder's mode, not by the service's uid"),
+    ]
 
 
 def _firewall(profile: Profile) -> list[Finding]:
@@ -55,6 +66,11 @@ def _proxy(profile: Profile) -> list[Finding]:
         found.append(Finding("proxy.hsts.include_subdomains", "HSTS does not cover subdomains"))
     if proxy.headers.csp.override:
         found.append(Finding("proxy.headers.csp.override", "the Content-Security-Policy is written by hand; review it"))
+    timeout, default_timeout = profile.tempo.import_timeout_minutes, Profile.model_construct().tempo.import_timeout_minutes
+    if proxy.kind == "traefik" and timeout > default_timeout:
+        # nginx scopes the timeout to the import routes; Traefik's readTimeout is per entry point.
+        found.append(Finding("tempo.import_timeout_minutes", f"raised to {timeout} (default {default_timeout}): with Traefik "
+                             "every HTTPS request may take that long to arrive, so slow clients hold connections longer"))
     return found
 
 

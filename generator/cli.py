@@ -229,10 +229,16 @@ def secrets() -> None:
 @click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
 @click.pass_obj
 def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
-    """Create the missing secret files of PROFILES; existing ones are never overwritten."""
+    """Create the missing secrets of PROFILES (files, or Swarm secrets in swarm mode); existing ones are never replaced."""
     from tempo_gen.secrets import init_secrets, ownership_commands
 
     for item in load_all(profiles, root):
+        if item.profile.deploy.mode == "swarm":
+            from tempo_gen.swarm_secrets import init_secrets as init_swarm_secrets, swarm_client
+
+            for created in init_swarm_secrets(item.profile, swarm_client()):
+                click.echo(f"{'created' if created.created else 'kept   '} Swarm secret {created.name}")
+            continue
         for entry in init_secrets(item.profile, root):
             click.echo(f"{'created' if entry.created else 'kept   '} {entry.path}")
         if commands := ownership_commands(item.profile, root):
@@ -244,12 +250,19 @@ def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
 @click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
 @click.pass_obj
 def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
-    """Report missing, weak, wrongly-owned or world-readable secret files; exit 1 if any."""
+    """Report missing, weak, wrongly-owned or world-readable secret files (missing or stray Swarm secrets); exit 1 if any."""
     from tempo_gen.secrets import check_secrets
 
-    found = [(item, problem) for item in load_all(profiles, root) for problem in check_secrets(item.profile, root)]
-    for item, problem in found:
-        click.echo(f"{item.profile.name}: {problem.path}: {problem.problem}")
+    found = []
+    for item in load_all(profiles, root):
+        if item.profile.deploy.mode == "swarm":
+            from tempo_gen.swarm_secrets import check_secrets as check_swarm_secrets, swarm_client
+
+            found += [(item, f"Swarm secret {p.name}", p.problem) for p in check_swarm_secrets(item.profile, swarm_client())]
+        else:
+            found += [(item, p.path, p.problem) for p in check_secrets(item.profile, root)]
+    for item, where, problem in found:
+        click.echo(f"{item.profile.name}: {where}: {problem}")
     if found:
         sys.exit(1)
     click.echo("secrets: ok")
@@ -261,7 +274,7 @@ def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: out/).")
 @click.pass_obj
 def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None) -> None:
-    """Rotate the JWT key or the database password of PROFILE's running stack."""
+    """Rotate the JWT key or the database password of PROFILE's running stack (Compose or Swarm)."""
     from tempo_gen.rotation import rotate_db, rotate_jwt
     from tempo_gen.stack import Stack
 
@@ -269,6 +282,14 @@ def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None
     if len(loaded) != 1:
         raise UsageError("name the profile whose secret to rotate")
     item = loaded[0]
+    if item.profile.deploy.mode == "swarm":
+        from tempo_gen.swarm_secrets import rotate, swarm_client
+
+        created = rotate(item, root, which, swarm_client())
+        click.echo(f"{'JWT key' if which == 'jwt' else 'Database password'} rotated: the services use Swarm secret "
+                   f"{created}{'; every session has ended, log in again' if which == 'jwt' else ''}.")
+        click.echo(f"{item.display_path} records the new version: run `tempo-gen render` and commit profiles/ and out/.")
+        return
     bundle = (out or root / OUT_DIR) / item.profile.name
     if which == "jwt":
         rotate_jwt(item.profile, root, Stack(item.profile.name, bundle))

@@ -1,4 +1,4 @@
-"""profile -> model -> targets -> bundle -> validators: everything a render computes before writing."""
+"""profile -> model -> targets -> bundle (-> Swarm stack file) -> validators: everything a render computes before writing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from tempo_gen import __version__
 from tempo_gen.bundle import Bundle, RenderedFile
 from tempo_gen.profile.loader import LoadedProfile
+from tempo_gen.swarm import stack_bundle
 from tempo_gen.targets import build_bundle
 from tempo_gen.targets.base import Context
 from tempo_gen.validators import validate
@@ -20,6 +21,8 @@ def render_files(loaded: LoadedProfile, project_root: Path, bundle_dir: Path) ->
     profile = loaded.profile
     ctx = Context(profile, loaded.display_path, _secrets_dir(profile.secrets_dir, project_root, bundle_dir))
     bundle = build_bundle(ctx)
+    if profile.deploy.mode == "swarm":
+        bundle = stack_bundle(bundle, profile, ctx.header)
     validate(bundle)
     profile_hash = hashlib.sha256(profile.model_dump_json().encode()).hexdigest()
     return [*bundle, manifest_file(bundle, loaded.display_path, profile_hash, __version__)]

@@ -64,21 +64,22 @@ def rotate_db(profile: Profile, root: Path, stack: Stack) -> None:
     current, new = read_secret(current_path), new_value()
     write_secret(next_path, new, ownership(profile, "db_password"))
     try:
-        _set_password(stack, authenticate_with=current, verifier_for=new)
+        set_db_password(stack, authenticate_with=current, verifier_for=new)
     except BaseException:
         next_path.unlink()
         raise
     try:
         os.replace(next_path, current_path)
     except BaseException:
-        _set_password(stack, authenticate_with=new, verifier_for=current)
+        set_db_password(stack, authenticate_with=new, verifier_for=current)
         next_path.unlink(missing_ok=True)
         raise
     stack.recreate("api")
     stack.wait_healthy("api")
 
 
-def _set_password(stack: Stack, authenticate_with: str, verifier_for: str) -> None:
+def set_db_password(stack: Stack, authenticate_with: str, verifier_for: str) -> None:
+    """In the running Postgres, logged in with one password, make another the role's password (as a verifier)."""
     sql = f"ALTER ROLE CURRENT_USER WITH PASSWORD '{scram_verifier(verifier_for)}';\n"
     code, output = stack.exec_with_stdin("postgres", _PSQL, f"{authenticate_with}\n{sql}")
     if code != 0:

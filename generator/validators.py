@@ -22,7 +22,7 @@ def validate(bundle: Bundle) -> None:
             raise RenderError(f"{name}: output must use LF line endings and end with a newline")
         try:
             if file.path.suffix in (".yaml", ".yml"):
-                yaml.load(file.content, Loader=_YamlLoader)
+                yaml.compose(file.content, Loader=_YamlLoader)  # parsing proves it; building objects is not needed
             elif file.path.suffix == ".json":
                 json.loads(file.content)
         except (yaml.YAMLError, ValueError) as exc:

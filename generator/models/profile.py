@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tempo_gen.models.base import Domain, Slug, StrictModel, image_parts
 from tempo_gen.models.containers import Containers
@@ -14,11 +14,22 @@ from tempo_gen.models.proxy import Proxy
 from tempo_gen.models.tempo import Tempo
 
 
+class SecretVersions(StrictModel):
+    """Swarm secrets are immutable: each one is named <name>_<secret>_v<version>, and a rotation creates the next."""
+
+    db_password: int = Field(default=1, ge=1, le=9999)
+    """Version of the database password's Swarm secret (`tempo-gen secrets rotate db` raises it)."""
+    jwt_key: int = Field(default=1, ge=1, le=9999)
+    """Version of the JWT key's Swarm secret (`tempo-gen secrets rotate jwt` raises it)."""
+
+
 class Secrets(StrictModel):
-    """Where the secret files live on the deploying host (never inside out/ or git)."""
+    """Where the secrets live: files on the deploying host (never inside out/ or git), or Swarm secrets."""
 
     dir: str | None = None
-    """Directory holding db_password and jwt_key. Default: secrets/<name> beside profiles/."""
+    """Directory holding db_password and jwt_key (compose mode). Default: secrets/<name> beside profiles/."""
+    versions: SecretVersions = SecretVersions()
+    """Swarm mode only: which version of each secret the stack uses."""
 
     @field_validator("dir")
     @classmethod
@@ -28,17 +39,31 @@ class Secrets(StrictModel):
         return value
 
 
+class Deploy(StrictModel):
+    """What runs the bundle."""
+
+    mode: Literal["compose", "swarm"] = "compose"
+    """`compose`: `docker compose up` on one host, secrets are files from secrets.dir. `swarm`: compose.yaml is a
+    stack file for `docker stack deploy` (single-node Swarm), secrets are external Swarm secrets made by
+    `tempo-gen secrets init`."""
+    endpoint_mode: Literal["vip", "dnsrr"] = "vip"
+    """Swarm mode: how services reach each other. `vip`: a stable virtual address per service (needs the kernel's
+    IPVS, ip_vs). `dnsrr`: DNS returns the task's own address, for kernels without IPVS; nginx resolves its
+    upstreams only when it starts, so restart the proxy service whenever an API or frontend task is replaced."""
+
+
 class Profile(StrictModel):
     """One Tempo deployment."""
 
     extends: str | None = None
     """Path of a base profile (relative to this file) deep-merged under this one; lists replace."""
     name: Slug
-    """Deployment name: out/<name>/, the Compose project name and the secrets folder."""
+    """Deployment name: out/<name>/, the Compose project (or Swarm stack) name and the secrets folder."""
     domain: Domain
     """Public host name Tempo is served on."""
     environment: Literal["production", "development"] = "production"
     """`development` accepts plain-http origins, loopback publishing and self-signed certificates."""
+    deploy: Deploy = Deploy()
     tempo: Tempo = Tempo()
     containers: Containers = Containers()
     proxy: Proxy = Proxy()
@@ -97,6 +122,7 @@ class Profile(StrictModel):
                 ("proxy", "tls", "certificate", "source"),
                 "self-signed certificates are for environment: development only; use acme or files in production",
             ))
+        violations += self._swarm_rules()
         firewall = self.firewall
         if firewall.enabled:
             if production and not firewall.admin_cidrs and firewall.vpn is None:
@@ -117,6 +143,24 @@ class Profile(StrictModel):
         if violations:
             raise RuleViolations(violations)
         return self
+
+    def _swarm_rules(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Swarm publishes on every interface and keeps secrets in the swarm: say so, or refuse."""
+        if self.deploy.mode != "swarm":
+            return []
+        violations: list[tuple[tuple[str | int, ...], str]] = []
+        if self.proxy.kind == "none" or self.proxy.placement != "container":
+            violations.append((("deploy", "mode"), "swarm needs the proxy container (proxy.placement: container): Swarm "
+                               "cannot publish on 127.0.0.1, so the frontend and API would be published on every interface"))
+        for i, address in enumerate(self.proxy.publish_addresses):
+            if not address.is_unspecified:
+                violations.append((("proxy", "publish_addresses", i), f"{address}: Swarm cannot publish on one address, "
+                                   "it listens on every interface (IPv4 and IPv6); write 0.0.0.0 (audit reports it) "
+                                   "and restrict access with the firewall"))
+        if self.secrets.dir is not None:
+            violations.append((("secrets", "dir"), "swarm mode keeps the secrets in the swarm (`tempo-gen secrets init`); "
+                               "secrets.dir is for compose mode"))
+        return violations
 
 
 class RuleViolations(ValueError):

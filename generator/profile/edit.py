@@ -23,11 +23,11 @@ class EditError(ValueError):
     """The text cannot take the value where asked (e.g. a list sits on the path)."""
 
 
-def set_scalars(text: str, values: dict[FieldPath, str]) -> str:
-    """`text` with each mapping path set to its string value, creating missing keys."""
+def set_scalars(text: str, values: dict[FieldPath, str | int]) -> str:
+    """`text` with each mapping path set to its value (a string or an integer), creating missing keys."""
     expected = copy.deepcopy(yaml.safe_load(text))
     for path, value in values.items():
-        text = _set(text, path, value)
+        text = _set(text, path, str(value))
         _assign(expected, path, value)
     if yaml.safe_load(text) != expected:
         raise EditError("editing changed more than the values asked for")  # a bug here, never the user's
@@ -111,7 +111,7 @@ def _child(mapping: yaml.MappingNode, key: str | int) -> yaml.Node | None:
     return None
 
 
-def _assign(data: Any, path: FieldPath, value: str) -> None:
+def _assign(data: Any, path: FieldPath, value: str | int) -> None:
     for key in path[:-1]:
         data = data.setdefault(key, {})
     data[path[-1]] = value

@@ -99,11 +99,19 @@ def plan(profile: Profile) -> Plan:
     )
 
 
+def docker_bridges(profile: Profile) -> dict[str, tuple[str, ...]]:
+    """Bridges whose traffic comes from containers. In Swarm every task on a non-internal overlay network
+    reaches the outside through docker_gwbridge (the API's egress, the proxy's replies and ACME)."""
+    if profile.deploy.mode != "swarm":
+        return DOCKER_BRIDGES
+    return {syntax: (*names, "docker_gwbridge") for syntax, names in DOCKER_BRIDGES.items()}
+
+
 def render(ctx: Context) -> list[RenderedFile]:
     if not ctx.profile.firewall.enabled:
         return []
     values = dict(r=plan(ctx.profile), f=ctx.profile.firewall, table=TABLE, chain=DOCKER_CHAIN,
-                  bridges=DOCKER_BRIDGES, install_dir=INSTALL_DIR)
+                  bridges=docker_bridges(ctx.profile), install_dir=INSTALL_DIR)
     return [
         ctx.file("firewall/nftables.conf", "firewall/nftables.conf.j2", **values),
         ctx.file("firewall/apply.sh", "firewall/apply.sh.j2", 0o755, **values),
