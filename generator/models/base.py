@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 class StrictModel(BaseModel):
     """Unknown keys are errors and a loaded profile never changes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")

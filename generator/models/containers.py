@@ -12,25 +12,18 @@ from tempo_gen.models.base import Size, StrictModel, Uid
 class Limits(StrictModel):
     """Resource ceilings for one service."""
 
-    memory: Size
-    """Memory ceiling, e.g. 512m (deploy.resources.limits.memory)."""
-    cpus: float = Field(gt=0, le=64)
-    """CPU ceiling in cores."""
-    pids: int = Field(ge=16, le=65536)
-    """Most processes/threads at once (pids_limit)."""
+    memory: Size = Field(description='Memory ceiling, e.g. 512m (deploy.resources.limits.memory).')
+    cpus: float = Field(gt=0, le=64, description='CPU ceiling in cores.')
+    pids: int = Field(ge=16, le=65536, description='Most processes/threads at once (pids_limit).')
 
 
 class Users(StrictModel):
     """Numeric uid (= gid) each service runs as; root is refused."""
 
-    postgres: Uid = 70
-    """The postgres:*-alpine image's postgres user."""
-    api: Uid = 1654
-    """The .NET 8+ aspnet image's `app` user."""
-    frontend: Uid = 1000
-    """The node:*-alpine image's `node` user."""
-    proxy: Uid = 101
-    """The reverse proxy's unprivileged user."""
+    postgres: Uid = Field(70, description="The postgres:*-alpine image's postgres user.")
+    api: Uid = Field(1654, description="The .NET 8+ aspnet image's `app` user.")
+    frontend: Uid = Field(1000, description="The node:*-alpine image's `node` user.")
+    proxy: Uid = Field(101, description="The reverse proxy's unprivileged user.")
 
 
 class ServiceLimits(StrictModel):
@@ -43,10 +36,8 @@ class ServiceLimits(StrictModel):
 class Logging(StrictModel):
     """Log rotation for every container (json-file driver, so `docker logs` keeps working)."""
 
-    max_size: Size = "10m"
-    """Rotate a container log at this size."""
-    max_files: int = Field(default=5, ge=1, le=100)
-    """Rotated log files kept."""
+    max_size: Size = Field("10m", description='Rotate a container log at this size.')
+    max_files: int = Field(default=5, ge=1, le=100, description='Rotated log files kept.')
 
 
 class Containers(StrictModel):
@@ -54,6 +45,8 @@ class Containers(StrictModel):
 
     users: Users = Users()
     limits: ServiceLimits = ServiceLimits()
-    restart: Literal["unless-stopped", "always", "on-failure:5"] = "unless-stopped"
-    """Restart policy. CIS 5.15 prefers on-failure:5; self-hosters usually expect unless-stopped."""
+    restart: Literal["unless-stopped", "always", "on-failure:5"] = Field("unless-stopped", description=(
+        "Restart policy. CIS 5.15 prefers on-failure:5; self-hosters usually expect "
+        "unless-stopped."
+    ))
     logging: Logging = Logging()

@@ -37,10 +37,11 @@ Rate = Annotated[str, AfterValidator(_rate)]
 class Vpn(StrictModel):
     """Administration over a VPN: SSH is then accepted only on this interface."""
 
-    interface: Interface = "wg0"
-    """The VPN's interface, e.g. wg0 for WireGuard."""
-    port: Port = 51820
-    """UDP port the VPN listens on, open to every source (WireGuard answers only authenticated peers)."""
+    interface: Interface = Field("wg0", description="The VPN's interface, e.g. wg0 for WireGuard.")
+    port: Port = Field(51820, description=(
+        "UDP port the VPN listens on, open to every source (WireGuard answers only authenticated "
+        "peers)."
+    ))
 
 
 class Firewall(StrictModel):
@@ -50,25 +51,32 @@ class Firewall(StrictModel):
     world; development without either accepts SSH from anywhere (rate-limited).
     """
 
-    enabled: bool = True
-    """Render firewall/. Off: nothing is rendered."""
-    admin_cidrs: list[Cidr] = []
-    """Networks SSH is accepted from (IPv4 and/or IPv6). With `vpn`, they are addresses inside the tunnel."""
-    allow_world_admin: bool = False
-    """Accept 0.0.0.0/0 or ::/0 in admin_cidrs in production (SSH from anywhere)."""
-    ssh_port: Port = 22
-    """Port sshd listens on."""
-    vpn: Vpn | None = None
-    """When set, SSH is accepted only on the VPN interface, and the VPN's UDP port is opened."""
-    web_cidrs: list[Cidr] = []
-    """Sources allowed to reach the site's HTTP/HTTPS ports. Empty: everyone (a public site);
-    e.g. a CDN's ranges or an office network to restrict it."""
-    external_interfaces: list[Interface] = []
-    """Interfaces the outside world arrives on, for the Docker rules (e.g. [eth0]). Empty: every
-    interface except loopback and Docker's bridges (docker0, br-*) counts as outside."""
-    ssh_rate: Rate = "10/minute"
-    """New SSH connections accepted per source address; more are dropped."""
-    ssh_burst: int = Field(default=5, ge=1, le=1000)
-    """New SSH connections a source may open at once before ssh_rate applies."""
-    log_rate: Rate = "10/minute"
-    """Dropped packets logged at most this often (kernel log, prefix `tempo-gen drop`)."""
+    enabled: bool = Field(True, description='Render firewall/. Off: nothing is rendered.')
+    admin_cidrs: list[Cidr] = Field([], description=(
+        "Networks SSH is accepted from (IPv4 and/or IPv6). With `vpn`, they are addresses inside "
+        "the tunnel."
+    ))
+    allow_world_admin: bool = Field(False, description=(
+        "Accept 0.0.0.0/0 or ::/0 in admin_cidrs in production (SSH from anywhere)."
+    ))
+    ssh_port: Port = Field(22, description='Port sshd listens on.')
+    vpn: Vpn | None = Field(None, description=(
+        "When set, SSH is accepted only on the VPN interface, and the VPN's UDP port is opened."
+    ))
+    web_cidrs: list[Cidr] = Field([], description=(
+        "Sources allowed to reach the site's HTTP/HTTPS ports. Empty: everyone (a public site); "
+        "e.g. a CDN's ranges or an office network to restrict it."
+    ))
+    external_interfaces: list[Interface] = Field([], description=(
+        "Interfaces the outside world arrives on, for the Docker rules (e.g. [eth0]). Empty: "
+        "every interface except loopback and Docker's bridges (docker0, br-*) counts as outside."
+    ))
+    ssh_rate: Rate = Field("10/minute", description=(
+        "New SSH connections accepted per source address; more are dropped."
+    ))
+    ssh_burst: int = Field(default=5, ge=1, le=1000, description=(
+        "New SSH connections a source may open at once before ssh_rate applies."
+    ))
+    log_rate: Rate = Field("10/minute", description=(
+        "Dropped packets logged at most this often (kernel log, prefix `tempo-gen drop`)."
+    ))

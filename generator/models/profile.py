@@ -17,19 +17,25 @@ from tempo_gen.models.tempo import Tempo
 class SecretVersions(StrictModel):
     """Swarm secrets are immutable: each one is named <name>_<secret>_v<version>, and a rotation creates the next."""
 
-    db_password: int = Field(default=1, ge=1, le=9999)
-    """Version of the database password's Swarm secret (`tempo-gen secrets rotate db` raises it)."""
-    jwt_key: int = Field(default=1, ge=1, le=9999)
-    """Version of the JWT key's Swarm secret (`tempo-gen secrets rotate jwt` raises it)."""
+    db_password: int = Field(default=1, ge=1, le=9999, description=(
+        "Version of the database password's Swarm secret (`tempo-gen secrets rotate db` raises "
+        "it)."
+    ))
+    jwt_key: int = Field(default=1, ge=1, le=9999, description=(
+        "Version of the JWT key's Swarm secret (`tempo-gen secrets rotate jwt` raises it)."
+    ))
 
 
 class Secrets(StrictModel):
     """Where the secrets live: files on the deploying host (never inside out/ or git), or Swarm secrets."""
 
-    dir: str | None = None
-    """Directory holding db_password and jwt_key (compose mode). Default: secrets/<name> beside profiles/."""
-    versions: SecretVersions = SecretVersions()
-    """Swarm mode only: which version of each secret the stack uses."""
+    dir: str | None = Field(None, description=(
+        "Directory holding db_password and jwt_key (compose mode). Default: secrets/<name> beside "
+        "profiles/."
+    ))
+    versions: SecretVersions = Field(SecretVersions(), description=(
+        "Swarm mode only: which version of each secret the stack uses."
+    ))
 
     @field_validator("dir")
     @classmethod
@@ -42,27 +48,35 @@ class Secrets(StrictModel):
 class Deploy(StrictModel):
     """What runs the bundle."""
 
-    mode: Literal["compose", "swarm"] = "compose"
-    """`compose`: `docker compose up` on one host, secrets are files from secrets.dir. `swarm`: compose.yaml is a
-    stack file for `docker stack deploy` (single-node Swarm), secrets are external Swarm secrets made by
-    `tempo-gen secrets init`."""
-    endpoint_mode: Literal["vip", "dnsrr"] = "vip"
-    """Swarm mode: how services reach each other. `vip`: a stable virtual address per service (needs the kernel's
-    IPVS, ip_vs). `dnsrr`: DNS returns the task's own address, for kernels without IPVS; nginx resolves its
-    upstreams only when it starts, so restart the proxy service whenever an API or frontend task is replaced."""
+    mode: Literal["compose", "swarm"] = Field("compose", description=(
+        "`compose`: `docker compose up` on one host, secrets are files from secrets.dir. `swarm`: "
+        "compose.yaml is a stack file for `docker stack deploy` (single-node Swarm), secrets are "
+        "external Swarm secrets made by `tempo-gen secrets init`."
+    ))
+    endpoint_mode: Literal["vip", "dnsrr"] = Field("vip", description=(
+        "Swarm mode: how services reach each other. `vip`: a stable virtual address per service "
+        "(needs the kernel's IPVS, ip_vs). `dnsrr`: DNS returns the task's own address, for "
+        "kernels without IPVS; nginx resolves its upstreams only when it starts, so restart the "
+        "proxy service whenever an API or frontend task is replaced."
+    ))
 
 
 class Profile(StrictModel):
     """One Tempo deployment."""
 
-    extends: str | None = None
-    """Path of a base profile (relative to this file) deep-merged under this one; lists replace."""
-    name: Slug
-    """Deployment name: out/<name>/, the Compose project (or Swarm stack) name and the secrets folder."""
-    domain: Domain
-    """Public host name Tempo is served on."""
-    environment: Literal["production", "development"] = "production"
-    """`development` accepts plain-http origins, loopback publishing and self-signed certificates."""
+    extends: str | None = Field(None, description=(
+        "Path of a base profile (relative to this file) deep-merged under this one; lists "
+        "replace."
+    ))
+    name: Slug = Field(description=(
+        "Deployment name: out/<name>/, the Compose project (or Swarm stack) name and the secrets "
+        "folder."
+    ))
+    domain: Domain = Field(description='Public host name Tempo is served on.')
+    environment: Literal["production", "development"] = Field("production", description=(
+        "`development` accepts plain-http origins, loopback publishing and self-signed "
+        "certificates."
+    ))
     deploy: Deploy = Deploy()
     tempo: Tempo = Tempo()
     containers: Containers = Containers()

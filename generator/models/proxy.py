@@ -29,18 +29,28 @@ TLS_DIR = "/var/lib/tempo-tls"
 class Certificate(StrictModel):
     """Where the certificate and its key come from (paths on the host; a proxy container mounts them read-only)."""
 
-    source: Literal["acme", "files", "self-signed"] = "acme"
-    """`acme`: Let's Encrypt over http-01: for nginx certbot --webroot, installed by proxy/certbot-deploy-hook.sh;
-    for traefik its own ACME client, storing account and certificates in the proxy_acme volume (host: /var/lib/traefik).
-    `files`: a pair you provide; `self-signed`: a pair made by proxy/self-signed-cert.sh (environment: development only)."""
-    cert_file: AbsPath | None = None
-    """Certificate chain the proxy reads (not used by traefik with acme). Default (acme, self-signed): /var/lib/tempo-tls/<domain>/fullchain.pem."""
-    key_file: AbsPath | None = None
-    """Private key the proxy reads (not used by traefik with acme). Default (acme, self-signed): /var/lib/tempo-tls/<domain>/privkey.pem."""
-    acme_webroot: AbsPath = "/var/www/_letsencrypt"
-    """nginx: folder certbot --webroot writes challenge tokens to; port 80 serves /.well-known/acme-challenge/ from it."""
-    acme_email: Email | None = None
-    """ACME account e-mail (certbot command in proxy/README.md, or Traefik's resolver)."""
+    source: Literal["acme", "files", "self-signed"] = Field("acme", description=(
+        "`acme`: Let's Encrypt over http-01: for nginx certbot --webroot, installed by "
+        "proxy/certbot-deploy-hook.sh; for traefik its own ACME client, storing account and "
+        "certificates in the proxy_acme volume (host: /var/lib/traefik). `files`: a pair you "
+        "provide; `self-signed`: a pair made by proxy/self-signed-cert.sh (environment: "
+        "development only)."
+    ))
+    cert_file: AbsPath | None = Field(None, description=(
+        "Certificate chain the proxy reads (not used by traefik with acme). Default (acme, "
+        "self-signed): /var/lib/tempo-tls/<domain>/fullchain.pem."
+    ))
+    key_file: AbsPath | None = Field(None, description=(
+        "Private key the proxy reads (not used by traefik with acme). Default (acme, "
+        "self-signed): /var/lib/tempo-tls/<domain>/privkey.pem."
+    ))
+    acme_webroot: AbsPath = Field("/var/www/_letsencrypt", description=(
+        "nginx: folder certbot --webroot writes challenge tokens to; port 80 serves "
+        "/.well-known/acme-challenge/ from it."
+    ))
+    acme_email: Email | None = Field(None, description=(
+        "ACME account e-mail (certbot command in proxy/README.md, or Traefik's resolver)."
+    ))
 
     @model_validator(mode="after")
     def _files_need_paths(self) -> Certificate:
@@ -65,22 +75,26 @@ class Certificate(StrictModel):
 
 
 class Tls(StrictModel):
-    profile: Literal["modern", "intermediate"] = "intermediate"
-    """Mozilla guidelines 6.0 configuration: `modern` is TLS 1.3 only; `intermediate` adds TLS 1.2 with AEAD ciphers."""
+    profile: Literal["modern", "intermediate"] = Field("intermediate", description=(
+        "Mozilla guidelines 6.0 configuration: `modern` is TLS 1.3 only; `intermediate` adds TLS "
+        "1.2 with AEAD ciphers."
+    ))
     certificate: Certificate = Certificate()
-    ocsp_stapling: bool = False
-    """Opt-in: Let's Encrypt no longer runs OCSP responders; enable only for a CA that still publishes OCSP."""
-    ocsp_resolvers: list[IPv4Address | IPv6Address] = []
-    """DNS resolvers nginx uses to reach the OCSP responder. Default in a container: Docker's 127.0.0.11.
-    Traefik uses the system resolver and ignores this."""
+    ocsp_stapling: bool = Field(False, description=(
+        "Opt-in: Let's Encrypt no longer runs OCSP responders; enable only for a CA that still "
+        "publishes OCSP."
+    ))
+    ocsp_resolvers: list[IPv4Address | IPv6Address] = Field([], description=(
+        "DNS resolvers nginx uses to reach the OCSP responder. Default in a container: Docker's "
+        "127.0.0.11. Traefik uses the system resolver and ignores this."
+    ))
 
 
 class Hsts(StrictModel):
     """Strict-Transport-Security; max-age is the TLS profile's (two years)."""
 
     include_subdomains: bool = True
-    preload: bool = False
-    """Opt-in only: preload lists are hard to leave (hstspreload.org)."""
+    preload: bool = Field(False, description='Opt-in only: preload lists are hard to leave (hstspreload.org).')
 
     @model_validator(mode="after")
     def _preload_needs_subdomains(self) -> Hsts:
@@ -106,18 +120,22 @@ class Csp(StrictModel):
     """Content-Security-Policy. Next.js hydrates from inline scripts, so a proxy-set policy
     needs 'unsafe-inline' for scripts and styles; everything else stays same-origin."""
 
-    map_sources: list[CspSource] = [
+    map_sources: list[CspSource] = Field([
         "https://basemaps.cartocdn.com",
         "https://*.basemaps.cartocdn.com",
         "https://*.tile.openstreetmap.org",
         "https://cdnjs.cloudflare.com",
-    ]
-    """Map tile and marker hosts allowed in img-src and connect-src: CARTO basemaps (later Tempo
-    releases), OpenStreetMap tiles and the Leaflet marker icons on cdnjs (2.1.0)."""
-    extra_sources: list[CspSources] = []
-    """Sources added to directives, e.g. [{directive: connect-src, sources: [https://example.org]}]."""
-    override: HeaderValue | None = None
-    """A complete policy replacing the generated one (to tighten it)."""
+    ], description=(
+        "Map tile and marker hosts allowed in img-src and connect-src: CARTO basemaps (later "
+        "Tempo releases), OpenStreetMap tiles and the Leaflet marker icons on cdnjs (2.1.0)."
+    ))
+    extra_sources: list[CspSources] = Field([], description=(
+        "Sources added to directives, e.g. [{directive: connect-src, sources: "
+        "[https://example.org]}]."
+    ))
+    override: HeaderValue | None = Field(None, description=(
+        "A complete policy replacing the generated one (to tighten it)."
+    ))
 
     def policy(self, frame_ancestors: str) -> str:
         if self.override:
@@ -146,29 +164,33 @@ class Csp(StrictModel):
 class Headers(StrictModel):
     """Security headers added to every response, errors included."""
 
-    x_xss_protection: Literal["0", "1; mode=block"] = "0"
-    """OWASP: `0` (the old XSS auditor caused leaks and is gone from browsers); the seed guide's value is `1; mode=block`."""
-    frame_options: Literal["SAMEORIGIN", "DENY"] = "SAMEORIGIN"
-    """X-Frame-Options (seed: SAMEORIGIN); CSP frame-ancestors follows it."""
+    x_xss_protection: Literal["0", "1; mode=block"] = Field("0", description=(
+        "OWASP: `0` (the old XSS auditor caused leaks and is gone from browsers); the seed "
+        "guide's value is `1; mode=block`."
+    ))
+    frame_options: Literal["SAMEORIGIN", "DENY"] = Field("SAMEORIGIN", description=(
+        "X-Frame-Options (seed: SAMEORIGIN); CSP frame-ancestors follows it."
+    ))
     referrer_policy: Literal["strict-origin-when-cross-origin", "no-referrer", "same-origin", "strict-origin"] = (
         "strict-origin-when-cross-origin"
     )
-    permissions_policy: HeaderValue = (
-        "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
+    permissions_policy: HeaderValue = Field(
+        "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()",
+        description="Browser features Tempo never uses are denied.",
     )
-    """Browser features Tempo never uses are denied."""
     csp: Csp = Csp()
 
 
 class RateLimits(StrictModel):
     """Per client IP; above them the proxy answers 429."""
 
-    login_per_minute: int = Field(default=5, ge=1, le=600)
-    """Login and register attempts per minute."""
-    login_burst: int = Field(default=5, ge=0, le=100)
-    """Attempts allowed at once above the rate (0: none, strictly paced)."""
-    api_per_second: int = Field(default=20, ge=1, le=10000)
-    """Requests per second to /api/ (a dashboard load makes a dozen)."""
+    login_per_minute: int = Field(default=5, ge=1, le=600, description='Login and register attempts per minute.')
+    login_burst: int = Field(default=5, ge=0, le=100, description=(
+        "Attempts allowed at once above the rate (0: none, strictly paced)."
+    ))
+    api_per_second: int = Field(default=20, ge=1, le=10000, description=(
+        "Requests per second to /api/ (a dashboard load makes a dozen)."
+    ))
     api_burst: int = Field(default=50, ge=0, le=10000)
 
 
@@ -178,34 +200,42 @@ class Proxy(StrictModel):
     # What the unprivileged proxy container listens on (published as http_port/https_port).
     CONTAINER_HTTP_PORT: ClassVar[int] = 8080
     CONTAINER_HTTPS_PORT: ClassVar[int] = 8443
+    # Loopback-only listener inside the container for its healthcheck.
     CONTAINER_HEALTH_PORT: ClassVar[int] = 8081
-    """Loopback-only listener inside the container for its healthcheck."""
 
     kind: Literal["nginx", "traefik", "none"] = "nginx"
-    placement: Literal["container", "host"] = "container"
-    """`container`: the proxy is a service in compose.yaml and the only one published publicly.
-    `host`: the proxy runs on the host; compose publishes the frontend and API on 127.0.0.1 only."""
-    publish_addresses: list[IPv4Address | IPv6Address] = []
-    """Host addresses the proxy publishes (container) or listens (host) 80/443 on, e.g. the server's public IP.
-    Required for a production container proxy; 0.0.0.0 or :: is allowed but audit reports it.
-    Empty with placement host: every address."""
+    placement: Literal["container", "host"] = Field("container", description=(
+        "`container`: the proxy is a service in compose.yaml and the only one published publicly. "
+        "`host`: the proxy runs on the host; compose publishes the frontend and API on 127.0.0.1 "
+        "only."
+    ))
+    publish_addresses: list[IPv4Address | IPv6Address] = Field([], description=(
+        "Host addresses the proxy publishes (container) or listens (host) 80/443 on, e.g. the "
+        "server's public IP. Required for a production container proxy; 0.0.0.0 or :: is allowed "
+        "but audit reports it. Empty with placement host: every address."
+    ))
     http_port: Port = 80
     https_port: Port = 443
-    image: ImageRef | None = None
-    """Proxy image for `placement: container`; default: the unprivileged nginx image (uid 101, ports 8080/8443),
-    or traefik:v3.7 (the config needs Traefik 3.6.4 or later)."""
-    nginx_version: VersionNumber = "1.28"
-    """nginx version the config is written for (syntax differs across 1.25.1). Default: the default image's;
-    Debian 12's nginx is 1.22. Ignored by traefik."""
-    openssl_version: VersionNumber = "3.0"
-    """OpenSSL nginx links. From 3.5 the post-quantum group X25519MLKEM768 is offered; older builds refuse it.
-    Ignored by traefik (Go's TLS always offers it)."""
+    image: ImageRef | None = Field(None, description=(
+        "Proxy image for `placement: container`; default: the unprivileged nginx image (uid 101, "
+        "ports 8080/8443), or traefik:v3.7 (the config needs Traefik 3.6.4 or later)."
+    ))
+    nginx_version: VersionNumber = Field("1.28", description=(
+        "nginx version the config is written for (syntax differs across 1.25.1). Default: the "
+        "default image's; Debian 12's nginx is 1.22. Ignored by traefik."
+    ))
+    openssl_version: VersionNumber = Field("3.0", description=(
+        "OpenSSL nginx links. From 3.5 the post-quantum group X25519MLKEM768 is offered; older "
+        "builds refuse it. Ignored by traefik (Go's TLS always offers it)."
+    ))
     tls: Tls = Tls()
     hsts: Hsts = Hsts()
     headers: Headers = Headers()
     rate_limits: RateLimits = RateLimits()
-    body_max_kb: int = Field(default=1024, ge=1, le=1048576)
-    """Largest request body on every route without its own limit (imports and media uploads have theirs), in KiB."""
+    body_max_kb: int = Field(default=1024, ge=1, le=1048576, description=(
+        "Largest request body on every route without its own limit (imports and media uploads "
+        "have theirs), in KiB."
+    ))
 
     @model_validator(mode="after")
     def _proxy_rules(self) -> Proxy:

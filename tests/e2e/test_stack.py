@@ -184,7 +184,7 @@ def stack(request, docker_client, standin_images, tmp_path_factory, network_name
     finally:
         logs = running.compose("logs", "--no-color", check=False, timeout=60)
         (root / "compose.log").write_text(logs.stdout + logs.stderr)
-        running.compose("down", "-v", "--remove-orphans", check=False, timeout=180)
+        running.compose("down", "-v", "--rmi", "local", "--remove-orphans", check=False, timeout=180)
         world.close()
 
 
