@@ -269,3 +269,16 @@ def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext],
     finally:
         stopped.set()
         listener.close()
+
+
+def assert_security_headers(response: http.client.HTTPResponse, profile: Profile, server: str | None) -> None:
+    """Every security header exactly once with the profile's value; `Server` only as `server` (no version)."""
+    expected = profile.proxy.security_headers()
+    # Independent of the model: the values the issue asks for.
+    assert expected["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
+    assert expected["X-XSS-Protection"] == "0"
+    assert expected["X-Content-Type-Options"] == "nosniff"
+    for name, value in expected.items():
+        assert response.headers.get_all(name) == [value], f"{name} on a {response.status}"
+    assert response.headers.get_all("Server") == ([server] if server else None), "no version, no upstream Server"
+    assert response.headers.get("X-Powered-By") is None
