@@ -12,12 +12,11 @@ import trustme
 import yaml
 
 from tempo_gen import tls_policy
-from tempo_gen.cli import discover_profiles
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import load_profile
 from tempo_gen.targets import compose, nginx
-from tests.conftest import REPO
+from tests.conftest import REPO, profiles_of_kind
 from tests.nginx_support import (
     context, for_local_nginx, make_profile, needs_nginx, nginx_t, prepare_root, render_files, runtime, write_tree,
 )
@@ -48,11 +47,9 @@ def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> str:
 
 
 @needs_nginx
-@pytest.mark.parametrize("path", discover_profiles(REPO), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", profiles_of_kind("nginx"), ids=lambda p: p.name)
 def test_every_example_profile_passes_nginx_t(tmp_path, ca, path):
     profile = load_profile(path, REPO).profile
-    if profile.proxy.kind != "nginx":
-        pytest.skip("renders no nginx config")
     # Compose service names resolve only on the Compose network; nginx -t resolves upstreams.
     upstreams = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"} if profile.proxy.placement == "container" else {}
     check(tmp_path, for_local_nginx(profile), ca, **upstreams)

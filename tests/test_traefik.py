@@ -12,14 +12,13 @@ import yaml
 
 from tempo_gen import tls_policy
 from tempo_gen.audit import weakenings
-from tempo_gen.cli import discover_profiles
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import load_profile
 from tempo_gen.render import yaml_wrapped
 from tempo_gen.routes import API_ROUTES
 from tempo_gen.targets import compose, traefik
-from tests.conftest import REPO
+from tests.conftest import REPO, profiles_of_kind
 from tests.e2e.engine import compose_command
 from tests.proxy_support import context, free_ports
 from tests.test_compose import DIGEST, PINNED_PROFILE, compose_lint, tool
@@ -220,11 +219,9 @@ def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **override
 
 
 @needs_traefik
-@pytest.mark.parametrize("path", discover_profiles(REPO), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", profiles_of_kind("traefik"), ids=lambda p: p.name)
 def test_every_example_profile_runs_in_traefik(tmp_path, ca, path):
     profile = load_profile(path, REPO).profile
-    if profile.proxy.kind != "traefik":
-        pytest.skip("renders no Traefik config")
     # Compose service names resolve only on the Compose network.
     assert run_on_loopback(tmp_path, profile, ca, frontend="127.0.0.1:3000", api="127.0.0.1:5001") == []
 
