@@ -61,6 +61,10 @@ class _Group(click.Group):
             if isinstance(exc, ProfileError):
                 click.echo(f"{len(exc.problems)} problem(s) found; nothing was written.", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # an unusable --out, --project or secrets path: the user's to fix, not a bug
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"error:{where}: {exc.strerror or exc}; the previous output is untouched.", err=True)
+            sys.exit(UsageError.exit_code)
 
 
 @click.group(cls=_Group)

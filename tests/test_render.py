@@ -111,9 +111,9 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(cli, demo,
         return real_chmod(path, mode, *a, **k)
 
     monkeypatch.setattr(os, "chmod", failing_chmod)
-    with pytest.raises(OSError):
-        cli("render")
+    result = cli("render")
     monkeypatch.setattr(os, "chmod", real_chmod)
+    assert result.exit_code == 2 and "No space left on device" in result.output
     assert snapshot(demo / "out" / "demo") == before
     assert [p.name for p in (demo / "out").iterdir()] == ["demo"]
 
@@ -176,3 +176,11 @@ def test_repository_out_is_current():
     """The committed out/ is exactly what the committed profiles render (the GitOps promise)."""
     result = subprocess.run([sys.executable, "-m", "tempo_gen", "render", "--check"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_unusable_output_folder_is_a_message_not_a_traceback(cli, demo, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    result = cli("render", "--out", str(blocker / "out"))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and str(blocker) in result.output
