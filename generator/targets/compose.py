@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tempo_gen.bundle import RenderedFile
 from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
+from tempo_gen.models.proxy import Proxy
 from tempo_gen.targets.base import Context
 
 name = "compose"
@@ -33,7 +34,8 @@ def published_ports(profile: Profile) -> dict[str, list[Publish]]:
     proxy = profile.proxy
     if proxy.kind != "none" and proxy.placement == "container":
         return {"proxy": [Publish(str(a), port, inner) for a in proxy.publish_addresses
-                          for port, inner in ((proxy.http_port, 8080), (proxy.https_port, 8443))]}
+                          for port, inner in ((proxy.http_port, Proxy.CONTAINER_HTTP_PORT),
+                                              (proxy.https_port, Proxy.CONTAINER_HTTPS_PORT))]}
     ports = {"frontend": [Publish("127.0.0.1", HOST_FRONTEND_PORT, FRONTEND_PORT)]}
     if proxy.kind != "none":
         # A proxy on the host routes /api straight to the API (no 10 MB Next.js body cap on imports).

