@@ -39,7 +39,7 @@ def cold_check(runs: int) -> tuple[float, float]:
 
 
 def many_profiles(count: int) -> float:
-    from tempo_gen.pipeline import render_files
+    from tempo_gen.bundle.pipeline import render_files
     from tempo_gen.profile.loader import load_profile
 
     with tempfile.TemporaryDirectory() as folder:
@@ -67,8 +67,10 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=500)
     args = parser.parse_args()
     check, floor = cold_check(args.runs)
-    print(f"(a) cold render --check: {check * 1000:.0f} ms; import floor: {floor * 1000:.0f} ms; "
-          f"ratio {check / floor:.2f}x (target <= 1.3x)")
+    print(
+        f"(a) cold render --check: {check * 1000:.0f} ms; import floor: {floor * 1000:.0f} ms; "
+        f"ratio {check / floor:.2f}x (target <= 1.3x)"
+    )
     per_profile = many_profiles(args.profiles)
     print(f"(b) {args.profiles} profiles in one process: {per_profile * 1000:.2f} ms per profile (target <= 5 ms)")
 

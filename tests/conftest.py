@@ -63,8 +63,11 @@ def docker_client(docker_engine):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--update-golden", action="store_true",
-                     help="Rewrite generated reference files (profiles/schema.json, README reference) instead of failing.")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="Rewrite generated reference files (profiles/schema.json, README reference) instead of failing.",
+    )
 
 
 @pytest.fixture

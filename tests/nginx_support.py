@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import trustme
+from tests.proxy_support import context, dev_profile, write_pair
 
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import nginx
-from tests.proxy_support import context, dev_profile, write_pair
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CONF = "etc/nginx"
@@ -67,8 +67,9 @@ def write_tree(profile: Profile, root: Path, rt: nginx.Runtime) -> Path:
     return root / CONF / "nginx.conf"
 
 
-def prepare_root(profile: Profile, root: Path, ca: trustme.CA, key_type: trustme.KeyType = trustme.KeyType.ECDSA,
-                 **overrides: Any) -> Path:
+def prepare_root(
+    profile: Profile, root: Path, ca: trustme.CA, key_type: trustme.KeyType = trustme.KeyType.ECDSA, **overrides: Any
+) -> Path:
     """write_tree, plus a certificate pair from `ca` where the profile says."""
     rt = runtime(profile, root, **overrides)
     conf = write_tree(profile, root, rt)

@@ -32,14 +32,20 @@ MIB = 1024 * 1024
 def deep_merge(base: dict, overlay: dict) -> dict:
     merged = dict(base)
     for key, value in overlay.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
 def dev_profile(kind: str, **overlay: Any) -> Profile:
     """A development profile for proxy `kind` on the host (no pins or firewall needed), `overlay` deep-merged in."""
-    base = {"name": f"{kind}-test", "domain": DOMAIN, "environment": "development",
-            "proxy": {"kind": kind, "placement": "host"}}
+    base = {
+        "name": f"{kind}-test",
+        "domain": DOMAIN,
+        "environment": "development",
+        "proxy": {"kind": kind, "placement": "host"},
+    }
     return Profile.model_validate(deep_merge(base, overlay))
 
 
@@ -47,7 +53,9 @@ def context(profile: Profile) -> Context:
     return Context(profile, "profiles/test.yaml", "../../secrets/test")
 
 
-def write_pair(ca: trustme.CA, cert_file: Path, key_file: Path, key_type: trustme.KeyType = trustme.KeyType.ECDSA) -> None:
+def write_pair(
+    ca: trustme.CA, cert_file: Path, key_file: Path, key_type: trustme.KeyType = trustme.KeyType.ECDSA
+) -> None:
     """A certificate for DOMAIN from `ca`, chain and key written where the proxy reads them."""
     leaf = ca.issue_cert(DOMAIN, key_type=key_type)
     cert_file.parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +87,9 @@ def _stub_handler(name: str, arrivals: list[str]):
             if self.path.endswith("/crash"):
                 self.close_connection = True  # no answer at all: the proxy must say 502
                 return
-            body = json.dumps({"upstream": name, "path": self.path, "headers": dict(self.headers),
-                               "received": received}).encode()
+            body = json.dumps(
+                {"upstream": name, "path": self.path, "headers": dict(self.headers), "received": received}
+            ).encode()
             self.send_response(404 if "/missing" in self.path else 200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -184,8 +193,15 @@ class LiveProxy:
             sock.close()
             raise
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                source: str = "127.0.0.1", tls: bool = True) -> http.client.HTTPResponse:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        source: str = "127.0.0.1",
+        tls: bool = True,
+    ) -> http.client.HTTPResponse:
         proxy = self
 
         class Connection(http.client.HTTPSConnection if tls else http.client.HTTPConnection):
@@ -203,7 +219,9 @@ class LiveProxy:
         conn.close()
         return response
 
-    def upload(self, path: str, size: int, source: str, send_body: bool = True, halfway=None) -> http.client.HTTPResponse:
+    def upload(
+        self, path: str, size: int, source: str, send_body: bool = True, halfway=None
+    ) -> http.client.HTTPResponse:
         """POST `size` bytes in 1 MiB writes; without send_body only the headers go (the proxy judges Content-Length).
         `halfway()` is called once half the body is sent."""
         sock = socket.create_connection(("127.0.0.1", self.https_port), 60, (source, 0))
@@ -261,7 +279,9 @@ def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext],
     threading.Thread(target=serve, daemon=True).start()
 
     def handshake(client: ssl.SSLContext) -> str:
-        with client.wrap_socket(socket.create_connection(listener.getsockname(), timeout=5), server_hostname=DOMAIN) as tls:
+        with client.wrap_socket(
+            socket.create_connection(listener.getsockname(), timeout=5), server_hostname=DOMAIN
+        ) as tls:
             return tls.version()
 
     try:

@@ -102,45 +102,77 @@ class LocalRegistry:
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
         layer = gzip.compress(layer_tar.getvalue(), mtime=0)
-        config = json.dumps({
-            "architecture": "amd64", "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar.getvalue())]},
-        }).encode()
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar.getvalue())]},
+            }
+        ).encode()
         for blob in (config, layer):
             self._push_blob(repository, blob)
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config), "digest": sha256(config)},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer), "digest": sha256(layer)}],
-        }, indent=3).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": DOCKER_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "size": len(config),
+                    "digest": sha256(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": len(layer),
+                        "digest": sha256(layer),
+                    }
+                ],
+            },
+            indent=3,
+        ).encode()
         return self.push_manifest(repository, tag, manifest, DOCKER_MANIFEST), manifest
 
     def push_index(self, repository: str, tag: str, content: bytes) -> tuple[str, bytes]:
         """Push a multi-platform OCI index (like Tempo's GHCR images) over one image; return (index digest, bytes)."""
         digest, manifest = self.push_image(repository, f"{tag}-amd64", content)
-        index = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": DOCKER_MANIFEST, "digest": digest, "size": len(manifest),
-                           "platform": {"architecture": "amd64", "os": "linux"}}],
-        }).encode()
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": DOCKER_MANIFEST,
+                        "digest": digest,
+                        "size": len(manifest),
+                        "platform": {"architecture": "amd64", "os": "linux"},
+                    }
+                ],
+            }
+        ).encode()
         return self.push_manifest(repository, tag, index, OCI_INDEX), index
 
     def push_manifest(self, repository: str, tag: str, manifest: bytes, media_type: str) -> str:
         url = f"http://{self.host}/v2/{repository}/manifests/{tag}"
-        answer = self._call(urllib.request.Request(url, data=manifest, method="PUT", headers={"Content-Type": media_type}))
+        answer = self._call(
+            urllib.request.Request(url, data=manifest, method="PUT", headers={"Content-Type": media_type})
+        )
         assert answer.headers["Docker-Content-Digest"] == sha256(manifest), "the registry stores it under its sha256"
         return sha256(manifest)
 
     def _push_blob(self, repository: str, blob: bytes) -> None:
-        start = self._call(urllib.request.Request(f"http://{self.host}/v2/{repository}/blobs/uploads/", data=b"", method="POST"))
+        start = self._call(
+            urllib.request.Request(f"http://{self.host}/v2/{repository}/blobs/uploads/", data=b"", method="POST")
+        )
         location = urllib.parse.urljoin(f"http://{self.host}/", start.headers["Location"])
         separator = "&" if "?" in location else "?"
-        self._call(urllib.request.Request(
-            f"{location}{separator}digest={sha256(blob)}", data=blob, method="PUT",
-            headers={"Content-Type": "application/octet-stream"},
-        ))
+        self._call(
+            urllib.request.Request(
+                f"{location}{separator}digest={sha256(blob)}",
+                data=blob,
+                method="PUT",
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        )
 
     @staticmethod
     def _call(request: urllib.request.Request):
@@ -163,11 +195,15 @@ class TokenService:
 
         self._key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tempo-gen test token signer")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )
@@ -195,8 +231,14 @@ class TokenService:
         self.realm = f"http://127.0.0.1:{self._server.server_address[1]}/token"
 
     def registry_auth(self) -> dict:
-        return {"token": {"realm": self.realm, "service": self.service, "issuer": self.issuer,
-                          "rootcertbundle": str(self.bundle)}}
+        return {
+            "token": {
+                "realm": self.realm,
+                "service": self.service,
+                "issuer": self.issuer,
+                "rootcertbundle": str(self.bundle),
+            }
+        }
 
     def token(self, scope: str) -> str:
         """A JWT granting pull (only) on the repository a `repository:NAME:ACTIONS` scope names."""
@@ -206,9 +248,16 @@ class TokenService:
 
         _, name, _ = scope.split(":") if scope.count(":") == 2 else ("", "", "")
         now = int(time.time())
-        claims = {"iss": self.issuer, "sub": "", "aud": self.service, "exp": now + 300, "nbf": now - 10,
-                  "iat": now, "jti": uuid.uuid4().hex,
-                  "access": [{"type": "repository", "name": name, "actions": ["pull"]}] if name else []}
+        claims = {
+            "iss": self.issuer,
+            "sub": "",
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": [{"type": "repository", "name": name, "actions": ["pull"]}] if name else [],
+        }
         header = {"typ": "JWT", "alg": "ES256", "x5c": [self._x5c]}
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import yaml
-
 from tests.conftest import VALID_PROFILE
 
 
 def test_init_writes_a_valid_commented_starter(cli, project):
-    result = cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24")
+    result = cli(
+        "init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24"
+    )
     assert result.exit_code == 0, result.output
     path = project / "profiles" / "home.yaml"
     text = path.read_text()
@@ -21,8 +22,22 @@ def test_init_writes_a_valid_commented_starter(cli, project):
 
 
 def test_init_refuses_to_overwrite_and_needs_flags_off_a_terminal(cli, project):
-    assert cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24").exit_code == 0
-    again = cli("init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24")
+    assert (
+        cli(
+            "init",
+            "home",
+            "--domain",
+            "run.example.org",
+            "--address",
+            "198.51.100.7",
+            "--admin-cidr",
+            "198.51.100.0/24",
+        ).exit_code
+        == 0
+    )
+    again = cli(
+        "init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24"
+    )
     assert again.exit_code == 2 and "exists" in again.output
     missing = cli("init", "other")
     assert missing.exit_code == 2 and "--domain is required" in missing.output
@@ -36,19 +51,21 @@ def test_init_refuses_a_bad_domain_and_leaves_no_file(cli, project):
 
 
 def test_audit_reports_each_weakening_and_the_checklist(cli, project):
-    (project / "profiles" / "demo.yaml").write_text(
-        VALID_PROFILE.replace("203.0.113.10", "0.0.0.0")
-    )
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("203.0.113.10", "0.0.0.0"))
     result = cli("audit")
     assert result.exit_code == 0
-    assert "weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy" in result.output
+    assert (
+        "weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy" in result.output
+    )
     assert "weakened  proxy.publish_addresses: 0.0.0.0 publishes the proxy on every interface" in result.output
     assert "ok        HTTPS configured" in result.output
     assert cli("audit", "--strict").exit_code == 1
 
 
 def test_audit_flags_a_missing_proxy(cli, project):
-    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("proxy:\n  publish_addresses: [203.0.113.10]\n", "proxy:\n  kind: none\n"))
+    (project / "profiles" / "demo.yaml").write_text(
+        VALID_PROFILE.replace("proxy:\n  publish_addresses: [203.0.113.10]\n", "proxy:\n  kind: none\n")
+    )
     result = cli("audit", "--strict")
     assert result.exit_code == 1
     assert "weakened  proxy.kind" in result.output
@@ -58,7 +75,10 @@ def test_audit_flags_a_missing_proxy(cli, project):
 def test_audit_names_firewall_header_and_limit_weakenings(cli, project):
     (project / "profiles" / "demo.yaml").write_text(
         VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  import_max_mb: 900\n")
-        .replace("proxy:\n", "proxy:\n  headers:\n    x_xss_protection: '1; mode=block'\n  rate_limits:\n    login_per_minute: 60\n")
+        .replace(
+            "proxy:\n",
+            "proxy:\n  headers:\n    x_xss_protection: '1; mode=block'\n  rate_limits:\n    login_per_minute: 60\n",
+        )
         .replace("firewall:\n  admin_cidrs: [198.51.100.0/24]\n", "firewall:\n  enabled: false\n")
     )
     result = cli("audit")
@@ -73,13 +93,15 @@ def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli, project):
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
     result = cli("audit")
     assert [line for line in result.output.splitlines() if "weakened" in line] == [
-        "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy (run `tempo-gen lock`)"]
+        "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy (run `tempo-gen lock`)"
+    ]
     assert "MISSING" not in result.output
 
 
 def test_init_asks_on_a_terminal(project, monkeypatch):
-    import tempo_gen.cli as cli_module
     from click.testing import CliRunner
+
+    import tempo_gen.cli as cli_module
 
     monkeypatch.setattr(cli_module, "_interactive", lambda: True)
     answers = "home\nrun.example.org\nnginx\n198.51.100.7\n198.51.100.0/24\n"

@@ -9,17 +9,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.conftest import REPO, VALID_PROFILE
 from tests.e2e.engine import compose_command
 
 DIGEST = "@sha256:" + "ab" * 32
-PINNED_PROFILE = VALID_PROFILE.replace("  allow_unpinned: true\n", f"""\
+PINNED_PROFILE = VALID_PROFILE.replace(
+    "  allow_unpinned: true\n",
+    f"""\
   images:
     api: ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}
     frontend: ghcr.io/trevordavies095/tempo/frontend:v2.1.0{DIGEST}
     postgres: postgres:16-alpine{DIGEST}
-""").replace("proxy:\n", f"proxy:\n  image: nginxinc/nginx-unprivileged:1.28-alpine{DIGEST}\n")
+""",
+).replace("proxy:\n", f"proxy:\n  image: nginxinc/nginx-unprivileged:1.28-alpine{DIGEST}\n")
 
 
 def render(cli, project: Path, text: str) -> Path:
@@ -37,8 +39,11 @@ def tool(name: str) -> str:
 
 
 def compose_lint(compose: Path) -> list[dict]:
-    result = subprocess.run([tool("compose-lint"), "check", "--format", "json", "--fail-on", "critical", str(compose)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("compose-lint"), "check", "--format", "json", "--fail-on", "critical", str(compose)],
+        capture_output=True,
+        text=True,
+    )
     return json.loads(result.stdout)["findings"]
 
 
@@ -100,14 +105,16 @@ def test_secrets_are_files_outside_the_bundle_and_never_values(pinned):
 
 
 def test_docker_compose_accepts_it(pinned):
-    result = subprocess.run([*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_yamllint_strict_is_clean(pinned):
-    result = subprocess.run([tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 

@@ -13,9 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests.e2e.engine import unavailable
 from click.testing import CliRunner
+from tests.e2e.engine import unavailable
 
 from tempo_gen.cli import main
 from tempo_gen.errors import ProfileError
@@ -38,7 +37,9 @@ proxy:
 ADMIN = ["198.51.100.0/24", "2001:db8:100::/48"]
 
 
-def write_profile(tmp_path: Path, firewall_yaml: str, environment: str = "production", placement: str = "container") -> Path:
+def write_profile(
+    tmp_path: Path, firewall_yaml: str, environment: str = "production", placement: str = "container"
+) -> Path:
     path = tmp_path / "profile.yaml"
     path.write_text(BASE.format(environment=environment, placement=placement) + firewall_yaml)
     return path
@@ -53,28 +54,54 @@ def problems(tmp_path: Path, firewall_yaml: str, **kw) -> list[str]:
 
 def render(placement: str = "container", environment: str = "production", **fw) -> dict[str, str]:
     proxy = {"placement": placement, "publish_addresses": ["203.0.113.10"]} if placement != "none" else {"kind": "none"}
-    profile = Profile.model_validate({
-        "name": "fwunit", "domain": "tempo.example.com", "environment": environment,
-        "tempo": {"allow_unpinned": True}, "proxy": proxy, "firewall": {"admin_cidrs": ADMIN, **fw},
-    })
+    profile = Profile.model_validate(
+        {
+            "name": "fwunit",
+            "domain": "tempo.example.com",
+            "environment": environment,
+            "tempo": {"allow_unpinned": True},
+            "proxy": proxy,
+            "firewall": {"admin_cidrs": ADMIN, **fw},
+        }
+    )
     return {str(f.path): f for f in firewall.render(Context(profile, "profiles/fwunit.yaml", "secrets"))}
 
 
 # ---- Bad values are refused, located, with exit status 2 ----
 
-@pytest.mark.parametrize("firewall_yaml, field, message", [
-    ("firewall:\n  admin_cidrs: [10.0.0.300/24]\n", "firewall.admin_cidrs.0", "not a valid CIDR"),
-    ("firewall:\n  admin_cidrs: [10.0.0.1/24]\n", "firewall.admin_cidrs.0", "has host bits set"),
-    ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  web_cidrs: [bogus]\n", "firewall.web_cidrs.0", "not a valid CIDR"),
-    ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_port: 70000\n", "firewall.ssh_port", "less than or equal to 65535"),
-    ("firewall:\n  vpn: {interface: wg0, port: 0}\n", "firewall.vpn.port", "greater than or equal to 1"),
-    ("firewall:\n  vpn: {interface: 'wg0; drop'}\n", "firewall.vpn.interface", "not a usable interface name"),
-    ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  external_interfaces: [eth*]\n", "firewall.external_interfaces.0", "no wildcards"),
-    ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  external_interfaces: [lo]\n", "firewall.external_interfaces.0", "lo is never filtered"),
-    ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_rate: fast\n", "firewall.ssh_rate", "not a rate"),
-    ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_port: 443\n", "firewall.ssh_port", "also the proxy's HTTP(S) port"),
-    ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  sshport: 22\n", "firewall.sshport", "did you mean 'ssh_port'"),
-])
+
+@pytest.mark.parametrize(
+    "firewall_yaml, field, message",
+    [
+        ("firewall:\n  admin_cidrs: [10.0.0.300/24]\n", "firewall.admin_cidrs.0", "not a valid CIDR"),
+        ("firewall:\n  admin_cidrs: [10.0.0.1/24]\n", "firewall.admin_cidrs.0", "has host bits set"),
+        ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  web_cidrs: [bogus]\n", "firewall.web_cidrs.0", "not a valid CIDR"),
+        (
+            "firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_port: 70000\n",
+            "firewall.ssh_port",
+            "less than or equal to 65535",
+        ),
+        ("firewall:\n  vpn: {interface: wg0, port: 0}\n", "firewall.vpn.port", "greater than or equal to 1"),
+        ("firewall:\n  vpn: {interface: 'wg0; drop'}\n", "firewall.vpn.interface", "not a usable interface name"),
+        (
+            "firewall:\n  admin_cidrs: [10.0.0.0/8]\n  external_interfaces: [eth*]\n",
+            "firewall.external_interfaces.0",
+            "no wildcards",
+        ),
+        (
+            "firewall:\n  admin_cidrs: [10.0.0.0/8]\n  external_interfaces: [lo]\n",
+            "firewall.external_interfaces.0",
+            "lo is never filtered",
+        ),
+        ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_rate: fast\n", "firewall.ssh_rate", "not a rate"),
+        (
+            "firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_port: 443\n",
+            "firewall.ssh_port",
+            "also the proxy's HTTP(S) port",
+        ),
+        ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  sshport: 22\n", "firewall.sshport", "did you mean 'ssh_port'"),
+    ],
+)
 def test_bad_values_are_refused(tmp_path, firewall_yaml, field, message):
     found = problems(tmp_path, firewall_yaml)
     assert any("profile.yaml:" in p and f" {field}: " in p and message in p for p in found), found
@@ -85,8 +112,12 @@ def test_world_admin_cidr_needs_the_explicit_override_in_production(tmp_path, ci
     found = problems(tmp_path, f"firewall:\n  admin_cidrs: ['{cidr}']\n")
     assert len(found) == 1 and "firewall.admin_cidrs.0:" in found[0] and "allow_world_admin" in found[0], found
     assert found[0].startswith("profile.yaml:10:"), found  # located on the admin_cidrs line
-    load_profile(write_profile(tmp_path, f"firewall:\n  admin_cidrs: ['{cidr}']\n  allow_world_admin: true\n"), tmp_path)
-    load_profile(write_profile(tmp_path, f"firewall:\n  admin_cidrs: ['{cidr}']\n", environment="development"), tmp_path)
+    load_profile(
+        write_profile(tmp_path, f"firewall:\n  admin_cidrs: ['{cidr}']\n  allow_world_admin: true\n"), tmp_path
+    )
+    load_profile(
+        write_profile(tmp_path, f"firewall:\n  admin_cidrs: ['{cidr}']\n", environment="development"), tmp_path
+    )
 
 
 def test_production_needs_admin_cidrs_or_a_vpn(tmp_path):
@@ -96,10 +127,13 @@ def test_production_needs_admin_cidrs_or_a_vpn(tmp_path):
     load_profile(write_profile(tmp_path, "firewall:\n  enabled: false\n"), tmp_path)
 
 
-@pytest.mark.parametrize("firewall_yaml, field", [
-    ("firewall:\n  admin_cidrs: [0.0.0.0/0]\n", "firewall.admin_cidrs.0:"),
-    ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_port: 0\n", "firewall.ssh_port:"),
-])
+@pytest.mark.parametrize(
+    "firewall_yaml, field",
+    [
+        ("firewall:\n  admin_cidrs: [0.0.0.0/0]\n", "firewall.admin_cidrs.0:"),
+        ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_port: 0\n", "firewall.ssh_port:"),
+    ],
+)
 def test_cli_reports_firewall_problems_with_exit_status_2(tmp_path, firewall_yaml, field):
     path = write_profile(tmp_path, firewall_yaml)
     result = CliRunner().invoke(main, ["--project", str(tmp_path), "validate", str(path)])
@@ -109,12 +143,19 @@ def test_cli_reports_firewall_problems_with_exit_status_2(tmp_path, firewall_yam
 
 # ---- What each profile renders ----
 
+
 def test_files_modes_and_headers():
     files = render()
     assert sorted(files) == [
-        "firewall/apply.sh", "firewall/docker-user.rules", "firewall/docker-user.sh", "firewall/docker-user6.rules",
-        "firewall/nftables.conf", "firewall/tempo-gen-docker-user.service",
-        "firewall/ufw/after.rules", "firewall/ufw/after6.rules", "firewall/ufw/setup.sh",
+        "firewall/apply.sh",
+        "firewall/docker-user.rules",
+        "firewall/docker-user.sh",
+        "firewall/docker-user6.rules",
+        "firewall/nftables.conf",
+        "firewall/tempo-gen-docker-user.service",
+        "firewall/ufw/after.rules",
+        "firewall/ufw/after6.rules",
+        "firewall/ufw/setup.sh",
     ]
     for path, file in files.items():
         lines = file.content.splitlines()
@@ -131,8 +172,8 @@ def test_container_proxy_publishes_only_the_site_ports():
     files = render()
     nft = files["firewall/nftables.conf"].content
     assert "ct original proto-dst { 80, 443 } accept" in nft
-    assert 'tcp dport 22 ip saddr { 198.51.100.0/24 } jump ssh' in nft
-    assert 'tcp dport 22 ip6 saddr { 2001:db8:100::/48 } jump ssh' in nft
+    assert "tcp dport 22 ip saddr { 198.51.100.0/24 } jump ssh" in nft
+    assert "tcp dport 22 ip6 saddr { 2001:db8:100::/48 } jump ssh" in nft
     assert "flush ruleset" not in nft.replace("`flush ruleset`", "")
     rules = files["firewall/docker-user.rules"].content
     assert "--ctorigdstport 443 --ctdir ORIGINAL -j RETURN" in rules
@@ -163,7 +204,7 @@ def test_vpn_restricts_ssh_to_its_interface_and_opens_its_port():
     nft = files["firewall/nftables.conf"].content
     assert 'tcp dport 22 iifname "wg0" jump ssh' in nft
     assert "udp dport 51820 accept" in nft
-    assert 'ufw limit in on wg0 proto tcp from any to any port 22' in files["firewall/ufw/setup.sh"].content
+    assert "ufw limit in on wg0 proto tcp from any to any port 22" in files["firewall/ufw/setup.sh"].content
 
 
 def test_development_without_admin_cidrs_accepts_ssh_from_anywhere_rate_limited():
@@ -194,7 +235,6 @@ def test_example_profile_renders(tmp_path):
 # ---- The real tools accept what is rendered ----
 
 
-
 @pytest.fixture
 def netns():
     """A throwaway network namespace: checks there never touch the host's rules."""
@@ -208,7 +248,8 @@ def netns():
     if done.returncode != 0:
         unavailable(f"cannot create a network namespace: {done.stderr.strip()}")
     yield lambda *cmd, input=None: subprocess.run(
-        ["ip", "netns", "exec", name, *cmd], input=input, capture_output=True, text=True, timeout=30)
+        ["ip", "netns", "exec", name, *cmd], input=input, capture_output=True, text=True, timeout=30
+    )
     subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
 
 

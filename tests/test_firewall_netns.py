@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.e2e.engine import unavailable
 
 from tempo_gen.models.profile import Profile
@@ -90,11 +89,12 @@ ALLOWED = {
 }
 
 
-
-
-def run(*cmd: str, input: str | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=TIMEOUT,
-                          env={**os.environ, **(env or {})})
+def run(
+    *cmd: str, input: str | None = None, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        cmd, input=input, capture_output=True, text=True, timeout=TIMEOUT, env={**os.environ, **(env or {})}
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
     return done
@@ -149,13 +149,17 @@ class Lab:
     def listen(self, ns: str, name: str, tcp: tuple[int, ...], udp: tuple[int, ...] = ()) -> None:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-c", LISTENER, name, json.dumps(tcp), json.dumps(udp)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.processes.append(proc)
         ready, _, _ = select.select([proc.stdout], [], [], 10)
         if not ready or proc.stdout.readline().strip() != "ready":
             proc.kill()
-            raise AssertionError(f"listener {name} did not start: {proc.stderr.read() if proc.poll() is not None else ''}")
+            raise AssertionError(
+                f"listener {name} did not start: {proc.stderr.read() if proc.poll() is not None else ''}"
+            )
 
     def close(self) -> None:
         for proc in self.processes:
@@ -246,8 +250,21 @@ def measure(clients: dict[str, str]) -> dict[tuple[str, str], str | None]:
     running = {}
     for client, ns in clients.items():
         labels = targets(client)
-        cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps(list(labels.values()))]
-        running[client] = (list(labels), subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            PROBE,
+            str(PROBE_TIMEOUT),
+            json.dumps(list(labels.values())),
+        ]
+        running[client] = (
+            list(labels),
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        )
     matrix = {}
     for client, (labels, proc) in running.items():
         out, err = proc.communicate(timeout=TIMEOUT)
@@ -267,13 +284,16 @@ def server_world(lab: Lab, placement: str) -> tuple[str, dict[str, str]]:
         lab.address(srv, server_if, f"{s4}/24", f"{s6}/64")
         lab.address(ns, "eth0", f"{c4}/24", f"{c6}/64")
         # Client side of the 127.0.0.0/8 attack: no loopback addresses, 127/8 routed to the server.
-        lab.sh(ns, f"""
+        lab.sh(
+            ns,
+            f"""
             ip route add default via {s4}
             ip -6 route add default via {s6}
             ip addr flush dev lo
             sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.eth0.route_localnet=1
             ip route add 127.0.0.0/8 via {s4}
-        """)
+        """,
+        )
     lab.veth(srv, BRIDGE, ctr, "eth0")
     lab.address(srv, BRIDGE, "10.200.9.1/24", "fd00:200:9::1/64")
     lab.address(ctr, "eth0", f"{CONTAINER[0]}/24", f"{CONTAINER[1]}/64")
@@ -286,22 +306,42 @@ def server_world(lab: Lab, placement: str) -> tuple[str, dict[str, str]]:
 
 def docker_style_nat(lab: Lab, srv: str, published: dict[int, int]) -> None:
     """The NAT and DOCKER-USER chains as Docker 20.10 writes them through iptables-nft."""
-    for family, binary, container in ((4, "iptables-restore", CONTAINER[0]), (6, "ip6tables-restore", f"[{CONTAINER[1]}]")):
-        rules = ["*nat", ":DOCKER - [0:0]", "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
-                 f"-A DOCKER -i {BRIDGE} -j RETURN"]
-        rules += [f"-A DOCKER ! -i {BRIDGE} -p tcp --dport {host} -j DNAT --to-destination {container}:{inner}"
-                  for host, inner in published.items()]
+    for family, binary, container in (
+        (4, "iptables-restore", CONTAINER[0]),
+        (6, "ip6tables-restore", f"[{CONTAINER[1]}]"),
+    ):
+        rules = [
+            "*nat",
+            ":DOCKER - [0:0]",
+            "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+            f"-A DOCKER -i {BRIDGE} -j RETURN",
+        ]
+        rules += [
+            f"-A DOCKER ! -i {BRIDGE} -p tcp --dport {host} -j DNAT --to-destination {container}:{inner}"
+            for host, inner in published.items()
+        ]
         if family == 4:
-            rules += [f"-A DOCKER -d 127.0.0.1/32 ! -i {BRIDGE} -p tcp --dport {host} -j DNAT --to-destination {container}:{inner}"
-                      for host, inner in LOOPBACK_PUBLISHED.items()]
-        rules += ["COMMIT", "*filter", ":DOCKER-USER - [0:0]", "-A FORWARD -j DOCKER-USER", "-A DOCKER-USER -j RETURN", "COMMIT"]
+            rules += [
+                f"-A DOCKER -d 127.0.0.1/32 ! -i {BRIDGE} -p tcp --dport {host} -j DNAT --to-destination {container}:{inner}"
+                for host, inner in LOOPBACK_PUBLISHED.items()
+            ]
+        rules += [
+            "COMMIT",
+            "*filter",
+            ":DOCKER-USER - [0:0]",
+            "-A FORWARD -j DOCKER-USER",
+            "-A DOCKER-USER -j RETURN",
+            "COMMIT",
+        ]
         lab.exec(srv, binary, input="\n".join(rules) + "\n")
 
 
 def render_firewall(directory: Path, placement: str, **overrides) -> Path:
     """Render the firewall files of a test profile into directory; return it."""
     data = {
-        "name": "fwtest", "domain": "tempo.example.com", "environment": "production",
+        "name": "fwtest",
+        "domain": "tempo.example.com",
+        "environment": "production",
         "tempo": {"allow_unpinned": True},
         **PROFILES[placement],
     }
@@ -326,8 +366,11 @@ def load_layer(lab: Lab, srv: str, rules: Path, layer: str) -> None:
 
 
 def difference(measured: dict, expected: dict) -> str:
-    rows = [f"  {client:8} {label:20} expected {expected[(client, label)]!s:10} got {answer}"
-            for (client, label), answer in sorted(measured.items()) if answer != expected[(client, label)]]
+    rows = [
+        f"  {client:8} {label:20} expected {expected[(client, label)]!s:10} got {answer}"
+        for (client, label), answer in sorted(measured.items())
+        if answer != expected[(client, label)]
+    ]
     return "reachability differs from the profile:\n" + "\n".join(rows)
 
 
@@ -350,7 +393,9 @@ def test_reachability_matrix(lab, tmp_path, placement, layer):
     elif layer in ("full", "nftables"):
         expected = profile
     else:  # forwarded to the container: the profile's answer; the host itself: unfiltered
-        expected = {key: profile[key] if (open_matrix[key] or "").startswith("ctr:") else open_matrix[key] for key in measured}
+        expected = {
+            key: profile[key] if (open_matrix[key] or "").startswith("ctr:") else open_matrix[key] for key in measured
+        }
     assert measured == expected, difference(measured, expected)
 
 
@@ -391,7 +436,9 @@ def test_ssh_rate_limit_per_source(lab, tmp_path):
     assert 2 <= answers.count("srv:22") <= 4, answers
     assert answers.count(None) >= 4, answers
     # Per source: the same client's IPv6 address has its own budget.
-    out = lab.exec(clients["inside"], sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps([("tcp", s6, 22)])).stdout
+    out = lab.exec(
+        clients["inside"], sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps([("tcp", s6, 22)])
+    ).stdout
     assert json.loads(out) == ["srv:22"]
 
 
@@ -416,8 +463,15 @@ def apply_script(lab: Lab, ns: str, rules: Path, state: Path, *args: str, wait: 
     env = {**os.environ, "TEMPO_FW_STATE": str(state)}
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env, stdin=subprocess.DEVNULL)
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_until(condition, seconds: float, what: str) -> None:
@@ -545,13 +599,19 @@ def test_docker_published_port(lab, tmp_path, busybox_image):
 
     name = f"{tag}-web"
     rules = render_firewall(
-        tmp_path, "container", admin_cidrs=["10.200.51.0/24"], web_cidrs=["10.200.51.0/24"],
+        tmp_path,
+        "container",
+        admin_cidrs=["10.200.51.0/24"],
+        web_cidrs=["10.200.51.0/24"],
         external_interfaces=list(host_if.values()),  # only our veths: the host's other traffic is untouched
     )
     # The site port the profile publishes (443) and a stray one, on our veth addresses only.
-    publish = [arg for host_ip, _ in nets.values() for arg in ("-p", f"{host_ip}:443:8443", "-p", f"{host_ip}:{STRAY}:8081")]
-    server = ("/busybox nc -ll -p 8443 -e /busybox echo ctr:8443 & "
-              "/busybox nc -ll -p 8081 -e /busybox echo ctr:8081 & wait")
+    publish = [
+        arg for host_ip, _ in nets.values() for arg in ("-p", f"{host_ip}:443:8443", "-p", f"{host_ip}:{STRAY}:8081")
+    ]
+    server = (
+        "/busybox nc -ll -p 8443 -e /busybox echo ctr:8443 & /busybox nc -ll -p 8081 -e /busybox echo ctr:8081 & wait"
+    )
     try:
         docker("run", "-d", "--rm", "--name", name, *publish, IMAGE, "/busybox", "sh", "-c", server)
 
@@ -561,18 +621,32 @@ def test_docker_published_port(lab, tmp_path, busybox_image):
                 host_ip = nets[client][0]
                 attempts = [("tcp", host_ip, 443), ("tcp", host_ip, STRAY)]
                 out = lab.exec(ns, sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps(attempts)).stdout
-                result.update({(client, port): answer and answer.strip() for (_, _, port), answer in zip(attempts, json.loads(out))})
+                result.update(
+                    {
+                        (client, port): answer and answer.strip()
+                        for (_, _, port), answer in zip(attempts, json.loads(out))
+                    }
+                )
             return result
 
-        everything = {("inside", 443): "ctr:8443", ("inside", STRAY): "ctr:8081",
-                      ("outside", 443): "ctr:8443", ("outside", STRAY): "ctr:8081"}
+        everything = {
+            ("inside", 443): "ctr:8443",
+            ("inside", STRAY): "ctr:8081",
+            ("outside", 443): "ctr:8443",
+            ("outside", STRAY): "ctr:8081",
+        }
         wait_until(lambda: probe() == everything, 20, "the published ports to answer every client (no rules yet)")
 
         run(str(rules / "docker-user.sh"))
         chain = run("iptables", "-S", firewall.DOCKER_CHAIN).stdout
         assert f"-A DOCKER-USER -j {firewall.DOCKER_CHAIN}" in run("iptables", "-S", "DOCKER-USER").stdout, chain
         measured = probe()
-        expected = {("inside", 443): "ctr:8443", ("inside", STRAY): None, ("outside", 443): None, ("outside", STRAY): None}
+        expected = {
+            ("inside", 443): "ctr:8443",
+            ("inside", STRAY): None,
+            ("outside", 443): None,
+            ("outside", STRAY): None,
+        }
         assert measured == expected, chain
     finally:
         docker("rm", "-f", name, check=False)

@@ -7,9 +7,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from tempo_gen.registry import Registry, RegistryError, locate
 from tests.registry_server import REGISTRY_BIN, LocalRegistry, TokenService, free_port, sha256
+
+from tempo_gen.errors import RegistryError
+from tempo_gen.ops.registry import Registry, locate
 
 needs_registry = pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="Debian's docker-registry is not installed")
 
@@ -73,8 +74,10 @@ def _write(project: Path, name: str, text: str, host: str) -> Path:
 
 def _images(name: str, api: str, frontend: str, postgres: str) -> str:
     """A profile whose three images are given (api on line 5, frontend on 6, postgres on 7)."""
-    return (f"extends: _common.yaml\nname: {name}\ntempo:\n  images:\n"
-            f"    api: {api}\n    frontend: {frontend}\n    postgres: {postgres}\n")
+    return (
+        f"extends: _common.yaml\nname: {name}\ntempo:\n  images:\n"
+        f"    api: {api}\n    frontend: {frontend}\n    postgres: {postgres}\n"
+    )
 
 
 @needs_registry
@@ -93,12 +96,19 @@ def test_lock_writes_the_registry_digests_and_keeps_everything_else(registry, cl
 
     assert result.exit_code == 0, result.output
     assert api == sha256(api_index), "the digest of the index the tag names, not of a platform image"
-    expected = before.replace(
-        f'api: "{host}/tempo/api:v2.1.0"', f'api: "{host}/tempo/api:v2.1.0@{api}"',
-    ).replace(
-        f"@{postgres}\n", f"@{postgres}\n    frontend: {host}/tempo/frontend:v2.1.0@{frontend}\n",
-    ).replace(
-        "# the public address\n", f"# the public address\n  image: {host}/nginx-unprivileged:1.28-alpine@{proxy}\n",
+    expected = (
+        before.replace(
+            f'api: "{host}/tempo/api:v2.1.0"',
+            f'api: "{host}/tempo/api:v2.1.0@{api}"',
+        )
+        .replace(
+            f"@{postgres}\n",
+            f"@{postgres}\n    frontend: {host}/tempo/frontend:v2.1.0@{frontend}\n",
+        )
+        .replace(
+            "# the public address\n",
+            f"# the public address\n  image: {host}/nginx-unprivileged:1.28-alpine@{proxy}\n",
+        )
     )
     assert site.read_text() == expected
     assert base.read_text() == BASE.replace("HOST", host), "pins go into the file named, not its base"
@@ -109,7 +119,10 @@ def test_lock_writes_the_registry_digests_and_keeps_everything_else(registry, cl
 
     mtime = site.stat().st_mtime_ns
     again = cli("lock", "--insecure-registry", host, str(site))
-    assert again.exit_code == 0 and "profiles/site.yaml: nothing to pin; unchanged, 4 already pinned and kept" in again.output
+    assert (
+        again.exit_code == 0
+        and "profiles/site.yaml: nothing to pin; unchanged, 4 already pinned and kept" in again.output
+    )
     assert site.read_text() == expected and site.stat().st_mtime_ns == mtime
 
 
@@ -135,15 +148,21 @@ def test_pinned_images_are_kept_unless_update(registry, cli, project):
 def test_an_unresolvable_image_writes_nothing_anywhere_and_exits_2(registry, cli, project):
     registry.push_image("tempo/api", "v7", b"api7")
     good = _write(project, "good.yaml", _images("good", *["HOST/tempo/api:v7"] * 3), registry.host)
-    bad = _write(project, "bad.yaml", _images("bad", "HOST/tempo/api:v7", "HOST/tempo/frontend:v9.9.9", "HOST/tempo/api:v7"),
-                 registry.host)
+    bad = _write(
+        project,
+        "bad.yaml",
+        _images("bad", "HOST/tempo/api:v7", "HOST/tempo/frontend:v9.9.9", "HOST/tempo/api:v7"),
+        registry.host,
+    )
     before = {p: p.read_bytes() for p in (good, bad)}
 
     result = cli("lock", "--insecure-registry", registry.host)  # every profiles/*.yaml
 
     assert result.exit_code == 2
-    assert (f"profiles/bad.yaml:6: tempo.images.frontend: cannot resolve {registry.host}/tempo/frontend:v9.9.9: "
-            f"{registry.host} answered HTTP 404, no such repository or tag (MANIFEST_UNKNOWN") in result.output
+    assert (
+        f"profiles/bad.yaml:6: tempo.images.frontend: cannot resolve {registry.host}/tempo/frontend:v9.9.9: "
+        f"{registry.host} answered HTTP 404, no such repository or tag (MANIFEST_UNKNOWN"
+    ) in result.output
     assert "1 problem(s) found; nothing was written." in result.output
     assert {p: p.read_bytes() for p in (good, bad)} == before, "not even the profile that resolved"
     assert sorted(p.name for p in good.parent.iterdir()) == ["_common.yaml", "bad.yaml", "good.yaml", "schema.json"]
@@ -155,7 +174,10 @@ def test_an_unreachable_registry_is_a_message_not_a_traceback(cli, project):
     before = path.read_bytes()
     result = cli("lock", "--insecure-registry", closed, str(path))
     assert result.exit_code == 2
-    assert f"profiles/offline.yaml:5: tempo.images.api: cannot resolve {closed}/a:1: cannot reach {closed} (" in result.output
+    assert (
+        f"profiles/offline.yaml:5: tempo.images.api: cannot resolve {closed}/a:1: cannot reach {closed} ("
+        in result.output
+    )
     assert "lock needs network access to the registry" in result.output
     assert "3 problem(s) found" in result.output and path.read_bytes() == before
 
@@ -183,23 +205,30 @@ def test_anonymous_bearer_token_auth(registry, cli, project, tmp_path):
 @needs_registry
 def test_a_value_from_a_variable_is_left_for_its_definition(registry, cli, project):
     digest, _ = registry.push_image("tempo/var", "v1", b"var")
-    path = _write(project, "var.yaml", _images("var", "${API_IMAGE}", "HOST/tempo/var:v1", "HOST/tempo/var:v1"), registry.host)
+    path = _write(
+        project, "var.yaml", _images("var", "${API_IMAGE}", "HOST/tempo/var:v1", "HOST/tempo/var:v1"), registry.host
+    )
     before = path.read_text()
-    result = cli("lock", "--insecure-registry", registry.host, str(path), env={"API_IMAGE": f"{registry.host}/tempo/var:v1"})
+    result = cli(
+        "lock", "--insecure-registry", registry.host, str(path), env={"API_IMAGE": f"{registry.host}/tempo/var:v1"}
+    )
     assert result.exit_code == 0, result.output
     assert "tempo.images.api is set from a variable" in result.output
     assert path.read_text() == before.replace("var:v1\n", f"var:v1@{digest}\n")
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("postgres", ("registry-1.docker.io", "library/postgres")),
-    ("nginxinc/nginx-unprivileged", ("registry-1.docker.io", "nginxinc/nginx-unprivileged")),
-    ("docker.io/library/traefik", ("registry-1.docker.io", "library/traefik")),
-    ("docker.io/traefik", ("registry-1.docker.io", "library/traefik")),
-    ("ghcr.io/trevordavies095/tempo/api", ("ghcr.io", "trevordavies095/tempo/api")),
-    ("localhost/tempo", ("localhost", "tempo")),
-    ("127.0.0.1:5000/a/b", ("127.0.0.1:5000", "a/b")),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("postgres", ("registry-1.docker.io", "library/postgres")),
+        ("nginxinc/nginx-unprivileged", ("registry-1.docker.io", "nginxinc/nginx-unprivileged")),
+        ("docker.io/library/traefik", ("registry-1.docker.io", "library/traefik")),
+        ("docker.io/traefik", ("registry-1.docker.io", "library/traefik")),
+        ("ghcr.io/trevordavies095/tempo/api", ("ghcr.io", "trevordavies095/tempo/api")),
+        ("localhost/tempo", ("localhost", "tempo")),
+        ("127.0.0.1:5000/a/b", ("127.0.0.1:5000", "a/b")),
+    ],
+)
 def test_image_names_map_to_registry_and_repository_like_docker(name, expected):
     assert locate(name) == expected
 
@@ -234,7 +263,9 @@ def test_without_a_digest_header_the_manifest_body_is_hashed(claimed):
     host = f"127.0.0.1:{server.server_address[1]}"
     try:
         if claimed:
-            with pytest.raises(RegistryError, match=f"claims {claimed} but the manifest it sent hashes to {sha256(manifest)}"):
+            with pytest.raises(
+                RegistryError, match=f"claims {claimed} but the manifest it sent hashes to {sha256(manifest)}"
+            ):
                 Registry([host], timeout=5).digest(f"{host}/a", "1")
         else:
             assert Registry([host], timeout=5).digest(f"{host}/a", "1") == sha256(manifest)

@@ -10,16 +10,24 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-
-from tempo_gen import tls_policy
-from tempo_gen.errors import ProfileError, RenderError
-from tempo_gen.models.profile import Profile
-from tempo_gen.profile.loader import load_profile
-from tempo_gen.targets import compose, nginx
 from tests.conftest import REPO, profiles_of_kind
 from tests.nginx_support import (
-    context, for_local_nginx, make_profile, needs_nginx, nginx_t, prepare_root, render_files, runtime, write_tree,
+    context,
+    for_local_nginx,
+    make_profile,
+    needs_nginx,
+    nginx_t,
+    prepare_root,
+    render_files,
+    runtime,
+    write_tree,
 )
+
+from tempo_gen.errors import ProfileError, RenderError
+from tempo_gen.models.profile import Profile
+from tempo_gen.policy import tls as tls_policy
+from tempo_gen.profile.loader import load_profile
+from tempo_gen.targets import compose, nginx
 
 SITE = "proxy/nginx/sites-available/tempo.test.conf"
 TLS = "proxy/nginx/tempo-gen/tls.conf"
@@ -37,8 +45,11 @@ def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> str:
     output = result.stderr
     assert result.returncode == 0, output
     # Tolerated: OCSP warnings (test certificates have no responder) and, when not run as root, `user` being ignored.
-    unexpected = [line for line in output.splitlines()
-                  if "[" in line and "ssl_stapling" not in line and '"user" directive' not in line]
+    unexpected = [
+        line
+        for line in output.splitlines()
+        if "[" in line and "ssl_stapling" not in line and '"user" directive' not in line
+    ]
     assert not unexpected, output
     return output
 
@@ -51,24 +62,47 @@ def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> str:
 def test_every_example_profile_passes_nginx_t(tmp_path, ca, path):
     profile = load_profile(path, REPO).profile
     # Compose service names resolve only on the Compose network; nginx -t resolves upstreams.
-    upstreams = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"} if profile.proxy.placement == "container" else {}
+    upstreams = (
+        {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"} if profile.proxy.placement == "container" else {}
+    )
     check(tmp_path, for_local_nginx(profile), ca, **upstreams)
 
 
 VARIANTS = {
     "host-intermediate-acme": {},
-    "host-modern-files": {"proxy": {"tls": {"profile": "modern", "certificate": {
-        "source": "files", "cert_file": "/srv/tls/chain.pem", "key_file": "/srv/tls/key.pem"}}}},
-    "host-self-signed-ocsp-preload": {"proxy": {
-        "tls": {"certificate": {"source": "self-signed"}, "ocsp_stapling": True, "ocsp_resolvers": ["127.0.0.1", "::1"]},
-        "hsts": {"preload": True}, "publish_addresses": ["127.0.0.1", "::1"]}},
+    "host-modern-files": {
+        "proxy": {
+            "tls": {
+                "profile": "modern",
+                "certificate": {"source": "files", "cert_file": "/srv/tls/chain.pem", "key_file": "/srv/tls/key.pem"},
+            }
+        }
+    },
+    "host-self-signed-ocsp-preload": {
+        "proxy": {
+            "tls": {
+                "certificate": {"source": "self-signed"},
+                "ocsp_stapling": True,
+                "ocsp_resolvers": ["127.0.0.1", "::1"],
+            },
+            "hsts": {"preload": True},
+            "publish_addresses": ["127.0.0.1", "::1"],
+        }
+    },
     "container-custom-headers-limits": {
-        "proxy": {"placement": "container", "publish_addresses": ["127.0.0.1"],
-                  "headers": {"x_xss_protection": "1; mode=block", "frame_options": "DENY",
-                              "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://api.example.org"]}]}},
-                  "rate_limits": {"login_per_minute": 3, "login_burst": 0, "api_per_second": 1, "api_burst": 0},
-                  "body_max_kb": 64},
-        "tempo": {"media_max_mb": 5, "import_max_mb": 4096, "import_timeout_minutes": 120}},
+        "proxy": {
+            "placement": "container",
+            "publish_addresses": ["127.0.0.1"],
+            "headers": {
+                "x_xss_protection": "1; mode=block",
+                "frame_options": "DENY",
+                "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://api.example.org"]}]},
+            },
+            "rate_limits": {"login_per_minute": 3, "login_burst": 0, "api_per_second": 1, "api_burst": 0},
+            "body_max_kb": 64,
+        },
+        "tempo": {"media_max_mb": 5, "import_max_mb": 4096, "import_timeout_minutes": 120},
+    },
 }
 
 
@@ -76,7 +110,9 @@ VARIANTS = {
 @pytest.mark.parametrize("name", VARIANTS)
 def test_profile_variants_pass_nginx_t(tmp_path, ca, name):
     profile = for_local_nginx(make_profile(**VARIANTS[name]))
-    upstreams = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"} if profile.proxy.placement == "container" else {}
+    upstreams = (
+        {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"} if profile.proxy.placement == "container" else {}
+    )
     check(tmp_path, profile, ca, **upstreams)
 
 
@@ -100,18 +136,20 @@ def test_nothing_rendered_unless_the_proxy_is_nginx():
 
 def test_one_file_per_concern_and_every_include_exists():
     files = render_files(make_profile())
-    assert sorted(files) == sorted([
-        "proxy/README.md",
-        "proxy/certbot-deploy-hook.sh",
-        "proxy/self-signed-cert.sh",
-        "proxy/nginx/nginx.conf",
-        SITE,
-        "proxy/nginx/tempo-gen/api.conf",
-        "proxy/nginx/tempo-gen/letsencrypt.conf",
-        "proxy/nginx/tempo-gen/proxy.conf",
-        "proxy/nginx/tempo-gen/security.conf",
-        TLS,
-    ])
+    assert sorted(files) == sorted(
+        [
+            "proxy/README.md",
+            "proxy/certbot-deploy-hook.sh",
+            "proxy/self-signed-cert.sh",
+            "proxy/nginx/nginx.conf",
+            SITE,
+            "proxy/nginx/tempo-gen/api.conf",
+            "proxy/nginx/tempo-gen/letsencrypt.conf",
+            "proxy/nginx/tempo-gen/proxy.conf",
+            "proxy/nginx/tempo-gen/security.conf",
+            TLS,
+        ]
+    )
     for path, text in files.items():
         for include in re.findall(r"^\s*include (\S+);", text, re.M):
             assert f"proxy/nginx/{include}" in files, f"{path} includes missing {include}"
@@ -122,38 +160,48 @@ def test_certificate_sources_render_their_own_helpers():
     assert "proxy/nginx/tempo-gen/letsencrypt.conf" not in self_signed and "acme-challenge" not in self_signed[SITE]
     assert "openssl req -x509" in self_signed["proxy/self-signed-cert.sh"]
     assert "proxy/certbot-deploy-hook.sh" not in self_signed
-    files = render_files(make_profile(proxy={"tls": {"certificate": {"source": "files", "cert_file": "/c.pem", "key_file": "/k.pem"}}}))
+    files = render_files(
+        make_profile(proxy={"tls": {"certificate": {"source": "files", "cert_file": "/c.pem", "key_file": "/k.pem"}}})
+    )
     assert not any(path.endswith(".sh") for path in files)
     acme = render_files(make_profile(proxy={"placement": "container", "publish_addresses": ["127.0.0.1"]}))
     hook = acme["proxy/certbot-deploy-hook.sh"]
-    assert "install -D -m 0400 -o 101 -g 101 \"$lineage/privkey.pem\" /var/lib/tempo-tls/tempo.test/privkey.pem" in hook
+    assert 'install -D -m 0400 -o 101 -g 101 "$lineage/privkey.pem" /var/lib/tempo-tls/tempo.test/privkey.pem' in hook
     assert "label=com.docker.compose.project=nginx-test" in hook
     assert "systemctl reload nginx" in render_files(make_profile())["proxy/certbot-deploy-hook.sh"]
 
 
-@pytest.mark.parametrize(("version", "listen", "directive"), [
-    ("1.22", "listen 443 ssl http2;", False),
-    ("1.25", "listen 443 ssl http2;", False),  # 1.25 without a patch level may be 1.25.0
-    ("1.25.1", "listen 443 ssl;", True),
-    ("1.28", "listen 443 ssl;", True),
-])
+@pytest.mark.parametrize(
+    ("version", "listen", "directive"),
+    [
+        ("1.22", "listen 443 ssl http2;", False),
+        ("1.25", "listen 443 ssl http2;", False),  # 1.25 without a patch level may be 1.25.0
+        ("1.25.1", "listen 443 ssl;", True),
+        ("1.28", "listen 443 ssl;", True),
+    ],
+)
 def test_http2_syntax_follows_the_nginx_version(version, listen, directive):
     site = render_files(make_profile(proxy={"nginx_version": version}))[SITE]
     assert listen in site
     assert ("http2 on;" in site) is directive
 
 
-@pytest.mark.parametrize(("version", "tickets_off"), [("1.22", True), ("1.23.1", True), ("1.23.2", False), ("1.28", False)])
+@pytest.mark.parametrize(
+    ("version", "tickets_off"), [("1.22", True), ("1.23.1", True), ("1.23.2", False), ("1.28", False)]
+)
 def test_session_tickets_off_only_before_key_rotation(version, tickets_off):
     tls = render_files(make_profile(proxy={"nginx_version": version}))[TLS]
     assert ("ssl_session_tickets off;" in tls) is tickets_off
 
 
-@pytest.mark.parametrize(("openssl", "curves"), [
-    ("3.0", "X25519:prime256v1:secp384r1"),
-    ("3.4", "X25519:prime256v1:secp384r1"),
-    ("3.5", "X25519MLKEM768:X25519:prime256v1:secp384r1"),
-])
+@pytest.mark.parametrize(
+    ("openssl", "curves"),
+    [
+        ("3.0", "X25519:prime256v1:secp384r1"),
+        ("3.4", "X25519:prime256v1:secp384r1"),
+        ("3.5", "X25519MLKEM768:X25519:prime256v1:secp384r1"),
+    ],
+)
 def test_post_quantum_group_only_with_openssl_3_5(openssl, curves):
     tls = render_files(make_profile(proxy={"openssl_version": openssl}))[TLS]
     assert f"ssl_ecdh_curve {curves};" in tls
@@ -182,15 +230,18 @@ def test_mozilla_table_is_consistent():
 
 def test_ocsp_stapling_is_opt_in():
     assert "ssl_stapling" not in "".join(render_files(make_profile()).values())
-    files = render_files(make_profile(proxy={"placement": "container", "publish_addresses": ["127.0.0.1"],
-                                             "tls": {"ocsp_stapling": True}}))
+    files = render_files(
+        make_profile(
+            proxy={"placement": "container", "publish_addresses": ["127.0.0.1"], "tls": {"ocsp_stapling": True}}
+        )
+    )
     assert "ssl_stapling on;" in files[TLS] and "resolver 127.0.0.11 " in files[TLS]
     assert "ssl_trusted_certificate" in files[SITE]
 
 
 def test_port_80_only_redirects_with_308_and_serves_acme():
     site = render_files(make_profile(proxy={"https_port": 8443}))[SITE]
-    port80 = site[site.index("server {"):site.index("server {", site.index("server {") + 1)]
+    port80 = site[site.index("server {") : site.index("server {", site.index("server {") + 1)]
     assert "return 308 https://tempo.test:8443$request_uri;" in port80
     assert "include tempo-gen/letsencrypt.conf;" in port80
     assert "proxy_pass" not in port80
@@ -198,13 +249,18 @@ def test_port_80_only_redirects_with_308_and_serves_acme():
 
 
 def test_limits_and_routing_come_from_the_profile():
-    files = render_files(make_profile(
-        tempo={"media_max_mb": 7, "import_max_mb": 900, "import_timeout_minutes": 45},
-        proxy={"body_max_kb": 256, "rate_limits": {"login_per_minute": 3, "login_burst": 2, "api_per_second": 9, "api_burst": 11}},
-    ))
+    files = render_files(
+        make_profile(
+            tempo={"media_max_mb": 7, "import_max_mb": 900, "import_timeout_minutes": 45},
+            proxy={
+                "body_max_kb": 256,
+                "rate_limits": {"login_per_minute": 3, "login_burst": 2, "api_per_second": 9, "api_burst": 11},
+            },
+        )
+    )
     site, api = files[SITE], files["proxy/nginx/tempo-gen/api.conf"]
-    bulk = site[site.index("import/(?:bulk|export)"):]
-    bulk = bulk[:bulk.index("}")]
+    bulk = site[site.index("import/(?:bulk|export)") :]
+    bulk = bulk[: bulk.index("}")]
     assert "client_max_body_size 900m;" in bulk and "proxy_request_buffering off;" in bulk
     assert "proxy_read_timeout 45m;" in bulk and "proxy_send_timeout 45m;" in bulk
     assert "client_max_body_size 7m;" in site
@@ -223,20 +279,32 @@ def test_headers_default_and_options():
     assert headers["X-Frame-Options"] == "SAMEORIGIN" and "frame-ancestors 'self'" in headers["Content-Security-Policy"]
     csp = headers["Content-Security-Policy"]
     assert "script-src 'self' 'unsafe-inline'" in csp and "https://*.basemaps.cartocdn.com" in csp
-    custom = make_profile(proxy={
-        "hsts": {"preload": True},
-        "headers": {"x_xss_protection": "1; mode=block", "frame_options": "DENY",
-                    "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://sync.example.org"]},
-                                             {"directive": "manifest-src", "sources": ["'self'"]}]}},
-    }).proxy.security_headers()
+    custom = make_profile(
+        proxy={
+            "hsts": {"preload": True},
+            "headers": {
+                "x_xss_protection": "1; mode=block",
+                "frame_options": "DENY",
+                "csp": {
+                    "extra_sources": [
+                        {"directive": "connect-src", "sources": ["https://sync.example.org"]},
+                        {"directive": "manifest-src", "sources": ["'self'"]},
+                    ]
+                },
+            },
+        }
+    ).proxy.security_headers()
     assert custom["X-XSS-Protection"] == "1; mode=block"
     assert custom["Strict-Transport-Security"].endswith("; includeSubDomains; preload")
     assert "frame-ancestors 'none'" in custom["Content-Security-Policy"]
-    assert "https://sync.example.org" in custom["Content-Security-Policy"] and "manifest-src 'self'" in custom["Content-Security-Policy"]
+    assert (
+        "https://sync.example.org" in custom["Content-Security-Policy"]
+        and "manifest-src 'self'" in custom["Content-Security-Policy"]
+    )
     strict = make_profile(proxy={"headers": {"csp": {"override": "default-src 'self'; object-src 'none'"}}})
     assert strict.proxy.security_headers()["Content-Security-Policy"] == "default-src 'self'; object-src 'none'"
     security = render_files(make_profile())["proxy/nginx/tempo-gen/security.conf"]
-    assert security.count(" always;") == len(headers) and "add_header X-XSS-Protection \"0\" always;" in security
+    assert security.count(" always;") == len(headers) and 'add_header X-XSS-Protection "0" always;' in security
 
 
 def test_server_tokens_off_and_upstream_identity_hidden():
@@ -282,7 +350,9 @@ def test_host_placement_publishes_upstreams_on_loopback_only():
     profile = make_profile(proxy={"placement": "host", "publish_addresses": ["192.0.2.7", "2001:db8::7"]})
     services = compose_doc(profile)["services"]
     assert "proxy" not in services
-    assert services["frontend"]["ports"] == ["127.0.0.1:3004:3000"] and services["api"]["ports"] == ["127.0.0.1:5001:5001"]
+    assert services["frontend"]["ports"] == ["127.0.0.1:3004:3000"] and services["api"]["ports"] == [
+        "127.0.0.1:5001:5001"
+    ]
     runtime = nginx.runtime_for(profile)
     assert (runtime.frontend, runtime.api) == ("127.0.0.1:3004", "127.0.0.1:5001")
     site = render_files(profile)[SITE]
@@ -291,8 +361,15 @@ def test_host_placement_publishes_upstreams_on_loopback_only():
 
 
 def test_certificate_files_are_mounted_read_only_in_the_container():
-    profile = make_profile(proxy={"placement": "container", "publish_addresses": ["127.0.0.1"], "tls": {"certificate": {
-        "source": "files", "cert_file": "/srv/tls/chain.pem", "key_file": "/srv/tls/key.pem"}}})
+    profile = make_profile(
+        proxy={
+            "placement": "container",
+            "publish_addresses": ["127.0.0.1"],
+            "tls": {
+                "certificate": {"source": "files", "cert_file": "/srv/tls/chain.pem", "key_file": "/srv/tls/key.pem"}
+            },
+        }
+    )
     volumes = compose_doc(profile)["services"]["proxy"]["volumes"]
     assert "/srv/tls/chain.pem:/srv/tls/chain.pem:ro" in volumes and "/srv/tls/key.pem:/srv/tls/key.pem:ro" in volumes
     assert "ssl_certificate /srv/tls/chain.pem;" in render_files(profile)[SITE]
@@ -305,20 +382,39 @@ BAD = {
     "domain with a space": ({"domain": "tempo example.com"}, "domain"),
     "domain with ;": ({"domain": "tempo.example.com;"}, "domain"),
     "domain with a directive": ({"domain": "a.com; include /etc/passwd"}, "domain"),
-    "header with a newline": ({"proxy": {"headers": {"permissions_policy": "camera=()\nadd_header X 1"}}}, "permissions_policy"),
-    "header with a quote": ({"proxy": {"headers": {"permissions_policy": 'camera=()" always; return 200 "x'}}}, "permissions_policy"),
+    "header with a newline": (
+        {"proxy": {"headers": {"permissions_policy": "camera=()\nadd_header X 1"}}},
+        "permissions_policy",
+    ),
+    "header with a quote": (
+        {"proxy": {"headers": {"permissions_policy": 'camera=()" always; return 200 "x'}}},
+        "permissions_policy",
+    ),
     "header with a variable": ({"proxy": {"headers": {"csp": {"override": "default-src $http_x"}}}}, "override"),
-    "csp source with ;": ({"proxy": {"headers": {"csp": {"extra_sources": [
-        {"directive": "img-src", "sources": ["https://a.com; script-src *"]}]}}}}, "extra_sources.0.sources.0"),
+    "csp source with ;": (
+        {
+            "proxy": {
+                "headers": {
+                    "csp": {"extra_sources": [{"directive": "img-src", "sources": ["https://a.com; script-src *"]}]}
+                }
+            }
+        },
+        "extra_sources.0.sources.0",
+    ),
     "csp source with a quote": ({"proxy": {"headers": {"csp": {"map_sources": ['https://a.com"']}}}}, "map_sources"),
-    "unknown csp directive": ({"proxy": {"headers": {"csp": {"extra_sources": [
-        {"directive": "script-src; x", "sources": ["'self'"]}]}}}}, "extra_sources.0.directive"),
+    "unknown csp directive": (
+        {"proxy": {"headers": {"csp": {"extra_sources": [{"directive": "script-src; x", "sources": ["'self'"]}]}}}},
+        "extra_sources.0.directive",
+    ),
     "negative media limit": ({"tempo": {"media_max_mb": -1}}, "media_max_mb"),
     "negative import limit": ({"tempo": {"import_max_mb": -500}}, "import_max_mb"),
     "zero body limit": ({"proxy": {"body_max_kb": 0}}, "body_max_kb"),
     "negative rate": ({"proxy": {"rate_limits": {"login_per_minute": -5}}}, "login_per_minute"),
     "negative burst": ({"proxy": {"rate_limits": {"api_burst": -1}}}, "api_burst"),
-    "path with ;": ({"proxy": {"tls": {"certificate": {"source": "files", "cert_file": "/a;b", "key_file": "/k"}}}}, "cert_file"),
+    "path with ;": (
+        {"proxy": {"tls": {"certificate": {"source": "files", "cert_file": "/a;b", "key_file": "/k"}}}},
+        "cert_file",
+    ),
     "relative path": ({"proxy": {"tls": {"certificate": {"acme_webroot": "www"}}}}, "acme_webroot"),
     "path with ..": ({"proxy": {"tls": {"certificate": {"key_file": "/var/lib/../../root/key"}}}}, "key_file"),
     "files without paths": ({"proxy": {"tls": {"certificate": {"source": "files"}}}}, "certificate"),
@@ -326,7 +422,10 @@ BAD = {
     "nginx version with ;": ({"proxy": {"nginx_version": "1.22;"}}, "nginx_version"),
     "nginx too old": ({"proxy": {"nginx_version": "1.18"}}, "1.18"),
     "preload without subdomains": ({"proxy": {"hsts": {"preload": True, "include_subdomains": False}}}, "preload"),
-    "ocsp on the host without resolver": ({"proxy": {"placement": "host", "tls": {"ocsp_stapling": True}}}, "ocsp_resolvers"),
+    "ocsp on the host without resolver": (
+        {"proxy": {"placement": "host", "tls": {"ocsp_stapling": True}}},
+        "ocsp_resolvers",
+    ),
     "unknown tls profile": ({"proxy": {"tls": {"profile": "old"}}}, "profile"),
 }
 
@@ -348,14 +447,22 @@ def test_bad_values_are_refused_with_a_clear_error(tmp_path, case):
 
 def test_self_signed_only_in_development(tmp_path):
     path = tmp_path / "prod.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "prod", "domain": "tempo.example.com", "tempo": {"allow_unpinned": True},
-        "proxy": {"placement": "host", "tls": {"certificate": {"source": "self-signed"}}},
-        "firewall": {"enabled": False},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "prod",
+                "domain": "tempo.example.com",
+                "tempo": {"allow_unpinned": True},
+                "proxy": {"placement": "host", "tls": {"certificate": {"source": "self-signed"}}},
+                "firewall": {"enabled": False},
+            }
+        )
+    )
     with pytest.raises(ProfileError) as error:
         load_profile(path, tmp_path)
-    assert "proxy.tls.certificate.source: self-signed certificates are for environment: development only" in str(error.value)
+    assert "proxy.tls.certificate.source: self-signed certificates are for environment: development only" in str(
+        error.value
+    )
 
 
 @pytest.mark.parametrize("value", ['a"b', "a\\b", "$host", "a\nb", "{", "}"])

@@ -18,12 +18,21 @@ from pathlib import Path
 
 import pytest
 import trustme
-
-from tempo_gen import tls_policy
 from tests.nginx_support import NGINX, for_local_nginx, make_profile, needs_nginx, prepare_root
 from tests.proxy_support import (
-    DOMAIN, MIB, assert_security_headers, LiveProxy, arrived, free_ports, permissive_tls_server, stop, stub, wait_for_port,
+    DOMAIN,
+    MIB,
+    LiveProxy,
+    arrived,
+    assert_security_headers,
+    free_ports,
+    permissive_tls_server,
+    stop,
+    stub,
+    wait_for_port,
 )
+
+from tempo_gen.policy import tls as tls_policy
 
 pytestmark = needs_nginx
 
@@ -35,16 +44,27 @@ pytestmark = needs_nginx
 def running_proxy(tls_profile: str = "intermediate", **profile_overlay):
     """nginx with the profile's config on 127.0.0.1, in front of two stubs; stopped and cleaned up after."""
     http_port, https_port = free_ports(2)
-    profile = for_local_nginx(make_profile(proxy={
-        "placement": "host",
-        "publish_addresses": ["127.0.0.1"],
-        "http_port": http_port,
-        "https_port": https_port,
-        # An RSA certificate (below): a refused RSA-key-exchange cipher is then refused by policy, not by key type.
-        "tls": {"profile": tls_profile, "certificate": {
-            "source": "acme", "acme_webroot": "/acme", "cert_file": "/tls/fullchain.pem", "key_file": "/tls/privkey.pem"}},
-        **profile_overlay,
-    }))
+    profile = for_local_nginx(
+        make_profile(
+            proxy={
+                "placement": "host",
+                "publish_addresses": ["127.0.0.1"],
+                "http_port": http_port,
+                "https_port": https_port,
+                # An RSA certificate (below): a refused RSA-key-exchange cipher is then refused by policy, not by key type.
+                "tls": {
+                    "profile": tls_profile,
+                    "certificate": {
+                        "source": "acme",
+                        "acme_webroot": "/acme",
+                        "cert_file": "/tls/fullchain.pem",
+                        "key_file": "/tls/privkey.pem",
+                    },
+                },
+                **profile_overlay,
+            }
+        )
+    )
     ca = trustme.CA()
     # Not pytest's tmp_path: its parents are private to root, and nginx workers run as www-data.
     root = Path(tempfile.mkdtemp(prefix="tempo-nginx-"))
@@ -57,10 +77,18 @@ def running_proxy(tls_profile: str = "intermediate", **profile_overlay):
             for folder in root.rglob("*"):
                 if folder.is_dir():
                     folder.chmod(0o755)
-            process = subprocess.Popen([NGINX, "-p", f"{root}/", "-c", str(conf), "-g", "daemon off;"],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            process = subprocess.Popen(
+                [NGINX, "-p", f"{root}/", "-c", str(conf), "-g", "daemon off;"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             # stderr is read only once nginx has exited (reading a live pipe would block).
-            wait_for_port(process, https_port, "nginx", lambda: process.stderr.read().decode() if process.poll() is not None else "")
+            wait_for_port(
+                process,
+                https_port,
+                "nginx",
+                lambda: process.stderr.read().decode() if process.poll() is not None else "",
+            )
             yield LiveProxy(profile, ca, root, arrivals)
     finally:
         stop(process)
@@ -84,8 +112,6 @@ def permissive(proxy):
 # --- assertions ---------------------------------------------------------------------------------------
 
 
-
-
 # --- TLS ----------------------------------------------------------------------------------------------
 
 
@@ -105,7 +131,10 @@ def test_tls12_accepted_with_intermediate_ciphers_only(proxy):
         assert tls.cipher()[0] == "ECDHE-RSA-CHACHA20-POLY1305"
 
 
-@pytest.mark.parametrize("cipher", ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA"])
+@pytest.mark.parametrize(
+    "cipher",
+    ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA"],
+)
 def test_weak_tls12_ciphers_refused(proxy, permissive, cipher):
     assert permissive(proxy.tls_context(ssl.TLSVersion.TLSv1_2, cipher)) == "TLSv1.2"
     with pytest.raises(ssl.SSLError):
@@ -169,8 +198,12 @@ def test_unknown_host_on_http_is_dropped(proxy):
 
 
 def test_api_gets_stripped_path_and_trusted_forwarded_headers(proxy):
-    response = proxy.request("GET", "/api/workouts/recent?limit=3", source="127.0.0.4", headers={
-        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.test"})
+    response = proxy.request(
+        "GET",
+        "/api/workouts/recent?limit=3",
+        source="127.0.0.4",
+        headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.test"},
+    )
     assert response.status == 200
     seen = json.loads(response.body)
     assert seen["upstream"] == "api" and seen["path"] == "/workouts/recent?limit=3"
@@ -206,8 +239,12 @@ def test_security_headers_on_200_404_413_502(proxy):
         "api 200": proxy.request("GET", "/api/health", source=source),
         "frontend 404": proxy.request("GET", "/missing", source=source),
         "api 404": proxy.request("GET", "/api/missing", source=source),
-        "api 413": proxy.request("POST", "/api/settings", body=bytes(proxy.profile.proxy.body_max_kb * 1024 + 1), source=source),
-        "frontend 413": proxy.request("POST", "/", body=bytes(proxy.profile.proxy.body_max_kb * 1024 + 1), source=source),
+        "api 413": proxy.request(
+            "POST", "/api/settings", body=bytes(proxy.profile.proxy.body_max_kb * 1024 + 1), source=source
+        ),
+        "frontend 413": proxy.request(
+            "POST", "/", body=bytes(proxy.profile.proxy.body_max_kb * 1024 + 1), source=source
+        ),
         "api 502": proxy.request("GET", "/api/crash", source=source),
         "frontend 502": proxy.request("GET", "/crash", source=source),
     }
@@ -250,8 +287,12 @@ def test_bulk_import_is_streamed_and_media_is_buffered(proxy):
     bulk, media = "/api/workouts/import/bulk", f"/api/workouts/{uuid.UUID(int=9)}/media"
     for path in (bulk, media):
         upstream_path, start = path.removeprefix("/api"), len(proxy.api_arrivals)
-        response = proxy.upload(path, 8 * MIB, "127.0.0.15",
-                                halfway=lambda: seen.setdefault(path, arrived(proxy.api_arrivals, start, upstream_path, 2)))
+        response = proxy.upload(
+            path,
+            8 * MIB,
+            "127.0.0.15",
+            halfway=lambda: seen.setdefault(path, arrived(proxy.api_arrivals, start, upstream_path, 2)),
+        )
         assert response.status == 200
     assert seen == {bulk: True, media: False}
 

@@ -15,7 +15,9 @@ def test_wheel_install_renders_the_examples_identically(tmp_path: Path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "out", "*.egg-info", "build", "__pycache__", "secrets"))
+    shutil.copytree(
+        REPO, source, ignore=shutil.ignore_patterns(".git", "out", "*.egg-info", "build", "__pycache__", "secrets")
+    )
     subprocess.run([*pip, str(source)], check=True, capture_output=True)
     shutil.rmtree(source)  # the installed copy must not need the source tree
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from tests.conftest import VALID_PROFILE
 
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -20,22 +19,83 @@ def with_(extra: str) -> str:
 
 # (case id, profile text or bytes, expected line or None, fragments the message must contain)
 CASES = [
-    ("wrong-type", with_("containers:\n  users:\n    api: lots\n"), 11, ["containers.users.api", "valid integer", "'lots'"]),
+    (
+        "wrong-type",
+        with_("containers:\n  users:\n    api: lots\n"),
+        11,
+        ["containers.users.api", "valid integer", "'lots'"],
+    ),
     ("unknown-top-key", VALID_PROFILE.replace("name:", "nmae:"), 1, ["unknown field 'nmae'", "did you mean 'name'"]),
-    ("unknown-nested-key", VALID_PROFILE.replace("  allow_unpinned", "  alow_unpinned"), 4, ["tempo.alow_unpinned", "did you mean 'allow_unpinned'"]),
+    (
+        "unknown-nested-key",
+        VALID_PROFILE.replace("  allow_unpinned", "  alow_unpinned"),
+        4,
+        ["tempo.alow_unpinned", "did you mean 'allow_unpinned'"],
+    ),
     ("secret-in-profile", with_("secrets:\n  jwt_key: hunter2hunter2\n"), 10, ["secret values never go in a profile"]),
-    ("domain-with-space", VALID_PROFILE.replace("tempo.example.com", "'tempo example.com'"), 2, ["domain", "not a valid domain"]),
-    ("domain-with-semicolon", VALID_PROFILE.replace("tempo.example.com", "'tempo.example.com;return 200'"), 2, ["domain", "not a valid domain"]),
+    (
+        "domain-with-space",
+        VALID_PROFILE.replace("tempo.example.com", "'tempo example.com'"),
+        2,
+        ["domain", "not a valid domain"],
+    ),
+    (
+        "domain-with-semicolon",
+        VALID_PROFILE.replace("tempo.example.com", "'tempo.example.com;return 200'"),
+        2,
+        ["domain", "not a valid domain"],
+    ),
     ("domain-uppercase", VALID_PROFILE.replace("tempo.example.com", "Tempo.Example.com"), 2, ["not a valid domain"]),
     ("domain-wildcard", VALID_PROFILE.replace("tempo.example.com", "'*.example.com'"), 2, ["not a valid domain"]),
     ("domain-single-label", VALID_PROFILE.replace("tempo.example.com", "tempo"), 2, ["not a valid domain"]),
     ("bad-ip-address", VALID_PROFILE.replace("203.0.113.10", "300.1.1.1"), 6, ["proxy.publish_addresses.0"]),
-    ("wildcard-cors", with_("  cors_origins: ['*']\n").replace("proxy:\n  publish_addresses: [203.0.113.10]\n  cors", "proxy:\n  publish_addresses: [203.0.113.10]\n  cors"), None, []),
-    ("plain-http-cors", VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  cors_origins: ['http://tempo.example.com']\n"), 5, ["tempo.cors_origins.0", "plain http"]),
-    ("cors-with-path", VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  cors_origins: ['https://tempo.example.com/app']\n"), 5, ["not an origin"]),
-    ("placeholder-secret-value", VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  jwt:\n    issuer: CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE\n"), 6, ["tempo.jwt.issuer", "placeholder"]),
-    ("unpinned-image", VALID_PROFILE.replace("  allow_unpinned: true\n", "  version: 2.1.0\n"), 3, ["tempo.images", "not pinned by sha256 digest", "tempo-gen lock"]),
-    ("bad-image-ref", VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  images:\n    postgres: 'Postgres 16'\n"), 6, ["tempo.images.postgres", "not a valid image reference"]),
+    (
+        "wildcard-cors",
+        with_("  cors_origins: ['*']\n").replace(
+            "proxy:\n  publish_addresses: [203.0.113.10]\n  cors", "proxy:\n  publish_addresses: [203.0.113.10]\n  cors"
+        ),
+        None,
+        [],
+    ),
+    (
+        "plain-http-cors",
+        VALID_PROFILE.replace(
+            "  allow_unpinned: true\n", "  allow_unpinned: true\n  cors_origins: ['http://tempo.example.com']\n"
+        ),
+        5,
+        ["tempo.cors_origins.0", "plain http"],
+    ),
+    (
+        "cors-with-path",
+        VALID_PROFILE.replace(
+            "  allow_unpinned: true\n", "  allow_unpinned: true\n  cors_origins: ['https://tempo.example.com/app']\n"
+        ),
+        5,
+        ["not an origin"],
+    ),
+    (
+        "placeholder-secret-value",
+        VALID_PROFILE.replace(
+            "  allow_unpinned: true\n",
+            "  allow_unpinned: true\n  jwt:\n    issuer: CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE\n",
+        ),
+        6,
+        ["tempo.jwt.issuer", "placeholder"],
+    ),
+    (
+        "unpinned-image",
+        VALID_PROFILE.replace("  allow_unpinned: true\n", "  version: 2.1.0\n"),
+        3,
+        ["tempo.images", "not pinned by sha256 digest", "tempo-gen lock"],
+    ),
+    (
+        "bad-image-ref",
+        VALID_PROFILE.replace(
+            "  allow_unpinned: true\n", "  allow_unpinned: true\n  images:\n    postgres: 'Postgres 16'\n"
+        ),
+        6,
+        ["tempo.images.postgres", "not a valid image reference"],
+    ),
     ("invalid-yaml", VALID_PROFILE + "proxy: [unclosed\n", 10, ["invalid YAML"]),
     ("empty-file", "", None, ["file is empty"]),
     ("only-comments", "# nothing here\n", None, ["file is empty"]),
@@ -48,23 +108,73 @@ CASES = [
     ("binary-garbage", bytes(range(256)) * 4, None, ["binary"]),
     ("invalid-utf8", b"name: demo\ndomain: \xff\xfe.example.com\n", 2, ["not valid UTF-8"]),
     ("missing-name", VALID_PROFILE.replace("name: demo\n", ""), None, ["name", "required field is missing"]),
-    ("missing-domain", VALID_PROFILE.replace("domain: tempo.example.com\n", ""), None, ["domain", "required field is missing"]),
-    ("unknown-environment", with_("environment: staging\n"), 9, ["environment", "'production' or 'development'", "'staging'"]),
+    (
+        "missing-domain",
+        VALID_PROFILE.replace("domain: tempo.example.com\n", ""),
+        None,
+        ["domain", "required field is missing"],
+    ),
+    (
+        "unknown-environment",
+        with_("environment: staging\n"),
+        9,
+        ["environment", "'production' or 'development'", "'staging'"],
+    ),
     ("unknown-proxy", VALID_PROFILE.replace("proxy:\n", "proxy:\n  kind: apache\n"), 6, ["proxy.kind", "'apache'"]),
-    ("negative-limit", VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  media_max_mb: -5\n"), 5, ["tempo.media_max_mb", "greater than or equal to 1"]),
-    ("root-uid", with_("containers:\n  users:\n    api: 0\n"), 11, ["containers.users.api", "greater than or equal to 1"]),
-    ("bad-memory-size", with_("containers:\n  limits:\n    api: {memory: lots, cpus: 1, pids: 100}\n"), 11, ["containers.limits.api.memory", "not a size"]),
-    ("bad-version", VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  version: latest\n"), 5, ["tempo.version", "not a Tempo release"]),
+    (
+        "negative-limit",
+        VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  media_max_mb: -5\n"),
+        5,
+        ["tempo.media_max_mb", "greater than or equal to 1"],
+    ),
+    (
+        "root-uid",
+        with_("containers:\n  users:\n    api: 0\n"),
+        11,
+        ["containers.users.api", "greater than or equal to 1"],
+    ),
+    (
+        "bad-memory-size",
+        with_("containers:\n  limits:\n    api: {memory: lots, cpus: 1, pids: 100}\n"),
+        11,
+        ["containers.limits.api.memory", "not a size"],
+    ),
+    (
+        "bad-version",
+        VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  version: latest\n"),
+        5,
+        ["tempo.version", "not a Tempo release"],
+    ),
     ("multiple-documents", VALID_PROFILE + "---\nname: other\n", 9, ["invalid YAML", "single document"]),
     ("non-string-key", with_("1: one\n"), 9, ["keys must be plain strings"]),
     ("merge-key", with_("tempo2:\n  <<: {a: 1}\n"), 10, ["merge keys"]),
-    ("undefined-variable", VALID_PROFILE.replace("tempo.example.com", "${TEMPO_TEST_UNSET_DOMAIN}"), 2, ["domain", "${TEMPO_TEST_UNSET_DOMAIN} is not set"]),
-    ("no-publish-address", VALID_PROFILE.replace("proxy:\n  publish_addresses: [203.0.113.10]\n", ""), None, ["proxy.publish_addresses", "required for a production proxy container"]),
-    ("loopback-in-production", VALID_PROFILE.replace("203.0.113.10", "127.0.0.1"), 6, ["proxy.publish_addresses.0", "loopback"]),
+    (
+        "undefined-variable",
+        VALID_PROFILE.replace("tempo.example.com", "${TEMPO_TEST_UNSET_DOMAIN}"),
+        2,
+        ["domain", "${TEMPO_TEST_UNSET_DOMAIN} is not set"],
+    ),
+    (
+        "no-publish-address",
+        VALID_PROFILE.replace("proxy:\n  publish_addresses: [203.0.113.10]\n", ""),
+        None,
+        ["proxy.publish_addresses", "required for a production proxy container"],
+    ),
+    (
+        "loopback-in-production",
+        VALID_PROFILE.replace("203.0.113.10", "127.0.0.1"),
+        6,
+        ["proxy.publish_addresses.0", "loopback"],
+    ),
     ("extends-missing", "extends: _nowhere.yaml\n" + VALID_PROFILE, 1, ["extends", "not found"]),
 ]
 # The wildcard-CORS case needs cors_origins under tempo:, not under proxy:.
-CASES[10] = ("wildcard-cors", VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  cors_origins: ['*']\n"), 5, ["tempo.cors_origins.0", "wildcard"])
+CASES[10] = (
+    "wildcard-cors",
+    VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  cors_origins: ['*']\n"),
+    5,
+    ["tempo.cors_origins.0", "wildcard"],
+)
 
 
 @pytest.mark.parametrize("case_id, content, line, fragments", CASES, ids=[c[0] for c in CASES])
@@ -84,7 +194,9 @@ def test_malformed_profile_is_refused_with_a_located_message(cli, project, case_
 
 def test_every_problem_is_reported_not_just_the_first(cli, project):
     path = project / "profiles" / "bad.yaml"
-    path.write_text("name: demo\ndomain: 'bad domain'\ntempo:\n  media_max_mb: 0\n  nope: 1\nproxy:\n  publish_addresses: [203.0.113.10]\n")
+    path.write_text(
+        "name: demo\ndomain: 'bad domain'\ntempo:\n  media_max_mb: 0\n  nope: 1\nproxy:\n  publish_addresses: [203.0.113.10]\n"
+    )
     result = cli("validate", str(path))
     assert result.exit_code == 2
     assert "profiles/bad.yaml:2: domain:" in result.output

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO, VALID_PROFILE
 
 import tempo_gen.targets
 from tempo_gen import __version__
-from tests.conftest import REPO, VALID_PROFILE
 
 
 @pytest.fixture
@@ -59,8 +59,12 @@ def test_output_is_byte_identical_across_runs_and_hash_seeds(demo, tmp_path):
     for seed in ("0", "12345"):
         out = tmp_path / f"out-{seed}"
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        subprocess.run([sys.executable, "-m", "tempo_gen", "--project", str(demo), "render", "--out", str(out)],
-                       check=True, env=env, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "tempo_gen", "--project", str(demo), "render", "--out", str(out)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         outputs.append(snapshot(out))
     assert outputs[0] == outputs[1]
 
@@ -90,7 +94,9 @@ def test_a_failure_mid_render_leaves_the_previous_output_untouched(cli, demo, mo
         raise RuntimeError("target failed mid-render")
 
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "containers:\n  restart: always\n")
-    monkeypatch.setattr(tempo_gen.targets, "TARGETS", (tempo_gen.targets.TARGETS[0], type("T", (), {"render": staticmethod(explode)})))
+    monkeypatch.setattr(
+        tempo_gen.targets, "TARGETS", (tempo_gen.targets.TARGETS[0], type("T", (), {"render": staticmethod(explode)}))
+    )
     with pytest.raises(RuntimeError):
         cli("render")
     assert snapshot(demo / "out" / "demo") == before
@@ -174,7 +180,9 @@ def test_dotenv_supplies_variables(cli, project):
 
 def test_repository_out_is_current():
     """The committed out/ is exactly what the committed profiles render (the GitOps promise)."""
-    result = subprocess.run([sys.executable, "-m", "tempo_gen", "render", "--check"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tempo_gen", "render", "--check"], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tempo_gen.schema import REFERENCE_END, REFERENCE_START, json_schema, markdown_reference
 from tests.conftest import REPO
+
+from tempo_gen.reports.schema import REFERENCE_END, REFERENCE_START, json_schema, markdown_reference
 
 HOW = "run `python -m pytest tests/test_schema.py --update-golden` and commit"
 

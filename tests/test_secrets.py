@@ -9,10 +9,10 @@ import os
 import stat
 
 import pytest
-
-from tempo_gen.rotation import scram_verifier
-from tempo_gen.secrets import weaknesses
 from tests.conftest import VALID_PROFILE
+
+from tempo_gen.ops.secrets.files import weaknesses
+from tempo_gen.ops.secrets.rotation import scram_verifier
 
 
 @pytest.fixture
@@ -68,11 +68,14 @@ def test_render_makes_git_ignore_the_secrets_folder(cli, demo):
     assert (demo / ".gitignore").read_text().count("/secrets/") == 1
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("", "empty"),
-    ("x" * 31, "shorter than 32"),
-    ("CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE", "placeholder"),
-])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("", "empty"),
+        ("x" * 31, "shorter than 32"),
+        ("CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE", "placeholder"),
+    ],
+)
 def test_weak_values_are_named(value, problem):
     assert any(problem in w for w in weaknesses("jwt_key", value))
 
@@ -87,8 +90,10 @@ def test_scram_verifier_matches_rfc_7677():
     stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
     salted = hashlib.pbkdf2_hmac("sha256", b"pencil", salt, 4096)
     # RFC 7677 section 3: ServerSignature for the example exchange, derived from ServerKey.
-    auth_message = (b"n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
-                    b"s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
+    auth_message = (
+        b"n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        b"s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    )
     signature = hmac.new(server_key, auth_message, "sha256").digest()
     assert base64.b64encode(signature).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
     assert stored_key == hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()

@@ -12,15 +12,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
-
-from tempo_gen.bundle import Bundle, RenderedFile
-from tempo_gen.errors import RenderError
-from tempo_gen.models.profile import Profile
-from tempo_gen.profile.edit import set_scalars
-from tempo_gen.swarm import stack_bundle
 from tests.conftest import REPO, VALID_PROFILE
 from tests.e2e.engine import compose_command
 from tests.test_compose import tool
+
+from tempo_gen.bundle.files import Bundle, RenderedFile
+from tempo_gen.errors import RenderError
+from tempo_gen.models.profile import Profile
+from tempo_gen.profile.edit import set_scalars
+from tempo_gen.targets.swarm_stack import stack_bundle
 
 SWARM_PROFILE = VALID_PROFILE.replace("203.0.113.10", "0.0.0.0") + "deploy:\n  mode: swarm\n"
 UIDS = {"postgres": "70", "api": "1654", "frontend": "1000", "proxy": "101"}
@@ -61,7 +61,10 @@ def test_every_service_keeps_its_hardening_in_swarm_terms(stack):
         mounts = [v for v in service["volumes"] if isinstance(v, dict)]
         assert mounts and all(m["type"] == "tmpfs" and m["tmpfs"]["size"] > 0 for m in mounts), name
         assert "/tmp" in {m["target"] for m in mounts}, name
-    assert {m["target"] for m in doc["services"]["postgres"]["volumes"] if isinstance(m, dict)} == {"/var/run/postgresql", "/tmp"}
+    assert {m["target"] for m in doc["services"]["postgres"]["volumes"] if isinstance(m, dict)} == {
+        "/var/run/postgresql",
+        "/tmp",
+    }
 
 
 def test_built_images_are_named_by_content_under_a_domain_no_registry_serves(stack, cli, project):
@@ -87,9 +90,12 @@ def test_each_consumer_gets_its_own_copy_of_external_versioned_secrets(stack):
     }
     services = doc["services"]
     assert services["postgres"]["secrets"] == [
-        {"source": "db_password", "target": "db_password", "uid": "70", "gid": "70", "mode": 0o400}]
+        {"source": "db_password", "target": "db_password", "uid": "70", "gid": "70", "mode": 0o400}
+    ]
     assert services["api"]["secrets"] == [
-        {"source": name, "target": name, "uid": "1654", "gid": "1654", "mode": 0o400} for name in ("db_password", "jwt_key")]
+        {"source": name, "target": name, "uid": "1654", "gid": "1654", "mode": 0o400}
+        for name in ("db_password", "jwt_key")
+    ]
     assert "secrets" not in services["frontend"] and "secrets" not in services["proxy"]
     assert "        mode: 256  # 0400\n" in (stack / "compose.yaml").read_text()
 
@@ -140,12 +146,15 @@ def test_explicit_compose_mode_renders_the_same_bundle(cli, project, tmp_path):
     assert {p.relative_to(after): p.read_bytes() for p in after.rglob("*") if p.is_file()} == files
 
 
-@pytest.mark.parametrize("change, field, fragment", [
-    (lambda t: t.replace("proxy:\n", "proxy:\n  placement: host\n"), "deploy.mode", "cannot publish on 127.0.0.1"),
-    (lambda t: t.replace("proxy:\n", "proxy:\n  kind: none\n"), "deploy.mode", "proxy container"),
-    (lambda t: t.replace("0.0.0.0", "203.0.113.10"), "proxy.publish_addresses.0", "write 0.0.0.0"),
-    (lambda t: t + "secrets:\n  dir: /srv/secrets\n", "secrets.dir", "keeps the secrets in the swarm"),
-])
+@pytest.mark.parametrize(
+    "change, field, fragment",
+    [
+        (lambda t: t.replace("proxy:\n", "proxy:\n  placement: host\n"), "deploy.mode", "cannot publish on 127.0.0.1"),
+        (lambda t: t.replace("proxy:\n", "proxy:\n  kind: none\n"), "deploy.mode", "proxy container"),
+        (lambda t: t.replace("0.0.0.0", "203.0.113.10"), "proxy.publish_addresses.0", "write 0.0.0.0"),
+        (lambda t: t + "secrets:\n  dir: /srv/secrets\n", "secrets.dir", "keeps the secrets in the swarm"),
+    ],
+)
 def test_swarm_refuses_what_it_cannot_honour(cli, project, change, field, fragment):
     (project / "profiles" / "demo.yaml").write_text(change(SWARM_PROFILE))
     result = cli("validate")
@@ -155,8 +164,7 @@ def test_swarm_refuses_what_it_cannot_honour(cli, project, change, field, fragme
 
 def test_a_compose_key_without_a_swarm_treatment_stops_the_render():
     profile = Profile.model_validate(yaml.safe_load(SWARM_PROFILE))
-    compose = ("services:\n  api:\n    user: '1:1'\n    privileged: true\n"
-               "networks: {}\nvolumes: {}\nsecrets: {}\n")
+    compose = "services:\n  api:\n    user: '1:1'\n    privileged: true\nnetworks: {}\nvolumes: {}\nsecrets: {}\n"
     with pytest.raises(RenderError, match="privileged"):
         stack_bundle(Bundle([RenderedFile(PurePosixPath("compose.yaml"), compose)]), profile, "# header")
 
@@ -165,7 +173,9 @@ def test_the_firewall_lets_swarm_tasks_out_through_docker_gwbridge(cli, project)
     """Swarm tasks reach the outside through docker_gwbridge, not docker0 or br-*: without it the API's egress
     (and a Traefik proxy's ACME) would be dropped like traffic from the internet."""
     swarm = render(cli, project, SWARM_PROFILE)
-    assert "-A TEMPO-GEN-DOCKER -i docker_gwbridge -j RETURN\n" in (swarm / "firewall" / "docker-user.rules").read_text()
+    assert (
+        "-A TEMPO-GEN-DOCKER -i docker_gwbridge -j RETURN\n" in (swarm / "firewall" / "docker-user.rules").read_text()
+    )
     assert 'iifname "docker_gwbridge" accept' in (swarm / "firewall" / "nftables.conf").read_text()
     compose = render(cli, project, VALID_PROFILE)
     assert "gwbridge" not in "".join(p.read_text() for p in (compose / "firewall").rglob("*") if p.is_file())
@@ -181,34 +191,45 @@ def test_audit_reports_what_swarm_loses(cli, project):
 
 def test_secrets_commands_need_a_swarm_manager(cli, project):
     (project / "profiles" / "demo.yaml").write_text(SWARM_PROFILE)
-    for args in (("secrets", "init"), ("secrets", "check"), ("secrets", "rotate", "jwt", str(project / "profiles" / "demo.yaml"))):
+    for args in (
+        ("secrets", "init"),
+        ("secrets", "check"),
+        ("secrets", "rotate", "jwt", str(project / "profiles" / "demo.yaml")),
+    ):
         result = cli(*args, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
         assert result.exit_code == 1 and "cannot reach the Docker engine" in result.output, result.output
     assert not (project / "secrets").exists(), "no secret files in swarm mode"
 
 
 def test_profile_edits_take_integers():
-    assert set_scalars("name: demo\n", {("secrets", "versions", "jwt_key"): 2}) == \
-        "name: demo\nsecrets:\n  versions:\n    jwt_key: 2\n"
-    assert set_scalars("secrets:\n  versions:\n    jwt_key: 2  # rotated\n", {("secrets", "versions", "jwt_key"): 3}) == \
-        "secrets:\n  versions:\n    jwt_key: 3  # rotated\n"
+    assert (
+        set_scalars("name: demo\n", {("secrets", "versions", "jwt_key"): 2})
+        == "name: demo\nsecrets:\n  versions:\n    jwt_key: 2\n"
+    )
+    assert (
+        set_scalars("secrets:\n  versions:\n    jwt_key: 2  # rotated\n", {("secrets", "versions", "jwt_key"): 3})
+        == "secrets:\n  versions:\n    jwt_key: 3  # rotated\n"
+    )
 
 
 def test_yamllint_strict_is_clean(stack):
-    result = subprocess.run([tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(stack)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(stack)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 
 def test_hadolint_accepts_the_swarm_dockerfiles(stack):
-    result = subprocess.run([tool("hadolint"), *map(str, sorted((stack / "tempo").glob("*.Dockerfile")))],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("hadolint"), *map(str, sorted((stack / "tempo").glob("*.Dockerfile")))], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 
 def test_docker_compose_accepts_it(stack):
-    result = subprocess.run([*compose_command(), "-f", str(stack / "compose.yaml"), "config", "-q"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [*compose_command(), "-f", str(stack / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -218,11 +239,20 @@ def test_docker_stack_config_accepts_it_without_warnings(stack):
     usage = subprocess.run([docker, "stack", "--help"], capture_output=True, text=True).stdout if docker else ""
     if not re.search(r"^\s+config\s", usage, re.M):
         pytest.skip("this Docker CLI has no `docker stack config` (added in 20.10.x releases after Debian 12's)")
-    result = subprocess.run([docker, "stack", "config", "-c", str(stack / "compose.yaml")],
-                            capture_output=True, text=True, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    result = subprocess.run(
+        [docker, "stack", "config", "-c", str(stack / "compose.yaml")],
+        capture_output=True,
+        text=True,
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
     assert result.returncode == 0, result.stderr
     assert "level=warning" not in result.stderr and "Ignoring" not in result.stderr, result.stderr
     parsed = yaml.safe_load(result.stdout)
     assert parsed["services"]["api"]["secrets"][1] == {
-        "source": "jwt_key", "target": "jwt_key", "uid": "1654", "gid": "1654", "mode": 0o400}
+        "source": "jwt_key",
+        "target": "jwt_key",
+        "uid": "1654",
+        "gid": "1654",
+        "mode": 0o400,
+    }
     assert parsed["services"]["proxy"]["ports"][0]["mode"] == "host"

@@ -9,23 +9,29 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-
-from tempo_gen import tls_policy
-from tempo_gen.audit import weakenings
-from tempo_gen.errors import ProfileError, RenderError
-from tempo_gen.models.profile import Profile
-from tempo_gen.profile.loader import load_profile
-from tempo_gen.render import yaml_wrapped
-from tempo_gen.routes import API_ROUTES
-from tempo_gen.targets import compose, traefik
 from tests.conftest import REPO, profiles_of_kind
 from tests.e2e.engine import compose_command
 from tests.proxy_support import context, free_ports
 from tests.test_compose import DIGEST, PINNED_PROFILE, compose_lint, tool
 from tests.test_compose import render as render_project
 from tests.traefik_support import (
-    TRAEFIK, make_profile, needs_traefik, prepare_root, render_files, running_traefik, with_ping,
+    TRAEFIK,
+    make_profile,
+    needs_traefik,
+    prepare_root,
+    render_files,
+    running_traefik,
+    with_ping,
 )
+
+from tempo_gen.bundle.jinja import yaml_wrapped
+from tempo_gen.errors import ProfileError, RenderError
+from tempo_gen.models.profile import Profile
+from tempo_gen.policy import tls as tls_policy
+from tempo_gen.policy.routes import API_ROUTES
+from tempo_gen.profile.loader import load_profile
+from tempo_gen.reports.audit import weakenings
+from tempo_gen.targets import compose, traefik
 
 STATIC = "proxy/traefik/traefik.yml"
 ROUTERS = "proxy/traefik/dynamic/routers.yml"
@@ -55,10 +61,13 @@ def test_nothing_rendered_unless_the_proxy_is_traefik():
 
 def test_one_file_per_concern():
     container_acme = render_files(make_profile(proxy=CONTAINER))
-    assert sorted(container_acme) == sorted([
-        "proxy/README.md", "proxy/traefik.Dockerfile", STATIC, ROUTERS, MIDDLEWARES, TLS])
+    assert sorted(container_acme) == sorted(
+        ["proxy/README.md", "proxy/traefik.Dockerfile", STATIC, ROUTERS, MIDDLEWARES, TLS]
+    )
     host_self_signed = render_files(make_profile(proxy={"tls": {"certificate": {"source": "self-signed"}}}))
-    assert sorted(host_self_signed) == sorted(["proxy/README.md", "proxy/self-signed-cert.sh", STATIC, ROUTERS, MIDDLEWARES, TLS])
+    assert sorted(host_self_signed) == sorted(
+        ["proxy/README.md", "proxy/self-signed-cert.sh", STATIC, ROUTERS, MIDDLEWARES, TLS]
+    )
     assert "chown 0:0" in host_self_signed["proxy/self-signed-cert.sh"]
     assert "certbot" not in "".join(host_self_signed.values())
 
@@ -82,7 +91,9 @@ def test_static_configuration_in_a_container():
     assert acme == {"storage": "/var/lib/traefik/acme.json", "keyType": "EC256", "httpChallenge": {"entryPoint": "web"}}
     assert static["log"] == {"level": "WARN", "noColor": True}
     text = render_files(profile)[STATIC]
-    assert "insecure" not in text and "docker" not in text.lower().replace("no docker provider and no docker socket", "")
+    assert "insecure" not in text and "docker" not in text.lower().replace(
+        "no docker provider and no docker socket", ""
+    )
     assert "ocsp" not in static
 
 
@@ -129,19 +140,38 @@ def test_routes_come_from_the_shared_table():
         assert routers[route.name]["rule"] == f"Host(`tempo.test`) && PathRegexp(`{route.pattern}`)"
         assert routers[route.name]["middlewares"][-2:] == ["strip-api-prefix", "api-request"]
         assert f"body-{route.body}" in routers[route.name]["middlewares"]
-    assert [routers[r.name]["middlewares"][0] for r in API_ROUTES] == ["ratelimit-login", "ratelimit-api", "ratelimit-api"]
+    assert [routers[r.name]["middlewares"][0] for r in API_ROUTES] == [
+        "ratelimit-login",
+        "ratelimit-api",
+        "ratelimit-api",
+    ]
     assert routers["api"]["rule"] == "Host(`tempo.test`) && PathPrefix(`/api/`)"
-    assert routers["frontend"] == {"rule": "Host(`tempo.test`)", "priority": 10, "entryPoints": ["websecure"],
-                                   "middlewares": ["body-default"], "service": "frontend", "tls": {"certResolver": "acme"}}
-    assert min(routers[r.name]["priority"] for r in API_ROUTES) > routers["api"]["priority"] > routers["frontend"]["priority"]
+    assert routers["frontend"] == {
+        "rule": "Host(`tempo.test`)",
+        "priority": 10,
+        "entryPoints": ["websecure"],
+        "middlewares": ["body-default"],
+        "service": "frontend",
+        "tls": {"certResolver": "acme"},
+    }
+    assert (
+        min(routers[r.name]["priority"] for r in API_ROUTES)
+        > routers["api"]["priority"]
+        > routers["frontend"]["priority"]
+    )
     assert all(router["entryPoints"] == ["websecure"] for router in routers.values())
 
 
 def test_limits_come_from_the_profile():
-    middlewares = docs(make_profile(
-        tempo={"media_max_mb": 7, "import_max_mb": 900},
-        proxy={"body_max_kb": 256, "rate_limits": {"login_per_minute": 3, "login_burst": 2, "api_per_second": 9, "api_burst": 0}},
-    ))[MIDDLEWARES]["http"]["middlewares"]
+    middlewares = docs(
+        make_profile(
+            tempo={"media_max_mb": 7, "import_max_mb": 900},
+            proxy={
+                "body_max_kb": 256,
+                "rate_limits": {"login_per_minute": 3, "login_burst": 2, "api_per_second": 9, "api_burst": 0},
+            },
+        )
+    )[MIDDLEWARES]["http"]["middlewares"]
     assert middlewares["body-default"] == {"buffering": {"maxRequestBodyBytes": 256 * 1024}}
     assert middlewares["body-media"] == {"buffering": {"maxRequestBodyBytes": 7 * 1024 * 1024}}
     assert middlewares["body-import"] == {"buffering": {"maxRequestBodyBytes": 900 * 1024 * 1024}}
@@ -154,7 +184,11 @@ def test_limits_come_from_the_profile():
 
 def emitted_headers(fields: dict, custom: dict) -> dict[str, str]:
     """What Traefik's headers middleware (unrolled/secure) sends for these fields, on an https request."""
-    sts = f"max-age={fields['stsSeconds']}" + "; includeSubDomains" * fields["stsIncludeSubdomains"] + "; preload" * fields["stsPreload"]
+    sts = (
+        f"max-age={fields['stsSeconds']}"
+        + "; includeSubDomains" * fields["stsIncludeSubdomains"]
+        + "; preload" * fields["stsPreload"]
+    )
     headers = {
         "Strict-Transport-Security": sts,
         "X-Frame-Options": "DENY" if fields.get("frameDeny") else fields["customFrameOptionsValue"],
@@ -166,12 +200,22 @@ def emitted_headers(fields: dict, custom: dict) -> dict[str, str]:
     return {**headers, **{name: value for name, value in custom.items() if value}}
 
 
-@pytest.mark.parametrize("overlay", [
-    {},
-    {"hsts": {"preload": True}, "headers": {"x_xss_protection": "1; mode=block", "frame_options": "DENY", "referrer_policy": "no-referrer",
-                                            "csp": {"override": "default-src 'self'; object-src 'none'"}}},
-    {"hsts": {"include_subdomains": False}},
-])
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        {},
+        {
+            "hsts": {"preload": True},
+            "headers": {
+                "x_xss_protection": "1; mode=block",
+                "frame_options": "DENY",
+                "referrer_policy": "no-referrer",
+                "csp": {"override": "default-src 'self'; object-src 'none'"},
+            },
+        },
+        {"hsts": {"include_subdomains": False}},
+    ],
+)
 def test_headers_are_the_nginx_set(overlay):
     profile = make_profile(proxy=overlay)
     headers = docs(profile)[MIDDLEWARES]["http"]["middlewares"]["security-headers"]["headers"]
@@ -188,16 +232,27 @@ def test_yaml_is_safe_for_any_allowed_value():
     assert headers["contentSecurityPolicy"] == csp and headers["permissionsPolicy"] == "camera=(self), usb=()"
 
 
-@pytest.mark.parametrize("variant", [{}, {"proxy": CONTAINER}, {"proxy": FILES}, {"proxy": {"tls": {"profile": "modern"}}},
-                                     {"proxy": {"tls": {"certificate": {"source": "self-signed"}}}}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"proxy": CONTAINER},
+        {"proxy": FILES},
+        {"proxy": {"tls": {"profile": "modern"}}},
+        {"proxy": {"tls": {"certificate": {"source": "self-signed"}}}},
+    ],
+)
 def test_yamllint_strict_is_clean(tmp_path, variant):
     for path, text in render_files(make_profile(**variant)).items():
         if path.endswith(".yml"):
             target = tmp_path / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-    result = subprocess.run([tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(tmp_path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -228,16 +283,27 @@ def test_every_example_profile_runs_in_traefik(tmp_path, ca, path):
 
 VARIANTS = {
     "host-intermediate-files": {"proxy": FILES},
-    "host-modern-self-signed-ocsp-preload": {"proxy": {
-        "tls": {"profile": "modern", "certificate": {"source": "self-signed"}, "ocsp_stapling": True}, "hsts": {"preload": True}}},
+    "host-modern-self-signed-ocsp-preload": {
+        "proxy": {
+            "tls": {"profile": "modern", "certificate": {"source": "self-signed"}, "ocsp_stapling": True},
+            "hsts": {"preload": True},
+        }
+    },
     "host-acme-email": {"proxy": {"tls": {"certificate": {"acme_email": "ops@example.org"}}}},
     "container-custom-headers-limits": {
-        "proxy": {**CONTAINER, **FILES,
-                  "headers": {"x_xss_protection": "1; mode=block", "frame_options": "DENY",
-                              "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://api.example.org"]}]}},
-                  "rate_limits": {"login_per_minute": 3, "login_burst": 0, "api_per_second": 1, "api_burst": 0},
-                  "body_max_kb": 64},
-        "tempo": {"media_max_mb": 5, "import_max_mb": 4096, "import_timeout_minutes": 120}},
+        "proxy": {
+            **CONTAINER,
+            **FILES,
+            "headers": {
+                "x_xss_protection": "1; mode=block",
+                "frame_options": "DENY",
+                "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://api.example.org"]}]},
+            },
+            "rate_limits": {"login_per_minute": 3, "login_burst": 0, "api_per_second": 1, "api_burst": 0},
+            "body_max_kb": 64,
+        },
+        "tempo": {"media_max_mb": 5, "import_max_mb": 4096, "import_timeout_minutes": 120},
+    },
 }
 
 
@@ -252,7 +318,11 @@ def test_traefik_refuses_an_unknown_static_key(tmp_path, ca):
     """The check above can fail: the static file is decoded strictly, and dynamic errors are logged."""
     profile = make_profile(proxy=FILES)
     rt, conf = prepare_root(profile, tmp_path, ca, **with_ping())
-    conf.write_text(conf.read_text().replace("  sendAnonymousUsage: false\n", "  sendAnonymousUsage: false\n  sendAnonymousUsag: false\n"))
+    conf.write_text(
+        conf.read_text().replace(
+            "  sendAnonymousUsage: false\n", "  sendAnonymousUsage: false\n  sendAnonymousUsag: false\n"
+        )
+    )
     result = subprocess.run([TRAEFIK, f"--configFile={conf}"], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "sendAnonymousUsag" in result.stdout + result.stderr
 
@@ -261,7 +331,9 @@ def test_traefik_refuses_an_unknown_static_key(tmp_path, ca):
 def test_traefik_reports_a_broken_dynamic_value(tmp_path, ca):
     profile = make_profile(proxy=FILES)
     http_port, https_port = free_ports(2)
-    rt, conf = prepare_root(profile, tmp_path, ca, **with_ping(web=f"127.0.0.1:{http_port}", websecure=f"127.0.0.1:{https_port}"))
+    rt, conf = prepare_root(
+        profile, tmp_path, ca, **with_ping(web=f"127.0.0.1:{http_port}", websecure=f"127.0.0.1:{https_port}")
+    )
     tls_file = conf.parent / "dynamic" / "tls.yml"
     tls_file.write_text(tls_file.read_text().replace("- CurveP384", "- CurveP999"))
     with running_traefik(conf, rt, ca, ready_path=None) as running:
@@ -289,8 +361,11 @@ def test_container_is_the_only_public_service_unprivileged_without_docker_socket
     assert proxy["build"] == {"context": "proxy", "dockerfile": "traefik.Dockerfile"}
     assert proxy["read_only"] is True and proxy["user"] == "101:101" and proxy["cap_drop"] == ["ALL"]
     assert proxy["ports"] == ["192.0.2.7:80:8080", "192.0.2.7:443:8443"]
-    assert proxy["volumes"] == ["./proxy/traefik:/etc/traefik:ro", "proxy_body_temp:/var/cache/traefik",
-                                "proxy_acme:/var/lib/traefik"]
+    assert proxy["volumes"] == [
+        "./proxy/traefik:/etc/traefik:ro",
+        "proxy_body_temp:/var/cache/traefik",
+        "proxy_acme:/var/lib/traefik",
+    ]
     assert "proxy_acme" in document["volumes"]
     assert "docker.sock" not in yaml.safe_dump(document)
     assert proxy["healthcheck"]["test"] == ["CMD", "traefik", "healthcheck", "--configFile=/etc/traefik/traefik.yml"]
@@ -311,15 +386,20 @@ def test_host_placement_publishes_upstreams_on_loopback_only():
     profile = make_profile(proxy={"publish_addresses": ["192.0.2.7"]})
     services = compose_doc(profile)["services"]
     assert "proxy" not in services
-    assert services["frontend"]["ports"] == ["127.0.0.1:3004:3000"] and services["api"]["ports"] == ["127.0.0.1:5001:5001"]
+    assert services["frontend"]["ports"] == ["127.0.0.1:3004:3000"] and services["api"]["ports"] == [
+        "127.0.0.1:5001:5001"
+    ]
     servers = docs(profile)[ROUTERS]["http"]["services"]
-    assert servers == {"api": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:5001"}]}},
-                       "frontend": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:3004"}]}}}
+    assert servers == {
+        "api": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:5001"}]}},
+        "frontend": {"loadBalancer": {"servers": [{"url": "http://127.0.0.1:3004"}]}},
+    }
     assert "proxy/traefik.Dockerfile" not in render_files(profile)
 
 
 TRAEFIK_PINNED = PINNED_PROFILE.replace(
-    f"  image: nginxinc/nginx-unprivileged:1.28-alpine{DIGEST}\n", f"  kind: traefik\n  image: traefik:v3.7{DIGEST}\n")
+    f"  image: nginxinc/nginx-unprivileged:1.28-alpine{DIGEST}\n", f"  kind: traefik\n  image: traefik:v3.7{DIGEST}\n"
+)
 
 
 @pytest.fixture
@@ -329,7 +409,9 @@ def pinned(cli, project) -> Path:
 
 
 def test_docker_compose_accepts_the_bundle(pinned):
-    result = subprocess.run([*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True)
+    result = subprocess.run(
+        [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -338,8 +420,9 @@ def test_compose_lint_finds_nothing_when_pinned(pinned):
 
 
 def test_yamllint_strict_is_clean_on_the_bundle(pinned):
-    result = subprocess.run([tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -354,18 +437,26 @@ def test_hadolint_accepts_the_dockerfile(pinned):
 
 
 BAD = {
-    "two addresses for a host traefik": ({"proxy": {"placement": "host", "publish_addresses": ["192.0.2.1", "192.0.2.2"]}},
-                                         "one address"),
+    "two addresses for a host traefik": (
+        {"proxy": {"placement": "host", "publish_addresses": ["192.0.2.1", "192.0.2.2"]}},
+        "one address",
+    ),
     "domain with a backtick": ({"domain": "tempo.test`) || Host(`evil.test"}, "domain"),
     "header with a newline": ({"proxy": {"headers": {"permissions_policy": "camera=()\nX: 1"}}}, "permissions_policy"),
     "header with a double quote": ({"proxy": {"headers": {"csp": {"override": 'default-src "self"'}}}}, "override"),
     "header with a backtick": ({"proxy": {"headers": {"csp": {"override": "default-src `self`"}}}}, "override"),
-    "csp source with a space": ({"proxy": {"headers": {"csp": {"map_sources": ["https://a.com data:"]}}}}, "map_sources"),
+    "csp source with a space": (
+        {"proxy": {"headers": {"csp": {"map_sources": ["https://a.com data:"]}}}},
+        "map_sources",
+    ),
     "zero body limit": ({"proxy": {"body_max_kb": 0}}, "body_max_kb"),
     "negative burst": ({"proxy": {"rate_limits": {"login_burst": -1}}}, "login_burst"),
     "zero rate": ({"proxy": {"rate_limits": {"api_per_second": 0}}}, "api_per_second"),
     "import timeout zero": ({"tempo": {"import_timeout_minutes": 0}}, "import_timeout_minutes"),
-    "relative certificate": ({"proxy": {"tls": {"certificate": {"source": "files", "cert_file": "c.pem", "key_file": "/k"}}}}, "cert_file"),
+    "relative certificate": (
+        {"proxy": {"tls": {"certificate": {"source": "files", "cert_file": "c.pem", "key_file": "/k"}}}},
+        "cert_file",
+    ),
     "e-mail with a quote": ({"proxy": {"tls": {"certificate": {"acme_email": 'a"@example.org'}}}}, "acme_email"),
     "image with a space": ({"proxy": {"image": "traefik:v3.7 --api.insecure"}}, "image"),
 }
@@ -388,8 +479,14 @@ def test_bad_values_are_refused_with_a_clear_error(tmp_path, case):
 
 def test_nginx_only_fields_are_ignored():
     plain = render_files(make_profile())
-    assert render_files(make_profile(proxy={"nginx_version": "1.22", "openssl_version": "3.0",
-                                            "tls": {"ocsp_resolvers": ["192.0.2.53"]}})) == plain
+    assert (
+        render_files(
+            make_profile(
+                proxy={"nginx_version": "1.22", "openssl_version": "3.0", "tls": {"ocsp_resolvers": ["192.0.2.53"]}}
+            )
+        )
+        == plain
+    )
 
 
 def test_a_backtick_never_reaches_a_rule():
@@ -400,7 +497,9 @@ def test_a_backtick_never_reaches_a_rule():
 
 
 def test_self_signed_script_is_valid_shell():
-    script = render_files(make_profile(proxy={**CONTAINER, "tls": {"certificate": {"source": "self-signed"}}}))["proxy/self-signed-cert.sh"]
+    script = render_files(make_profile(proxy={**CONTAINER, "tls": {"certificate": {"source": "self-signed"}}}))[
+        "proxy/self-signed-cert.sh"
+    ]
     assert "chown 101:101" in script
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
 
@@ -414,7 +513,9 @@ def test_audit_reports_a_longer_read_timeout_only_for_traefik():
     assert not reported(make_profile(proxy={"kind": "nginx"}, tempo={"import_timeout_minutes": 60}))
 
 
-@pytest.mark.parametrize("value", ["", "0", "a  b; c", 'say "hi"; \\ and #x', "x" * 300, "a; " * 80 + "end", "é ünïcode"])
+@pytest.mark.parametrize(
+    "value", ["", "0", "a  b; c", 'say "hi"; \\ and #x', "x" * 300, "a; " * 80 + "end", "é ünïcode"]
+)
 def test_wrapped_yaml_strings_read_back_unchanged(value):
     text = yaml_wrapped(value, 4)
     assert yaml.safe_load(f"key: {text}") == {"key": value}

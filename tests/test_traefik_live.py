@@ -16,10 +16,19 @@ from pathlib import Path
 
 import pytest
 import trustme
-
-from tempo_gen import tls_policy
-from tests.proxy_support import DOMAIN, assert_security_headers, MIB, LiveProxy, arrived, free_ports, permissive_tls_server, stub
+from tests.proxy_support import (
+    DOMAIN,
+    MIB,
+    LiveProxy,
+    arrived,
+    assert_security_headers,
+    free_ports,
+    permissive_tls_server,
+    stub,
+)
 from tests.traefik_support import make_profile, needs_traefik, prepare_root, running_traefik, with_ping
+
+from tempo_gen.policy import tls as tls_policy
 
 pytestmark = needs_traefik
 
@@ -28,15 +37,19 @@ pytestmark = needs_traefik
 def running_proxy(tls_profile: str = "intermediate", **profile_overlay):
     """Traefik with the profile's config on 127.0.0.1, in front of two stubs; stopped and cleaned up after."""
     http_port, https_port = free_ports(2)
-    profile = make_profile(proxy={
-        "placement": "host",
-        "publish_addresses": ["127.0.0.1"],
-        "http_port": http_port,
-        "https_port": https_port,
-        "tls": {"profile": tls_profile, "certificate": {
-            "source": "files", "cert_file": "/tls/fullchain.pem", "key_file": "/tls/privkey.pem"}},
-        **profile_overlay,
-    })
+    profile = make_profile(
+        proxy={
+            "placement": "host",
+            "publish_addresses": ["127.0.0.1"],
+            "http_port": http_port,
+            "https_port": https_port,
+            "tls": {
+                "profile": tls_profile,
+                "certificate": {"source": "files", "cert_file": "/tls/fullchain.pem", "key_file": "/tls/privkey.pem"},
+            },
+            **profile_overlay,
+        }
+    )
     ca = trustme.CA()
     root = Path(tempfile.mkdtemp(prefix="tempo-traefik-"))
     try:
@@ -67,8 +80,6 @@ def permissive(proxy):
         yield handshake
 
 
-
-
 # --- TLS ----------------------------------------------------------------------------------------------
 
 
@@ -89,8 +100,17 @@ def test_tls12_accepted_with_intermediate_ciphers_only(proxy):
             assert tls.cipher()[0] == cipher
 
 
-@pytest.mark.parametrize("cipher", ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA384",
-                                    "ECDHE-RSA-AES256-SHA", "ECDHE-RSA-AES128-SHA256"])
+@pytest.mark.parametrize(
+    "cipher",
+    [
+        "AES128-SHA",
+        "AES256-GCM-SHA384",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-RSA-AES256-SHA384",
+        "ECDHE-RSA-AES256-SHA",
+        "ECDHE-RSA-AES128-SHA256",
+    ],
+)
 def test_weak_tls12_ciphers_refused(proxy, permissive, cipher):
     assert permissive(proxy.tls_context(ssl.TLSVersion.TLSv1_2, cipher)) == "TLSv1.2"
     with pytest.raises(ssl.SSLError):
@@ -137,8 +157,17 @@ def test_http_redirects_permanently_to_https(proxy, method, status):
 
 
 def test_api_gets_stripped_path_and_trusted_forwarded_headers(proxy):
-    response = proxy.request("GET", "/api/workouts/recent?limit=3", source="127.0.0.4", headers={
-        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.test", "X-Real-Ip": "6.6.6.6"})
+    response = proxy.request(
+        "GET",
+        "/api/workouts/recent?limit=3",
+        source="127.0.0.4",
+        headers={
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Proto": "http",
+            "X-Forwarded-Host": "evil.test",
+            "X-Real-Ip": "6.6.6.6",
+        },
+    )
     assert response.status == 200
     seen = json.loads(response.body)
     assert seen["upstream"] == "api" and seen["path"] == "/workouts/recent?limit=3"
@@ -229,8 +258,12 @@ def test_bodies_are_spooled_before_the_api_sees_them(proxy):
     seen = {}
     for path in ("/api/workouts/import/bulk", f"/api/workouts/{uuid.UUID(int=9)}/media"):
         upstream_path, start = path.removeprefix("/api"), len(proxy.api_arrivals)
-        response = proxy.upload(path, 8 * MIB, "127.0.0.15",
-                                halfway=lambda: seen.setdefault(path, arrived(proxy.api_arrivals, start, upstream_path, 1)))
+        response = proxy.upload(
+            path,
+            8 * MIB,
+            "127.0.0.15",
+            halfway=lambda: seen.setdefault(path, arrived(proxy.api_arrivals, start, upstream_path, 1)),
+        )
         assert response.status == 200 and upstream_path in proxy.api_arrivals[start:]
     assert set(seen.values()) == {False}
 

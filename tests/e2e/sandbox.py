@@ -45,8 +45,12 @@ class Sandbox:
         """Start a detached container reachable as `alias` on this network."""
         endpoint = self.client.api.create_endpoint_config(aliases=[alias])
         container = self.client.containers.run(
-            image, detach=True, name=f"{self.name}-{alias}", labels=self.labels,
-            network=self.network.name, networking_config={self.network.name: endpoint},
+            image,
+            detach=True,
+            name=f"{self.name}-{alias}",
+            labels=self.labels,
+            network=self.network.name,
+            networking_config={self.network.name: endpoint},
             **kwargs,
         )
         self.containers.append(container)
@@ -92,7 +96,9 @@ class Sandbox:
     def exec(container, *cmd: str, timeout: int = 30, env: dict | None = None) -> tuple[int, str]:
         """Run a command in a running container, killed by `timeout` if it hangs."""
         code, out = container.exec_run(
-            ["timeout", str(timeout), *cmd], environment=env or {}, demux=False,
+            ["timeout", str(timeout), *cmd],
+            environment=env or {},
+            demux=False,
         )
         return code, (out or b"").decode("utf-8", "replace")
 
@@ -100,8 +106,11 @@ class Sandbox:
         """Run a command in the tools container on this network."""
         if self._probe is None:
             self._probe = self.run(
-                "tempo-e2e/tools:latest", "probe", command=["sleep", str(PROBE_LIFETIME)],
-                read_only=True, tmpfs={"/tmp": ""},
+                "tempo-e2e/tools:latest",
+                "probe",
+                command=["sleep", str(PROBE_LIFETIME)],
+                read_only=True,
+                tmpfs={"/tmp": ""},
             )
         return self.exec(self._probe, *cmd, timeout=timeout, env=env)
 
@@ -109,8 +118,17 @@ class Sandbox:
         """(status, lower-cased headers, body) of one request made from the probe."""
         marker = "\n--tempo-e2e-status--"
         code, out = self.probe(
-            "curl", "-sS", "--max-time", str(timeout), "-D", "/dev/stdout",
-            "-w", marker + "%{http_code}", *curl_args, url, timeout=timeout + 5,
+            "curl",
+            "-sS",
+            "--max-time",
+            str(timeout),
+            "-D",
+            "/dev/stdout",
+            "-w",
+            marker + "%{http_code}",
+            *curl_args,
+            url,
+            timeout=timeout + 5,
         )
         if code != 0 or marker not in out:
             return 0, {}, out

@@ -18,7 +18,6 @@ from pathlib import Path
 import docker
 import pytest
 import trustme
-
 from tests.e2e.engine import compose
 from tests.e2e.sandbox import wait_until
 from tests.e2e.tls_client import https_request, plain_request
@@ -35,12 +34,17 @@ def free_port() -> int:
 
 
 def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-def profile_text(name: str, kind: str, images: dict[str, str], address: str, http_port: int, https_port: int,
-                 tls: Path) -> str:
+def profile_text(
+    name: str, kind: str, images: dict[str, str], address: str, http_port: int, https_port: int, tls: Path
+) -> str:
     return f"""\
 name: {name}
 domain: {DOMAIN}
@@ -48,9 +52,9 @@ environment: development
 tempo:
   allow_unpinned: true
   images:
-    api: {images['api']}
-    frontend: {images['frontend']}
-    postgres: {images['postgres']}
+    api: {images["api"]}
+    frontend: {images["frontend"]}
+    postgres: {images["postgres"]}
 proxy:
   kind: {kind}
   placement: container
@@ -97,15 +101,25 @@ class World:
 
     def connects(self, host: str, port: int) -> bool:
         """Whether a TCP connection from the world namespace succeeds within 3 s."""
-        code = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
-                "except OSError:\n sys.exit(1)")
-        return subprocess.run(["ip", "netns", "exec", self.netns, sys.executable, "-c", code, host, str(port)],
-                              capture_output=True, timeout=30).returncode == 0
+        code = (
+            "import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
+            "except OSError:\n sys.exit(1)"
+        )
+        return (
+            subprocess.run(
+                ["ip", "netns", "exec", self.netns, sys.executable, "-c", code, host, str(port)],
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        )
 
     def listen(self, port: int) -> subprocess.Popen:
         """A TCP listener in the world namespace, answering every connection (stop it with .kill())."""
-        code = ("import socket,sys\ns=socket.create_server(('0.0.0.0', int(sys.argv[1])))\n"
-                "while True:\n c,_=s.accept(); c.sendall(b'world\\n'); c.close()")
+        code = (
+            "import socket,sys\ns=socket.create_server(('0.0.0.0', int(sys.argv[1])))\n"
+            "while True:\n c,_=s.accept(); c.sendall(b'world\\n'); c.close()"
+        )
         listener = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-c", code, str(port)])
         wait_until(lambda: self.connects(self.CLIENT, port), 10, "the world listener")
         return listener
@@ -115,11 +129,20 @@ class World:
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
 
 
-class Stack:
+class ComposeProject:
     """A rendered e2e project and its running Compose stack."""
 
-    def __init__(self, root: Path, name: str, kind: str, client: docker.DockerClient, ca: trustme.CA,
-                 world: World, http_port: int, https_port: int):
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        kind: str,
+        client: docker.DockerClient,
+        ca: trustme.CA,
+        world: World,
+        http_port: int,
+        https_port: int,
+    ):
         self.root, self.name, self.kind, self.client, self.ca, self.world = root, name, kind, client, ca, world
         self.http_port, self.https_port = http_port, https_port
         self.bundle = root / "out" / name
@@ -132,8 +155,10 @@ class Stack:
         self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 300)
 
     def container(self, service: str):
-        found = self.client.containers.list(all=True, filters={"label": [
-            f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]})
+        found = self.client.containers.list(
+            all=True,
+            filters={"label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]},
+        )
         assert found, f"no container for {service}"
         return found[0]
 
@@ -152,6 +177,7 @@ class Stack:
         def healthy():
             container = self.container(service)
             return container.attrs["State"].get("Health", {}).get("Status") == "healthy"
+
         wait_until(healthy, UP_TIMEOUT, f"{service} healthy")
 
 
@@ -172,12 +198,13 @@ def stack(request, docker_client, standin_images, tmp_path_factory, network_name
     (root / "profiles").mkdir()
     http_port, https_port = free_port(), free_port()
     (root / "profiles" / f"{name}.yaml").write_text(
-        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls))
+        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls)
+    )
     for command in (("secrets", "init"), ("render",)):
         result = tempo_gen(root, *command)
         assert result.returncode == 0, result.stdout + result.stderr
     world = World(tag)
-    running = Stack(root, name, kind, docker_client, ca, world, http_port, https_port)
+    running = ComposeProject(root, name, kind, docker_client, ca, world, http_port, https_port)
     try:
         running.up()
         yield running
@@ -242,8 +269,13 @@ def test_from_outside_only_the_proxy_answers(stack):
 def _probe_in(stack, service: str, script: str) -> str:
     """Output of `script` run by the tools image inside `service`'s network namespace."""
     output = stack.client.containers.run(
-        "tempo-e2e/tools:latest", ["sh", "-c", script], network_mode=f"container:{stack.container(service).id}",
-        remove=True, stdout=True, stderr=True)
+        "tempo-e2e/tools:latest",
+        ["sh", "-c", script],
+        network_mode=f"container:{stack.container(service).id}",
+        remove=True,
+        stdout=True,
+        stderr=True,
+    )
     return output.decode()
 
 
@@ -273,13 +305,23 @@ def test_https_redirect_headers_and_a_secure_login_cookie(stack):
     assert headers["location"] == f"https://{DOMAIN}:{stack.https_port}/workouts?page=2"
     status, headers, body = stack.https("GET", "/")
     assert status == 200 and "Tempo" in body
-    for name in ("strict-transport-security", "x-content-type-options", "x-frame-options",
-                 "referrer-policy", "content-security-policy", "permissions-policy"):
+    for name in (
+        "strict-transport-security",
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "content-security-policy",
+        "permissions-policy",
+    ):
         assert name in headers, name
     assert headers.get("server", "nginx") == "nginx" and "x-powered-by" not in headers
-    status, _, _ = stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
+    status, _, _ = stack.https(
+        "POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"}
+    )
     assert status in (200, 400)
-    status, headers, _ = stack.https("POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"})
+    status, headers, _ = stack.https(
+        "POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"}
+    )
     assert status == 200
     cookie = headers["set-cookie"].lower()
     assert cookie.startswith("authtoken=") and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
@@ -300,8 +342,14 @@ def test_secrets_reach_only_the_services_that_need_them(stack):
 def test_secret_values_appear_nowhere(stack):
     values = stack.secret_values()
     places = {
-        "docker inspect": json.dumps([c.attrs for c in stack.client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={stack.name}"})]),
+        "docker inspect": json.dumps(
+            [
+                c.attrs
+                for c in stack.client.containers.list(
+                    all=True, filters={"label": f"com.docker.compose.project={stack.name}"}
+                )
+            ]
+        ),
         "docker compose config": stack.compose("config").stdout,
         "container logs": stack.compose("logs", "--no-color").stdout,
         "out/": "".join(p.read_text(errors="replace") for p in stack.bundle.rglob("*") if p.is_file()),
@@ -312,13 +360,16 @@ def test_secret_values_appear_nowhere(stack):
 
 
 def _login_and_upload(stack) -> tuple[str, str, bytes]:
-    status, headers, _ = stack.https("POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"})
+    status, headers, _ = stack.https(
+        "POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"}
+    )
     assert status == 200
     cookie = headers["set-cookie"].split(";")[0]
     workout = str(uuid.uuid4())
     payload = os.urandom(256 * 1024)
-    status, _, body = stack.https("POST", f"/api/workouts/{workout}/media", body=payload, cookie=cookie,
-                                  content_type="application/octet-stream")
+    status, _, body = stack.https(
+        "POST", f"/api/workouts/{workout}/media", body=payload, cookie=cookie, content_type="application/octet-stream"
+    )
     assert status == 200, body
     media_id = json.loads(body)["id"]
     return workout, media_id, payload
@@ -331,7 +382,9 @@ def _media(stack, workout: str, media_id: str, cookie: str) -> bytes:
 
 
 def _cookie(stack) -> str:
-    status, headers, _ = stack.https("POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"})
+    status, headers, _ = stack.https(
+        "POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"}
+    )
     assert status == 200, "the user survived"
     return headers["set-cookie"].split(";")[0]
 
@@ -359,7 +412,9 @@ ENTRYPOINT_REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize("secret, value, message", ENTRYPOINT_REFUSALS, ids=["missing", "empty", "short", "placeholder", "semicolon"])
+@pytest.mark.parametrize(
+    "secret, value, message", ENTRYPOINT_REFUSALS, ids=["missing", "empty", "short", "placeholder", "semicolon"]
+)
 def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp_path, secret, value, message):
     good = stack.secret_values()
     mounts = {}
@@ -373,8 +428,14 @@ def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp
         mounts[str(path)] = {"bind": f"/run/secrets/{name}", "mode": "ro"}
     image = stack.container("api").image.id
     container = stack.client.containers.run(
-        image, detach=True, volumes=mounts, read_only=True, user=f"{UIDS['api']}:{UIDS['api']}",
-        network_mode="none", environment={"TEMPO_DB_HOST": "postgres", "TEMPO_DB_NAME": "tempo", "TEMPO_DB_USER": "tempo"})
+        image,
+        detach=True,
+        volumes=mounts,
+        read_only=True,
+        user=f"{UIDS['api']}:{UIDS['api']}",
+        network_mode="none",
+        environment={"TEMPO_DB_HOST": "postgres", "TEMPO_DB_NAME": "tempo", "TEMPO_DB_USER": "tempo"},
+    )
     try:
         assert container.wait(timeout=60)["StatusCode"] == 64
         output = container.logs().decode()
@@ -416,10 +477,17 @@ def test_rotating_both_secrets_keeps_data_and_login(stack):
     assert status == 401, "sessions signed with the old key end"
     assert _media(stack, workout, media_id, _cookie(stack)) == payload
     # The database accepts the new password, and no longer the old one.
-    check = ('IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -tA --host=127.0.0.1 '
-             '--username="$POSTGRES_USER" --dbname="$POSTGRES_DB" -c "select 1"')
+    check = (
+        "IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -tA --host=127.0.0.1 "
+        '--username="$POSTGRES_USER" --dbname="$POSTGRES_DB" -c "select 1"'
+    )
     container = stack.container("postgres")
     for password, expected in ((after["db_password"], 0), (before["db_password"], 2)):
-        proc = subprocess.run(["docker", "exec", "-i", container.id, "sh", "-c", check], input=password + "\n",
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["docker", "exec", "-i", container.id, "sh", "-c", check],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert proc.returncode == expected, proc.stderr

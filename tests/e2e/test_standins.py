@@ -29,7 +29,9 @@ def contains(haystack: str, secret: str) -> bool:
 
 def start_postgres(box: Sandbox, password: str, **env):
     return box.run(
-        "tempo-e2e/postgres:16-alpine", "postgres", user="70:70",
+        "tempo-e2e/postgres:16-alpine",
+        "postgres",
+        user="70:70",
         tmpfs={"/var/run/postgresql": "", "/tmp": ""},
         environment={"POSTGRES_PASSWORD": password, "POSTGRES_DB": "tempo", **env},
         **HARDENED,
@@ -38,15 +40,16 @@ def start_postgres(box: Sandbox, password: str, **env):
 
 def wait_postgres(box: Sandbox, pg, timeout: float = 60) -> None:
     # Over TCP: during initialisation the temporary server listens on the socket only.
-    wait_until(lambda: box.exec(pg, "pg_isready", "-h", "127.0.0.1", "-q")[0] == 0,
-               timeout, "postgres to accept TCP connections")
+    wait_until(
+        lambda: box.exec(pg, "pg_isready", "-h", "127.0.0.1", "-q")[0] == 0,
+        timeout,
+        "postgres to accept TCP connections",
+    )
 
 
-def api_environment(db_password: str, jwt_key: str | None, db_host: str = "postgres",
-                    **env) -> dict:
+def api_environment(db_password: str, jwt_key: str | None, db_host: str = "postgres", **env) -> dict:
     environment = {
-        "ConnectionStrings__DefaultConnection":
-            f"Host={db_host};Port=5432;Database=tempo;Username=postgres;Password={db_password}",
+        "ConnectionStrings__DefaultConnection": f"Host={db_host};Port=5432;Database=tempo;Username=postgres;Password={db_password}",
         "ASPNETCORE_ENVIRONMENT": "Production",
         **env,
     }
@@ -55,24 +58,27 @@ def api_environment(db_password: str, jwt_key: str | None, db_host: str = "postg
     return environment
 
 
-def start_api(box: Sandbox, alias: str, db_password: str, jwt_key: str | None,
-              db_host: str = "postgres", **env):
+def start_api(box: Sandbox, alias: str, db_password: str, jwt_key: str | None, db_host: str = "postgres", **env):
     return box.run(
-        "tempo-e2e/api:v2.1.0", alias, user="1654:1654",
+        "tempo-e2e/api:v2.1.0",
+        alias,
+        user="1654:1654",
         environment=api_environment(db_password, jwt_key, db_host, **env),
-        tmpfs={"/tmp": "", "/app/media": "uid=1654,gid=1654"}, **HARDENED,
+        tmpfs={"/tmp": "", "/app/media": "uid=1654,gid=1654"},
+        **HARDENED,
     )
 
 
 def wait_api(box: Sandbox, api, timeout: float = 30) -> None:
-    wait_until(lambda: box.exec(api, "curl", "-fsS", "-o", "/dev/null",
-                                "http://127.0.0.1:5001/health")[0] == 0,
-               timeout, f"{api.name} /health")
+    wait_until(
+        lambda: box.exec(api, "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:5001/health")[0] == 0,
+        timeout,
+        f"{api.name} /health",
+    )
 
 
 def api_status(box: Sandbox, api, path: str) -> int:
-    code, out = box.exec(api, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                         f"http://127.0.0.1:5001{path}")
+    code, out = box.exec(api, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:5001{path}")
     return int(out) if code == 0 and out.isdigit() else 0
 
 
@@ -92,6 +98,7 @@ def cookie_attributes(headers: dict) -> tuple[str, set[str]]:
 
 # ---------------------------------------------------------------- postgres
 
+
 def test_postgres_initialises_from_password_file_as_uid_70_read_only(sandbox, tmp_path):
     password = secrets.token_urlsafe(24)
     secret = tmp_path / "db_password"
@@ -99,21 +106,27 @@ def test_postgres_initialises_from_password_file_as_uid_70_read_only(sandbox, tm
     os.chown(secret, 70, 70)
     secret.chmod(0o400)
     pg = sandbox.run(
-        "tempo-e2e/postgres:16-alpine", "postgres", user="70:70",
+        "tempo-e2e/postgres:16-alpine",
+        "postgres",
+        user="70:70",
         tmpfs={"/var/run/postgresql": "", "/tmp": ""},
         environment={"POSTGRES_PASSWORD_FILE": "/run/secrets/db_password", "POSTGRES_DB": "tempo"},
-        volumes={str(secret): {"bind": "/run/secrets/db_password", "mode": "ro"},
-                 sandbox.volume("pgdata"): {"bind": "/var/lib/postgresql/data", "mode": "rw"}},
+        volumes={
+            str(secret): {"bind": "/run/secrets/db_password", "mode": "ro"},
+            sandbox.volume("pgdata"): {"bind": "/var/lib/postgresql/data", "mode": "rw"},
+        },
         **HARDENED,
     )
     wait_postgres(sandbox, pg)
 
     query = ["psql", "-h", "postgres", "-U", "postgres", "-d", "tempo", "-tAc"]
-    code, out = sandbox.probe(*query, "SELECT current_user || ':' || current_database()",
-                              env={"PGPASSWORD": password})
+    code, out = sandbox.probe(*query, "SELECT current_user || ':' || current_database()", env={"PGPASSWORD": password})
     assert (code, out.strip()) == (0, "postgres:tempo")
-    code, out = sandbox.probe(*query, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid "
-                              "WHERE rolname = 'postgres'", env={"PGPASSWORD": password})
+    code, out = sandbox.probe(
+        *query,
+        "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'",
+        env={"PGPASSWORD": password},
+    )
     assert (code, out.strip()) == (0, "t")
     code, out = sandbox.probe(*query, "SELECT 1", env={"PGPASSWORD": "wrong-" + password})
     assert code != 0 and "password authentication failed" in out
@@ -132,10 +145,11 @@ def test_postgres_rejects_password_and_password_file_together(sandbox, tmp_path)
     secret.write_text(password)
     secret.chmod(0o444)
     pg = sandbox.run(
-        "tempo-e2e/postgres:16-alpine", "postgres", user="70:70",
+        "tempo-e2e/postgres:16-alpine",
+        "postgres",
+        user="70:70",
         tmpfs={"/var/run/postgresql": "", "/tmp": ""},
-        environment={"POSTGRES_PASSWORD": password,
-                     "POSTGRES_PASSWORD_FILE": "/run/secrets/db_password"},
+        environment={"POSTGRES_PASSWORD": password, "POSTGRES_PASSWORD_FILE": "/run/secrets/db_password"},
         volumes={str(secret): {"bind": "/run/secrets/db_password", "mode": "ro"}},
         **HARDENED,
     )
@@ -148,7 +162,8 @@ def test_postgres_rejects_password_and_password_file_together(sandbox, tmp_path)
 
 def test_postgres_started_as_root_drops_to_uid_70(sandbox):
     pg = sandbox.run(
-        "tempo-e2e/postgres:16-alpine", "postgres",
+        "tempo-e2e/postgres:16-alpine",
+        "postgres",
         environment={"POSTGRES_PASSWORD": secrets.token_urlsafe(16)},
     )
     wait_postgres(sandbox, pg)
@@ -158,11 +173,13 @@ def test_postgres_started_as_root_drops_to_uid_70(sandbox):
 
 # ---------------------------------------------------------------- api
 
+
 @pytest.mark.parametrize("kind", ["missing", "placeholder", "31-chars"])
 def test_api_refuses_to_start_without_a_proper_jwt_key(sandbox, kind):
     db_password = secrets.token_urlsafe(16)
-    key = {"missing": None, "placeholder": PLACEHOLDER_KEY,
-           "31-chars": secrets.token_urlsafe(32)[:31]}[kind]  # random: a leak would show
+    key = {"missing": None, "placeholder": PLACEHOLDER_KEY, "31-chars": secrets.token_urlsafe(32)[:31]}[
+        kind
+    ]  # random: a leak would show
     api = start_api(sandbox, "api", db_password, key, db_host="no-such-host")
     assert Sandbox.wait_exit(api, timeout=30) != 0
     logs = Sandbox.logs(api)
@@ -209,8 +226,7 @@ def test_login_cookie_is_secure_only_for_forwarded_https(sandbox):
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
     key = secrets.token_urlsafe(48)
-    trusting = start_api(sandbox, "api", db_password, key,
-                         ASPNETCORE_FORWARDEDHEADERS_ENABLED="true")
+    trusting = start_api(sandbox, "api", db_password, key, ASPNETCORE_FORWARDEDHEADERS_ENABLED="true")
     plain = start_api(sandbox, "api-plain", db_password, key)
     wait_api(sandbox, trusting)
     wait_api(sandbox, plain)
@@ -257,10 +273,17 @@ def test_api_reset_password_verb_reads_the_password_from_stdin(sandbox):
 
     new_password = "fresh-" + secrets.token_urlsafe(12)
     verb = sandbox.run(
-        "tempo-e2e/api:v2.1.0", "reset", user="1654:1654", tmpfs={"/tmp": ""}, **HARDENED,
+        "tempo-e2e/api:v2.1.0",
+        "reset",
+        user="1654:1654",
+        tmpfs={"/tmp": ""},
+        **HARDENED,
         environment={**api_environment(db_password, None), "NEW_PASSWORD": new_password},
-        entrypoint=["sh", "-c", 'printf "%s\\n" "$NEW_PASSWORD" | '
-                    "dotnet Tempo.Api.dll reset-password --username runner --password-stdin"],
+        entrypoint=[
+            "sh",
+            "-c",
+            'printf "%s\\n" "$NEW_PASSWORD" | dotnet Tempo.Api.dll reset-password --username runner --password-stdin',
+        ],
     )
     assert Sandbox.wait_exit(verb, timeout=60) == 0, Sandbox.logs(verb)[-2000:]
     logs = Sandbox.logs(verb)
@@ -275,14 +298,18 @@ def test_api_reset_password_verb_reads_the_password_from_stdin(sandbox):
 
 # ---------------------------------------------------------------- frontend
 
+
 def test_frontend_serves_the_page_and_rewrites_api_to_the_api_service(sandbox):
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
     api = start_api(sandbox, "api", db_password, secrets.token_urlsafe(48))
     frontend = sandbox.run(
-        "tempo-e2e/frontend:v2.1.0", "frontend", user="1000:1000",
-        tmpfs={"/tmp": "", "/app/.next/cache": "uid=1000,gid=1000"}, **HARDENED,
+        "tempo-e2e/frontend:v2.1.0",
+        "frontend",
+        user="1000:1000",
+        tmpfs={"/tmp": "", "/app/.next/cache": "uid=1000,gid=1000"},
+        **HARDENED,
     )
     wait_api(sandbox, api)
     wait_until(lambda: sandbox.http_status("http://frontend:3000/") == 200, 30, "frontend /")
@@ -303,6 +330,7 @@ def test_frontend_serves_the_page_and_rewrites_api_to_the_api_service(sandbox):
 
 # ---------------------------------------------------------------- proxies
 
+
 def test_proxy_images_start(sandbox):
     nginx = sandbox.run("tempo-e2e/nginx:1.22", "nginx")
     wait_until(lambda: sandbox.http_status("http://nginx/") == 200, 30, "nginx default site")
@@ -312,11 +340,14 @@ def test_proxy_images_start(sandbox):
     assert code == 0
 
     # Port 80 as nobody without capabilities: the engine lets containers bind < 1024.
-    traefik = sandbox.run("tempo-e2e/traefik:v3", "traefik",
-                          command=["--ping=true", "--entrypoints.web.address=:80"],
-                          user="65534:65534", **HARDENED)
-    wait_until(lambda: sandbox.exec(traefik, "traefik", "healthcheck", "--ping")[0] == 0,
-               30, "traefik ping")
+    traefik = sandbox.run(
+        "tempo-e2e/traefik:v3",
+        "traefik",
+        command=["--ping=true", "--entrypoints.web.address=:80"],
+        user="65534:65534",
+        **HARDENED,
+    )
+    wait_until(lambda: sandbox.exec(traefik, "traefik", "healthcheck", "--ping")[0] == 0, 30, "traefik ping")
     assert sandbox.http_status("http://traefik/") == 404  # web entry point, no routers
     code, out = sandbox.exec(traefik, "traefik", "version")
     assert code == 0 and "Version:" in out and "3." in out

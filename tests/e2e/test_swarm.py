@@ -24,7 +24,6 @@ import docker
 import docker.errors
 import pytest
 import trustme
-
 from tests.e2e.engine import unavailable
 from tests.e2e.sandbox import wait_until
 from tests.e2e.tls_client import https_request
@@ -69,6 +68,7 @@ def swarm(docker_client):
         if joined:
             docker_client.swarm.leave(force=True)
             if not had_gwbridge:
+
                 def gwbridge_gone() -> bool:
                     for network in docker_client.networks.list(names=["docker_gwbridge"]):
                         try:
@@ -76,6 +76,7 @@ def swarm(docker_client):
                         except docker.errors.APIError:
                             return False  # endpoints of stopping containers still attached
                     return True
+
                 wait_until(gwbridge_gone, 60, "docker_gwbridge removed", interval=1)
 
 
@@ -138,7 +139,9 @@ class Deployment:
         return sorted(s.name for s in self.client.secrets.list(filters={"label": f"{LABEL}={self.name}"}))
 
 
-def profile_text(name: str, images: dict[str, str], endpoint_mode: str, http_port: int, https_port: int, tls: Path) -> str:
+def profile_text(
+    name: str, images: dict[str, str], endpoint_mode: str, http_port: int, https_port: int, tls: Path
+) -> str:
     return f"""\
 name: {name}
 domain: {DOMAIN}
@@ -149,13 +152,13 @@ deploy:
 tempo:
   allow_unpinned: true
   images:
-    api: {images['api']}
-    frontend: {images['frontend']}
-    postgres: {images['postgres']}
+    api: {images["api"]}
+    frontend: {images["frontend"]}
+    postgres: {images["postgres"]}
 proxy:
   kind: nginx
   placement: container
-  image: {images['nginx']}
+  image: {images["nginx"]}
   nginx_version: "1.22"
   openssl_version: "3.0"
   publish_addresses: [0.0.0.0]
@@ -202,7 +205,8 @@ def deployed(swarm, docker_client, standin_images, tmp_path_factory):
     endpoint_mode = "vip" if Path("/proc/net/ip_vs").exists() else "dnsrr"
     https_port = free_port()
     (root / "profiles" / f"{name}.yaml").write_text(
-        profile_text(name, images, endpoint_mode, free_port(), https_port, tls))
+        profile_text(name, images, endpoint_mode, free_port(), https_port, tls)
+    )
     deployment = Deployment(root, name, docker_client, ca, https_port)
     built: list[str] = []
     try:
@@ -232,7 +236,9 @@ def deployed(swarm, docker_client, standin_images, tmp_path_factory):
 def _remove_stack(client: docker.DockerClient, name: str) -> None:
     namespace = {"label": f"com.docker.stack.namespace={name}"}
     run(["docker", "stack", "rm", name], timeout=120)
-    wait_until(lambda: not client.containers.list(all=True, filters=namespace), 120, f"{name}'s containers removed", interval=1)
+    wait_until(
+        lambda: not client.containers.list(all=True, filters=namespace), 120, f"{name}'s containers removed", interval=1
+    )
     wait_until(lambda: not client.networks.list(filters=namespace), 60, f"{name}'s networks removed", interval=1)
 
     def volumes_removed() -> bool:
@@ -242,6 +248,7 @@ def _remove_stack(client: docker.DockerClient, name: str) -> None:
             except docker.errors.APIError:
                 return False
         return True
+
     wait_until(volumes_removed, 60, f"{name}'s volumes removed", interval=1)
 
 
@@ -284,10 +291,14 @@ def test_each_task_keeps_the_hardening_swarm_can_apply(deployed, service):
     code, out = deployed.exec(service, "sh", "-c", "echo x > /probe-write")
     assert code != 0 and "Read-only file system" in out
     # The tmpfs mounts that replace Compose's `tmpfs:` are there and writable by the service's uid.
-    writable = {"postgres": ["/tmp", "/var/run/postgresql"], "api": ["/tmp"], "frontend": ["/tmp", "/app/.next/cache"],
-                "proxy": ["/tmp"]}[service]
+    writable = {
+        "postgres": ["/tmp", "/var/run/postgresql"],
+        "api": ["/tmp"],
+        "frontend": ["/tmp", "/app/.next/cache"],
+        "proxy": ["/tmp"],
+    }[service]
     for path in writable:
-        script = f"grep -q \" $(readlink -f {path}) tmpfs \" /proc/mounts && touch {path}/.probe && echo OK"
+        script = f'grep -q " $(readlink -f {path}) tmpfs " /proc/mounts && touch {path}/.probe && echo OK'
         code, out = deployed.exec(service, "sh", "-c", script)
         assert "OK" in out, (service, path, out)
 
@@ -295,8 +306,11 @@ def test_each_task_keeps_the_hardening_swarm_can_apply(deployed, service):
 def _ready_inside(deployed) -> str:
     """`<body> <status>` of GET /ready from inside the API task's network namespace, with the tools image."""
     probe = deployed.client.containers.run(
-        "tempo-e2e/tools:latest", ["curl", "-sS", "-w", " %{http_code}", "--max-time", "10", "http://127.0.0.1:5001/ready"],
-        network_mode=f"container:{deployed.container('api').id}", detach=True)
+        "tempo-e2e/tools:latest",
+        ["curl", "-sS", "-w", " %{http_code}", "--max-time", "10", "http://127.0.0.1:5001/ready"],
+        network_mode=f"container:{deployed.container('api').id}",
+        detach=True,
+    )
     try:
         probe.wait(timeout=30)
         return probe.logs(stdout=True, stderr=True).decode(errors="replace")
@@ -321,9 +335,15 @@ def test_secret_values_appear_nowhere(deployed):
     client = deployed.client
     places = {
         "docker service inspect": json.dumps([s.attrs for s in client.services.list(filters=namespace)]),
-        "docker inspect (containers)": json.dumps([c.attrs for c in client.containers.list(all=True, filters=namespace)]),
-        "docker secret inspect": json.dumps([s.attrs for s in client.secrets.list(filters={"label": f"{LABEL}={deployed.name}"})]),
-        "container logs": "".join(c.logs().decode(errors="replace") for c in client.containers.list(all=True, filters=namespace)),
+        "docker inspect (containers)": json.dumps(
+            [c.attrs for c in client.containers.list(all=True, filters=namespace)]
+        ),
+        "docker secret inspect": json.dumps(
+            [s.attrs for s in client.secrets.list(filters={"label": f"{LABEL}={deployed.name}"})]
+        ),
+        "container logs": "".join(
+            c.logs().decode(errors="replace") for c in client.containers.list(all=True, filters=namespace)
+        ),
         "out/": "".join(p.read_text(errors="replace") for p in deployed.bundle.rglob("*") if p.is_file()),
         "profile": deployed.profile.read_text(),
         "tempo-gen and docker output": "".join(deployed.outputs),
@@ -348,7 +368,9 @@ def test_rotation_moves_every_consumer_to_a_new_version(deployed):
     deployed.wait_healthy("api", "postgres", "proxy")
     after = deployed.secret_values()
     assert after["jwt_key"] != before["jwt_key"] and after["db_password"] != before["db_password"]
-    assert deployed.swarm_secrets() == [f"{deployed.name}_db_password_v2", f"{deployed.name}_jwt_key_v2"], "old versions removed"
+    assert deployed.swarm_secrets() == [f"{deployed.name}_db_password_v2", f"{deployed.name}_jwt_key_v2"], (
+        "old versions removed"
+    )
     assert "  versions:\n    jwt_key: 2\n    db_password: 2\n" in deployed.profile.read_text()
     for service in ("api", "postgres"):
         test_each_service_holds_exactly_its_own_copy_of_its_secrets(deployed, service)
@@ -357,11 +379,18 @@ def test_rotation_moves_every_consumer_to_a_new_version(deployed):
     status, _, _ = deployed.https("GET", "/api/auth/me", cookie=_login(deployed))
     assert status == 200
     # Postgres accepts the new password and no longer the old one.
-    check = ('IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -tA --host=127.0.0.1 '
-             '--username="$POSTGRES_USER" --dbname="$POSTGRES_DB" -c "select 1"')
+    check = (
+        "IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -tA --host=127.0.0.1 "
+        '--username="$POSTGRES_USER" --dbname="$POSTGRES_DB" -c "select 1"'
+    )
     for password, expected in ((after["db_password"], 0), (before["db_password"], 2)):
-        proc = subprocess.run(["docker", "exec", "-i", deployed.container("postgres").id, "sh", "-c", check],
-                              input=password + "\n", capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["docker", "exec", "-i", deployed.container("postgres").id, "sh", "-c", check],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert proc.returncode == expected, proc.stderr
     # The profile now names the versions that run: render, and redeploying changes nothing about the secrets.
     deployed.tempo_gen("render")

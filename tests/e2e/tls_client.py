@@ -10,8 +10,18 @@ import ssl
 import trustme
 
 
-def _read(connection: http.client.HTTPConnection, method: str, path: str, host: str, *, body: bytes | None = None,
-          json_body: object = None, cookie: str | None = None, content_type: str | None = None, raw: bool = False):
+def _read(
+    connection: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    host: str,
+    *,
+    body: bytes | None = None,
+    json_body: object = None,
+    cookie: str | None = None,
+    content_type: str | None = None,
+    raw: bool = False,
+):
     headers = {"Host": host}
     if json_body is not None:
         body, content_type = json.dumps(json_body).encode(), "application/json"
@@ -27,8 +37,18 @@ def _read(connection: http.client.HTTPConnection, method: str, path: str, host: 
     return response.status, lowered, data if raw else data.decode(errors="replace")
 
 
-def https_request(address: str, port: int, host: str, ca: trustme.CA, method: str, path: str, *,
-                  tls_version: ssl.TLSVersion | None = None, timeout: float = 30, **kw):
+def https_request(
+    address: str,
+    port: int,
+    host: str,
+    ca: trustme.CA,
+    method: str,
+    path: str,
+    *,
+    tls_version: ssl.TLSVersion | None = None,
+    timeout: float = 30,
+    **kw,
+):
     """(status, lower-cased headers, body) of one HTTPS request; the certificate must verify for `host`."""
     context = ssl.create_default_context()
     ca.configure_trust(context)

@@ -39,10 +39,20 @@ CACHE_DIR = Path(os.environ.get("TEMPO_E2E_CACHE", "/var/cache/tempo-e2e"))
 SUITE = "bookworm"
 # Everything any role needs; one rootfs keeps debootstrap to a single run.
 # (bash, util-linux for setpriv, and passwd are Essential in minbase already.)
-BASE_PACKAGES = sorted([
-    "ca-certificates", "curl", "netcat-openbsd", "nginx", "nodejs", "openssl",
-    "postgresql", "procps", "python3", "python3-psycopg2",
-])
+BASE_PACKAGES = sorted(
+    [
+        "ca-certificates",
+        "curl",
+        "netcat-openbsd",
+        "nginx",
+        "nodejs",
+        "openssl",
+        "postgresql",
+        "procps",
+        "python3",
+        "python3-psycopg2",
+    ]
+)
 # Bump when the rootfs recipe (cleanup below) changes without a package change.
 BASE_RECIPE = 1
 
@@ -103,6 +113,7 @@ def _build_lock():
 
 # ---------------------------------------------------------------- apt mirror
 
+
 def _one_line_sources(text: str):
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
@@ -146,12 +157,11 @@ def apt_mirror(suite: str = SUITE) -> str:
     for uri, suites, components in candidates:
         if suite in suites and "main" in components:
             return uri
-    raise PrerequisiteMissing(
-        f"no apt source for '{suite} main' in /etc/apt; set TEMPO_E2E_APT_MIRROR"
-    )
+    raise PrerequisiteMissing(f"no apt source for '{suite} main' in /etc/apt; set TEMPO_E2E_APT_MIRROR")
 
 
 # ---------------------------------------------------------------- base image
+
 
 def base_hash() -> str:
     recipe = json.dumps({"suite": SUITE, "packages": BASE_PACKAGES, "recipe": BASE_RECIPE})
@@ -162,9 +172,15 @@ def _clean_rootfs(root: Path) -> None:
     """Drop what no container needs: apt caches and lists, docs, the packaged
     Postgres cluster (the postgres entrypoint runs its own initdb)."""
     for pattern in [
-        "var/cache/apt/*", "var/lib/apt/lists/*", "usr/share/doc/*", "usr/share/man/*",
-        "usr/share/locale/*", "var/log/*.log", "var/log/apt/*",
-        "var/lib/postgresql/15", "etc/postgresql/15",
+        "var/cache/apt/*",
+        "var/lib/apt/lists/*",
+        "usr/share/doc/*",
+        "usr/share/man/*",
+        "usr/share/locale/*",
+        "var/log/*.log",
+        "var/log/apt/*",
+        "var/lib/postgresql/15",
+        "etc/postgresql/15",
     ]:
         for path in root.glob(pattern):
             if path.is_dir() and not path.is_symlink():
@@ -192,8 +208,12 @@ def _make_rootfs_tarball(tarball: Path, log_path: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE_DIR))
     root = work / "root"
     cmd = [
-        "debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-        SUITE, str(root), apt_mirror(),
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(BASE_PACKAGES)}",
+        SUITE,
+        str(root),
+        apt_mirror(),
     ]
     try:
         with open(log_path, "w") as log:
@@ -201,8 +221,10 @@ def _make_rootfs_tarball(tarball: Path, log_path: Path) -> None:
             # with debootstrap, and its /proc, /sys (or /dev bind) mounts vanish
             # even if it is killed half-way.
             done = subprocess.run(
-                ["unshare", "--pid", "--fork", "--mount", *cmd], stdout=log,
-                stderr=subprocess.STDOUT, timeout=DEBOOTSTRAP_TIMEOUT,
+                ["unshare", "--pid", "--fork", "--mount", *cmd],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=DEBOOTSTRAP_TIMEOUT,
             )
         if done.returncode != 0:
             tail = log_path.read_text(errors="replace")[-2000:]
@@ -211,7 +233,8 @@ def _make_rootfs_tarball(tarball: Path, log_path: Path) -> None:
         partial = tarball.with_suffix(".partial")
         subprocess.run(
             ["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."],
-            check=True, timeout=600,
+            check=True,
+            timeout=600,
         )
         partial.rename(tarball)
     finally:
@@ -228,7 +251,11 @@ def build_base(client: docker.DockerClient) -> str:
         _make_rootfs_tarball(tarball, CACHE_DIR / f"debootstrap-{h}.log")
     with open(tarball, "rb") as fh:
         done = subprocess.run(
-            ["docker", "import", "-", ref], stdin=fh, capture_output=True, text=True, timeout=600,
+            ["docker", "import", "-", ref],
+            stdin=fh,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     if done.returncode != 0:
         raise RuntimeError(f"docker import failed: {done.stderr.strip()}")
@@ -236,6 +263,7 @@ def build_base(client: docker.DockerClient) -> str:
 
 
 # ---------------------------------------------------------------- role images
+
 
 def traefik_binary() -> Path:
     """The real static traefik binary (not the pyenv shim in front of it)."""
@@ -312,8 +340,14 @@ def _build_role(client: docker.DockerClient, role: str, base_ref: str, ref: str)
         # because FROM names a local image.
         log = io.StringIO()
         for chunk in client.api.build(
-            path=ctx, tag=ref, buildargs={"BASE": base_ref}, rm=True, forcerm=True,
-            decode=True, timeout=BUILD_TIMEOUT, pull=False,
+            path=ctx,
+            tag=ref,
+            buildargs={"BASE": base_ref},
+            rm=True,
+            forcerm=True,
+            decode=True,
+            timeout=BUILD_TIMEOUT,
+            pull=False,
         ):
             if "stream" in chunk:
                 log.write(chunk["stream"])

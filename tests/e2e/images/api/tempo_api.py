@@ -57,12 +57,12 @@ def log(level: str, message: str) -> None:
 
 def crash(message: str) -> None:
     """Mimic an unhandled start-up exception: message on stderr, code 134."""
-    print(f"Unhandled exception. System.InvalidOperationException: {redact(message)}",
-          file=sys.stderr, flush=True)
+    print(f"Unhandled exception. System.InvalidOperationException: {redact(message)}", file=sys.stderr, flush=True)
     sys.exit(DOTNET_CRASH)
 
 
 # ------------------------------------------------------------------ configuration
+
 
 def load_config(environ) -> dict:
     """ASP.NET maps env var A__B to config key A:B, case-insensitively."""
@@ -72,9 +72,18 @@ def load_config(environ) -> dict:
 def parse_connection_string(text: str) -> dict:
     """Npgsql `Key=Value;...` (values may be quoted) -> psycopg2 keywords."""
     aliases = {
-        "host": "host", "server": "host", "port": "port", "database": "dbname", "db": "dbname",
-        "username": "user", "user id": "user", "userid": "user", "user": "user",
-        "user name": "user", "password": "password", "pwd": "password",
+        "host": "host",
+        "server": "host",
+        "port": "port",
+        "database": "dbname",
+        "db": "dbname",
+        "username": "user",
+        "user id": "user",
+        "userid": "user",
+        "user": "user",
+        "user name": "user",
+        "password": "password",
+        "pwd": "password",
         "timeout": "connect_timeout",
     }
     params = {"host": "localhost", "port": "5432", "connect_timeout": "15"}
@@ -97,21 +106,23 @@ class Settings:
     def __init__(self, environ):
         cfg = load_config(environ)
         self.db = parse_connection_string(
-            cfg.get("connectionstrings:defaultconnection",
-                    "Host=localhost;Port=5432;Database=tempo;Username=postgres;Password=postgres"))
+            cfg.get(
+                "connectionstrings:defaultconnection",
+                "Host=localhost;Port=5432;Database=tempo;Username=postgres;Password=postgres",
+            )
+        )
         _secrets.append(self.db.get("password", ""))
         self.jwt_key = cfg.get("jwt:secretkey")
         self.issuer = cfg.get("jwt:issuer") or "Tempo"
         self.audience = cfg.get("jwt:audience") or "Tempo"
         self.expiration_days = int(cfg.get("jwt:expirationdays") or 7)
-        self.cors_origins = [o.strip() for o in
-                             (cfg.get("cors:allowedorigins") or "http://localhost:3000").split(",")
-                             if o.strip()]
+        self.cors_origins = [
+            o.strip() for o in (cfg.get("cors:allowedorigins") or "http://localhost:3000").split(",") if o.strip()
+        ]
         root = cfg.get("mediastorage:rootpath") or "./media"
         self.media_root = os.path.abspath(root)
         self.max_file_size = int(cfg.get("mediastorage:maxfilesizebytes") or 52_428_800)
-        self.forwarded_headers = (
-            (environ.get("ASPNETCORE_FORWARDEDHEADERS_ENABLED") or "").strip().lower() == "true")
+        self.forwarded_headers = (environ.get("ASPNETCORE_FORWARDEDHEADERS_ENABLED") or "").strip().lower() == "true"
         self.urls = environ.get("ASPNETCORE_URLS") or ""
         self.http_ports = environ.get("ASPNETCORE_HTTP_PORTS") or ""
 
@@ -121,8 +132,10 @@ class Settings:
             crash("JWT:SecretKey is not configured. Set the JWT__SecretKey environment variable.")
         _secrets.append(key)
         if key == PLACEHOLDER_KEY:
-            crash("JWT:SecretKey must be changed from the default placeholder value. "
-                  "Set the JWT__SecretKey environment variable with a secure random key.")
+            crash(
+                "JWT:SecretKey must be changed from the default placeholder value. "
+                "Set the JWT__SecretKey environment variable with a secure random key."
+            )
         if len(key) < MIN_KEY_LENGTH:
             crash(f"JWT:SecretKey must be at least {MIN_KEY_LENGTH} characters long.")
 
@@ -205,8 +218,7 @@ def migrate(settings: Settings) -> None:
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 100_000)
-    return "pbkdf2_sha256$100000${}${}".format(
-        base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+    return f"pbkdf2_sha256$100000${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -220,6 +232,7 @@ def verify_password(password: str, stored: str) -> bool:
 
 # ------------------------------------------------------------------ JWT (HS256)
 
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -231,11 +244,18 @@ def _unb64url(text: str) -> bytes:
 def make_jwt(settings: Settings, user_id: str, username: str, expires: int) -> str:
     now = int(time.time())
     header = {"alg": "HS256", "typ": "JWT"}
-    claims = {"nameid": user_id, "sub": user_id, "unique_name": username,
-              "jti": str(uuid.uuid4()), "nbf": now, "iat": now, "exp": expires,
-              "iss": settings.issuer, "aud": settings.audience}
-    signing_input = ".".join(_b64url(json.dumps(p, separators=(",", ":")).encode())
-                             for p in (header, claims))
+    claims = {
+        "nameid": user_id,
+        "sub": user_id,
+        "unique_name": username,
+        "jti": str(uuid.uuid4()),
+        "nbf": now,
+        "iat": now,
+        "exp": expires,
+        "iss": settings.issuer,
+        "aud": settings.audience,
+    }
+    signing_input = ".".join(_b64url(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims))
     sig = hmac.new(settings.jwt_key.encode(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64url(sig)}"
 
@@ -246,16 +266,18 @@ def read_jwt(settings: Settings, token: str) -> dict | None:
         head_b64, body_b64, sig_b64 = token.split(".")
         header = json.loads(_unb64url(head_b64))
         claims = json.loads(_unb64url(body_b64))
-        expected = hmac.new(settings.jwt_key.encode(), f"{head_b64}.{body_b64}".encode(),
-                            hashlib.sha256).digest()
+        expected = hmac.new(settings.jwt_key.encode(), f"{head_b64}.{body_b64}".encode(), hashlib.sha256).digest()
         if header.get("alg") != "HS256" or not hmac.compare_digest(expected, _unb64url(sig_b64)):
             return None
         audiences = claims.get("aud")
         audiences = audiences if isinstance(audiences, list) else [audiences]
         now = time.time()
-        if (claims.get("iss") != settings.issuer or settings.audience not in audiences
-                or float(claims.get("exp", 0)) + CLOCK_SKEW < now
-                or float(claims.get("nbf", 0)) - CLOCK_SKEW > now):
+        if (
+            claims.get("iss") != settings.issuer
+            or settings.audience not in audiences
+            or float(claims.get("exp", 0)) + CLOCK_SKEW < now
+            or float(claims.get("nbf", 0)) - CLOCK_SKEW > now
+        ):
             return None
         return claims
     except (ValueError, TypeError, AttributeError):
@@ -263,6 +285,7 @@ def read_jwt(settings: Settings, token: str) -> dict | None:
 
 
 # ------------------------------------------------------------------ HTTP
+
 
 class BodyTooLarge(Exception):
     pass
@@ -300,12 +323,21 @@ class Handler(BaseHTTPRequestHandler):
     def _cors_headers(self) -> list[tuple[str, str]]:
         origin = self.headers.get("Origin")
         if origin and origin in self.settings.cors_origins:
-            return [("Access-Control-Allow-Origin", origin),
-                    ("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin")]
+            return [
+                ("Access-Control-Allow-Origin", origin),
+                ("Access-Control-Allow-Credentials", "true"),
+                ("Vary", "Origin"),
+            ]
         return []
 
-    def send(self, status: int, body: bytes = b"", content_type: str | None = None,
-             headers: list[tuple[str, str]] | None = None, close: bool = False) -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        close: bool = False,
+    ) -> None:
         self.send_response(status)
         if content_type:
             self.send_header("Content-Type", content_type)
@@ -320,14 +352,15 @@ class Handler(BaseHTTPRequestHandler):
         self._status = status
 
     def send_json(self, status: int, payload, **kw) -> None:
-        self.send(status, json.dumps(payload, separators=(",", ":")).encode(),
-                  "application/json; charset=utf-8", **kw)
+        self.send(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json; charset=utf-8", **kw)
 
     def _body_pending(self) -> bool:
         if getattr(self, "_body_read", False):
             return False
-        return ("chunked" in self.headers.get("Transfer-Encoding", "").lower()
-                or int(self.headers.get("Content-Length") or 0) > 0)
+        return (
+            "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            or int(self.headers.get("Content-Length") or 0) > 0
+        )
 
     def iter_body(self, limit: int):
         """Yield the request body in chunks (Content-Length or chunked)."""
@@ -428,13 +461,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_OPTIONS(self):  # CORS preflight
         started = time.monotonic()
-        headers = [("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS"),
-                   ("Access-Control-Allow-Headers",
-                    self.headers.get("Access-Control-Request-Headers", "content-type"))]
+        headers = [
+            ("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS"),
+            ("Access-Control-Allow-Headers", self.headers.get("Access-Control-Request-Headers", "content-type")),
+        ]
         self._body_read = False
         self.send(204 if self._cors_headers() else 405, headers=headers)
-        log("INF", f"HTTP OPTIONS {self._path()} responded {self._status} in "
-                   f"{(time.monotonic() - started) * 1000:.1f} ms")
+        log(
+            "INF",
+            f"HTTP OPTIONS {self._path()} responded {self._status} in {(time.monotonic() - started) * 1000:.1f} ms",
+        )
 
     def route(self, method: str, path: str):
         table = {
@@ -493,13 +529,13 @@ class Handler(BaseHTTPRequestHandler):
             cur.execute("LOCK TABLE users IN EXCLUSIVE MODE")  # one user per instance
             cur.execute("SELECT EXISTS (SELECT 1 FROM users)")
             if cur.fetchone()[0]:
-                return self.send_json(
-                    400, {"error": "Registration is disabled. An account already exists."})
-            cur.execute("INSERT INTO users (id, username, password_hash) VALUES (%s, %s, %s)",
-                        (user_id, username, hash_password(password)))
+                return self.send_json(400, {"error": "Registration is disabled. An account already exists."})
+            cur.execute(
+                "INSERT INTO users (id, username, password_hash) VALUES (%s, %s, %s)",
+                (user_id, username, hash_password(password)),
+            )
         log("INF", f"User registered: {username}")
-        self.send_json(200, {"message": "User registered successfully",
-                             "userId": user_id, "username": username})
+        self.send_json(200, {"message": "User registered successfully", "userId": user_id, "username": username})
 
     def login(self):
         body = self.read_json()
@@ -515,17 +551,24 @@ class Handler(BaseHTTPRequestHandler):
         expires = int(time.time()) + self.settings.expiration_days * 86400
         token = make_jwt(self.settings, str(row[0]), username, expires)
         # Attribute order as ASP.NET Core writes it; `secure` iff Request.IsHttps.
-        cookie = (f"authToken={token}; expires={email.utils.formatdate(expires, usegmt=True)}; "
-                  f"path=/{'; secure' if self.is_https() else ''}; samesite=lax; httponly")
+        cookie = (
+            f"authToken={token}; expires={email.utils.formatdate(expires, usegmt=True)}; "
+            f"path=/{'; secure' if self.is_https() else ''}; samesite=lax; httponly"
+        )
         log("INF", f"User logged in: {username}")
-        expires_at = datetime.datetime.fromtimestamp(expires, datetime.timezone.utc)
-        self.send_json(200, {"userId": str(row[0]), "username": username,
-                             "expiresAt": expires_at.isoformat().replace("+00:00", "Z")},
-                       headers=[("Set-Cookie", cookie)])
+        expires_at = datetime.datetime.fromtimestamp(expires, datetime.UTC)
+        self.send_json(
+            200,
+            {"userId": str(row[0]), "username": username, "expiresAt": expires_at.isoformat().replace("+00:00", "Z")},
+            headers=[("Set-Cookie", cookie)],
+        )
 
     def logout(self):
-        self.send_json(200, {"message": "Logged out successfully"}, headers=[(
-            "Set-Cookie", "authToken=; expires=Thu, 01 Jan 1970 00:00:00 GMT; path=/")])
+        self.send_json(
+            200,
+            {"message": "Logged out successfully"},
+            headers=[("Set-Cookie", "authToken=; expires=Thu, 01 Jan 1970 00:00:00 GMT; path=/")],
+        )
 
     def me(self):
         user = self.current_user()
@@ -571,19 +614,22 @@ class Handler(BaseHTTPRequestHandler):
                 os.unlink(tmp_path)
         size = os.path.getsize(final)
         with db_cursor(self.settings) as cur:
-            cur.execute("INSERT INTO workout_media (id, workout_id, filename, file_path, mime_type,"
-                        " file_size_bytes) VALUES (%s, %s, %s, %s, %s, %s)",
-                        (media_id, workout_id, filename, final, mime, size))
+            cur.execute(
+                "INSERT INTO workout_media (id, workout_id, filename, file_path, mime_type,"
+                " file_size_bytes) VALUES (%s, %s, %s, %s, %s, %s)",
+                (media_id, workout_id, filename, final, mime, size),
+            )
         log("INF", f"Uploaded media file for workout {workout_id}")
-        self.send_json(200, {"id": media_id, "filename": filename, "mimeType": mime,
-                             "fileSizeBytes": size})
+        self.send_json(200, {"id": media_id, "filename": filename, "mimeType": mime, "fileSizeBytes": size})
 
     def get_media(self, workout_id: str, media_id: str):
         if not self.current_user():
             return self.send(401)
         with db_cursor(self.settings) as cur:
-            cur.execute("SELECT file_path, mime_type FROM workout_media "
-                        "WHERE id = %s AND workout_id = %s", (media_id, workout_id))
+            cur.execute(
+                "SELECT file_path, mime_type FROM workout_media WHERE id = %s AND workout_id = %s",
+                (media_id, workout_id),
+            )
             row = cur.fetchone()
         if not row or not os.path.isfile(row[0]):
             return self.send_json(404, {"error": "Media not found"})
@@ -665,6 +711,7 @@ def serve(settings: Settings) -> None:
 
 # ------------------------------------------------------------------ verbs
 
+
 def reset_password(settings: Settings, args: list[str]) -> int:
     """`dotnet Tempo.Api.dll reset-password [--username U] [--password-stdin]`."""
     username, from_stdin = None, False
@@ -695,8 +742,7 @@ def reset_password(settings: Settings, args: list[str]) -> int:
                 print("reset-password: --username is required", file=sys.stderr)
                 return 1
             username = rows[0][0]
-        cur.execute("UPDATE users SET password_hash = %s WHERE username = %s",
-                    (hash_password(password), username))
+        cur.execute("UPDATE users SET password_hash = %s WHERE username = %s", (hash_password(password), username))
         updated = cur.rowcount
     if not updated:
         print(f"reset-password: no user named {username!r}", file=sys.stderr)

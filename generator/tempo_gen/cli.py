@@ -1,0 +1,346 @@
+"""The `tempo-gen` command: parse arguments, call the pipeline, turn errors into messages and exit codes.
+
+Exit codes: 0 success; 1 drift found by --check (or audit findings with --strict);
+2 invalid input (profile, path, arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tempo_gen import __version__
+from tempo_gen.bundle.jinja import render as render_template
+from tempo_gen.bundle.pipeline import render_files
+from tempo_gen.bundle.writer import check_bundle, ensure_ignored, write_bundle
+from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError
+from tempo_gen.models.tempo import Tempo
+from tempo_gen.profile.loader import LoadedProfile, load_profile
+from tempo_gen.reports.audit import checklist, weakenings
+from tempo_gen.reports.schema import json_schema, markdown_reference
+
+PROFILE_DIR = "profiles"
+OUT_DIR = "out"
+
+
+def discover_profiles(root: Path) -> list[Path]:
+    """Every renderable profile: profiles/*.yaml, except partials named _*.yaml (bases for `extends`)."""
+    return sorted(p for p in (root / PROFILE_DIR).glob("*.yaml") if not p.name.startswith("_"))
+
+
+def load_all(paths: tuple[str, ...], root: Path) -> list[LoadedProfile]:
+    """Load every profile, reporting the problems of all of them at once."""
+    files = [Path(p) for p in paths] or discover_profiles(root)
+    if not files:
+        raise UsageError(f"no profiles given and none found in {root / PROFILE_DIR}/ (try `tempo-gen init`)")
+    loaded, problems = [], []
+    for file in files:
+        try:
+            loaded.append(load_profile(file, root))
+        except ProfileError as exc:
+            problems += exc.problems
+    names: dict[str, str] = {}
+    for item in loaded:
+        if item.profile.name in names:
+            problems.append(
+                Problem(
+                    item.display_path,
+                    None,
+                    "name",
+                    f"{item.profile.name!r} is also the name of {names[item.profile.name]}",
+                )
+            )
+        names[item.profile.name] = item.display_path
+    if problems:
+        raise ProfileError(problems)
+    return loaded
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TempoGenError as exc:
+            click.echo(f"error: {exc}" if not isinstance(exc, ProfileError) else str(exc), err=True)
+            if isinstance(exc, ProfileError):
+                click.echo(f"{len(exc.problems)} problem(s) found; nothing was written.", err=True)
+            sys.exit(exc.exit_code)
+        except OSError as exc:  # an unusable --out, --project or secrets path: the user's to fix, not a bug
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"error:{where}: {exc.strerror or exc}; the previous output is untouched.", err=True)
+            sys.exit(UsageError.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="tempo-gen")
+@click.option(
+    "--project",
+    "project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    help="Project folder holding profiles/, out/ and .env (default: current folder).",
+)
+@click.pass_context
+def main(ctx: click.Context, project: Path) -> None:
+    """Render hardened deployment bundles for Tempo from YAML profiles."""
+    ctx.obj = project
+
+
+@main.command()
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: out/).")
+@click.option(
+    "--check", is_flag=True, help="Write nothing; exit 1 listing every file that differs from a fresh render."
+)
+@click.option("--diff", "show_diff", is_flag=True, help="With --check, print unified diffs.")
+@click.pass_obj
+def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool, show_diff: bool) -> None:
+    """Render PROFILES (default: every profiles/*.yaml) into OUT/<name>/."""
+    out_root = out or root / OUT_DIR
+    loaded = load_all(profiles, root)
+    rendered = [(item, out_root / item.profile.name) for item in loaded]
+    outputs = [(item, target, render_files(item, root, target)) for item, target in rendered]
+    if check or show_diff:
+        _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff)
+        return
+    for item, target, files in outputs:
+        ensure_ignored(root, item.profile.secrets_dir)
+        summary = write_bundle(files, target)
+        click.echo(
+            f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
+            f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed"
+        )
+
+
+def _report_drift(outputs, out_root: Path, all_profiles: bool, show_diff: bool) -> None:
+    drifted = 0
+    for item, target, files in outputs:
+        for drift in check_bundle(files, target):
+            drifted += 1
+            click.echo(f"{drift.kind}: {target / drift.path}")
+            if show_diff and drift.diff:
+                click.echo(drift.diff, nl=False)
+    if all_profiles and out_root.is_dir():
+        expected = {target.name for _, target, _ in outputs}
+        for stray in sorted(p.name for p in out_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if stray not in expected:
+                drifted += 1
+                click.echo(f"extra: {out_root / stray}/ (no profile renders it)")
+    if drifted:
+        click.echo(f"{drifted} file(s) differ from a fresh render; run `tempo-gen render` and commit.", err=True)
+        sys.exit(1)
+    click.echo(f"out/ is current ({len(outputs)} profile(s)).")
+
+
+@main.command()
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.pass_obj
+def validate(root: Path, profiles: tuple[str, ...]) -> None:
+    """Check PROFILES without rendering."""
+    for item in load_all(profiles, root):
+        click.echo(f"{item.display_path}: valid")
+
+
+@main.command()
+@click.option("--markdown", is_flag=True, help="Print the README's profile reference table instead.")
+def schema(markdown: bool) -> None:
+    """Print the profile's JSON Schema (a copy is committed as profiles/schema.json)."""
+    click.echo(markdown_reference() if markdown else json_schema(), nl=False)
+
+
+@main.command()
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--strict", is_flag=True, help="Exit 1 when a profile weakens any default or misses a checklist item.")
+@click.pass_obj
+def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
+    """Report what PROFILES weaken and the seed guide's checklist."""
+    failed = False
+    for item in load_all(profiles, root):
+        click.echo(f"{item.display_path}:")
+        for finding in weakenings(item.profile):
+            failed = True
+            click.echo(f"  weakened  {finding.field}: {finding.message}")
+        for entry in checklist(item.profile):
+            failed |= not entry.met
+            click.echo(f"  {'ok' if entry.met else 'MISSING':9} {entry.item}: {entry.how}")
+    if strict and failed:
+        sys.exit(1)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--domain", help="Public host name, e.g. tempo.example.com.")
+@click.option("--proxy", "proxy", type=click.Choice(["nginx", "traefik", "none"]), help="Reverse proxy.")
+@click.option("--address", help="Host address the proxy publishes 80/443 on.")
+@click.option("--admin-cidr", "admin_cidrs", multiple=True, help="Network allowed to reach SSH (repeatable).")
+@click.pass_obj
+def init(
+    root: Path,
+    name: str | None,
+    domain: str | None,
+    proxy: str | None,
+    address: str | None,
+    admin_cidrs: tuple[str, ...],
+) -> None:
+    """Write profiles/NAME.yaml: a commented starter profile with secure defaults."""
+    interactive = _interactive()
+    name = name or (click.prompt("Deployment name", default="tempo") if interactive else "tempo")
+    if domain is None:
+        if not interactive:
+            raise UsageError("--domain is required when not run on a terminal")
+        domain = click.prompt("Public domain (e.g. tempo.example.com)")
+    if proxy is None:
+        proxy = (
+            click.prompt("Reverse proxy", type=click.Choice(["nginx", "traefik", "none"]), default="nginx")
+            if interactive
+            else "nginx"
+        )
+    if address is None and proxy != "none":
+        if not interactive:
+            raise UsageError("--address is required when not run on a terminal (the host IP the proxy publishes on)")
+        address = click.prompt("Host address the proxy publishes 80/443 on (e.g. 203.0.113.10)")
+    if not admin_cidrs:
+        if not interactive:
+            raise UsageError("--admin-cidr is required when not run on a terminal (the network SSH is allowed from)")
+        admin_cidrs = (click.prompt("Network allowed to reach SSH (e.g. 198.51.100.0/24)"),)
+    path = root / PROFILE_DIR / f"{name}.yaml"
+    if path.exists():
+        raise UsageError(f"{path} exists; choose another name or edit it")
+    text = render_template(
+        "init/profile.yaml.j2",
+        name=name,
+        domain=domain,
+        proxy=proxy,
+        address=json.dumps(address),
+        admin_cidrs=", ".join(map(json.dumps, admin_cidrs)),
+        version=Tempo().version,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    try:
+        load_profile(path, root)
+    except ProfileError:
+        path.unlink()
+        raise
+    click.echo(f"wrote {path}; next: `tempo-gen secrets init {path}` and `tempo-gen render`")
+
+
+@main.command()
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--update", is_flag=True, help="Also re-resolve images already pinned by digest.")
+@click.option(
+    "--insecure-registry",
+    "insecure",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Speak plain http to this registry (local test or private registries). Repeatable.",
+)
+@click.pass_obj
+def lock(root: Path, profiles: tuple[str, ...], update: bool, insecure: tuple[str, ...]) -> None:
+    """Pin every image of PROFILES (default: every profiles/*.yaml) to its registry digest.
+
+    Writes name:tag@sha256:... at tempo.images.<service> and proxy.image of each
+    profile file given, also for images it inherits from defaults or an `extends:`
+    base. Already pinned images are kept unless --update. Nothing is written unless
+    every image resolves (exit 2).
+    """
+    from tempo_gen.ops.lock import lock as lock_images  # the registry client is only needed here
+    from tempo_gen.ops.registry import Registry
+
+    files = [Path(p) for p in profiles] or discover_profiles(root)
+    for line in lock_images(files, root, Registry(insecure), update=update):
+        click.echo(line)
+
+
+@main.group()
+def secrets() -> None:
+    """Create, check and rotate the deployment's Docker secrets (values are never printed)."""
+
+
+@secrets.command("init")
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.pass_obj
+def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
+    """Create the missing secrets of PROFILES (files, or Swarm secrets in swarm mode); existing ones are never replaced."""
+    from tempo_gen.ops.secrets.files import init_secrets, ownership_commands
+
+    for item in load_all(profiles, root):
+        if item.profile.deploy.mode == "swarm":
+            from tempo_gen.ops.secrets.swarm import init_secrets as init_swarm_secrets
+            from tempo_gen.ops.secrets.swarm import swarm_client
+
+            for created in init_swarm_secrets(item.profile, swarm_client()):
+                click.echo(f"{'created' if created.created else 'kept   '} Swarm secret {created.name}")
+            continue
+        for entry in init_secrets(item.profile, root):
+            click.echo(f"{'created' if entry.created else 'kept   '} {entry.path}")
+        if commands := ownership_commands(item.profile, root):
+            click.echo("not running as root: give the files the owners that let only their containers read them:")
+            click.echo("".join(f"  {command}\n" for command in commands), nl=False)
+
+
+@secrets.command("check")
+@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
+@click.pass_obj
+def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
+    """Report missing, weak, wrongly-owned or world-readable secret files (missing or stray Swarm secrets); exit 1 if any."""
+    from tempo_gen.ops.secrets.files import check_secrets
+
+    found = []
+    for item in load_all(profiles, root):
+        if item.profile.deploy.mode == "swarm":
+            from tempo_gen.ops.secrets.swarm import check_secrets as check_swarm_secrets
+            from tempo_gen.ops.secrets.swarm import swarm_client
+
+            found += [
+                (item, f"Swarm secret {p.name}", p.problem) for p in check_swarm_secrets(item.profile, swarm_client())
+            ]
+        else:
+            found += [(item, p.path, p.problem) for p in check_secrets(item.profile, root)]
+    for item, where, problem in found:
+        click.echo(f"{item.profile.name}: {where}: {problem}")
+    if found:
+        sys.exit(1)
+    click.echo("secrets: ok")
+
+
+@secrets.command("rotate")
+@click.argument("which", type=click.Choice(["jwt", "db"]))
+@click.argument("profile", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: out/).")
+@click.pass_obj
+def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None) -> None:
+    """Rotate the JWT key or the database password of PROFILE's running stack (Compose or Swarm)."""
+    from tempo_gen.ops.compose_project import ComposeProject
+    from tempo_gen.ops.secrets.rotation import rotate_db, rotate_jwt
+
+    loaded = load_all((profile,) if profile else (), root)
+    if len(loaded) != 1:
+        raise UsageError("name the profile whose secret to rotate")
+    item = loaded[0]
+    if item.profile.deploy.mode == "swarm":
+        from tempo_gen.ops.secrets.swarm import rotate, swarm_client
+
+        created = rotate(item, root, which, swarm_client())
+        click.echo(
+            f"{'JWT key' if which == 'jwt' else 'Database password'} rotated: the services use Swarm secret "
+            f"{created}{'; every session has ended, log in again' if which == 'jwt' else ''}."
+        )
+        click.echo(
+            f"{item.display_path} records the new version: run `tempo-gen render` and commit profiles/ and out/."
+        )
+        return
+    bundle = (out or root / OUT_DIR) / item.profile.name
+    if which == "jwt":
+        rotate_jwt(item.profile, root, ComposeProject(item.profile.name, bundle))
+        click.echo("JWT key rotated and the API restarted: every session has ended; log in again.")
+    else:
+        rotate_db(item.profile, root, ComposeProject(item.profile.name, bundle))
+        click.echo("Database password rotated in Postgres and in the secret file; the API restarted with it.")

@@ -1,0 +1,1 @@
+"""The typed profile: frozen pydantic models, unknown keys refused, cross-field rules."""

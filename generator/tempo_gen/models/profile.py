@@ -1,0 +1,228 @@
+"""The profile root: one Tempo deployment, and the rules that span its sections."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tempo_gen.models.base import Domain, Slug, StrictModel, image_parts
+from tempo_gen.models.containers import Containers
+from tempo_gen.models.firewall import Firewall
+from tempo_gen.models.proxy import Proxy
+from tempo_gen.models.tempo import Tempo
+
+
+class SecretVersions(StrictModel):
+    """Swarm secrets are immutable: each one is named <name>_<secret>_v<version>, and a rotation creates the next."""
+
+    db_password: int = Field(
+        default=1,
+        ge=1,
+        le=9999,
+        description=("Version of the database password's Swarm secret (`tempo-gen secrets rotate db` raises it)."),
+    )
+    jwt_key: int = Field(
+        default=1,
+        ge=1,
+        le=9999,
+        description=("Version of the JWT key's Swarm secret (`tempo-gen secrets rotate jwt` raises it)."),
+    )
+
+
+class Secrets(StrictModel):
+    """Where the secrets live: files on the deploying host (never inside out/ or git), or Swarm secrets."""
+
+    dir: str | None = Field(
+        None,
+        description=(
+            "Directory holding db_password and jwt_key (compose mode). Default: secrets/<name> beside profiles/."
+        ),
+    )
+    versions: SecretVersions = Field(
+        SecretVersions(), description=("Swarm mode only: which version of each secret the stack uses.")
+    )
+
+    @field_validator("dir")
+    @classmethod
+    def _relative_or_absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "\n\"'$`\\")):
+            raise ValueError(f"{value!r} is not a usable directory path")
+        return value
+
+
+class Deploy(StrictModel):
+    """What runs the bundle."""
+
+    mode: Literal["compose", "swarm"] = Field(
+        "compose",
+        description=(
+            "`compose`: `docker compose up` on one host, secrets are files from secrets.dir. `swarm`: "
+            "compose.yaml is a stack file for `docker stack deploy` (single-node Swarm), secrets are "
+            "external Swarm secrets made by `tempo-gen secrets init`."
+        ),
+    )
+    endpoint_mode: Literal["vip", "dnsrr"] = Field(
+        "vip",
+        description=(
+            "Swarm mode: how services reach each other. `vip`: a stable virtual address per service "
+            "(needs the kernel's IPVS, ip_vs). `dnsrr`: DNS returns the task's own address, for "
+            "kernels without IPVS; nginx resolves its upstreams only when it starts, so restart the "
+            "proxy service whenever an API or frontend task is replaced."
+        ),
+    )
+
+
+class Profile(StrictModel):
+    """One Tempo deployment."""
+
+    extends: str | None = Field(
+        None, description=("Path of a base profile (relative to this file) deep-merged under this one; lists replace.")
+    )
+    name: Slug = Field(
+        description=("Deployment name: out/<name>/, the Compose project (or Swarm stack) name and the secrets folder.")
+    )
+    domain: Domain = Field(description="Public host name Tempo is served on.")
+    environment: Literal["production", "development"] = Field(
+        "production",
+        description=("`development` accepts plain-http origins, loopback publishing and self-signed certificates."),
+    )
+    deploy: Deploy = Deploy()
+    tempo: Tempo = Tempo()
+    containers: Containers = Containers()
+    proxy: Proxy = Proxy()
+    secrets: Secrets = Secrets()
+    firewall: Firewall = Firewall()
+
+    @property
+    def origin(self) -> str:
+        return f"https://{self.domain}"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return self.tempo.cors_origins or [self.origin]
+
+    @property
+    def secrets_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.secrets.dir or f"secrets/{self.name}")
+
+    def images(self) -> dict[str, str]:
+        """Every image the deployment runs or builds from, by service."""
+        refs = {service: self.tempo.image(service) for service in ("api", "frontend", "postgres")}
+        if proxy := self.proxy.image_ref():
+            refs["proxy"] = proxy
+        return refs
+
+    def unpinned_images(self) -> list[str]:
+        return [service for service, ref in self.images().items() if image_parts(ref)[2] is None]
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Profile:
+        """What the seed guide forbids, unless an explicit field allows it."""
+        violations: list[tuple[tuple[str | int, ...], str]] = []
+        production = self.environment == "production"
+        for i, origin in enumerate(self.tempo.cors_origins):
+            if production and origin.startswith("http://"):
+                violations.append(
+                    (("tempo", "cors_origins", i), f"{origin!r} is plain http; production origins must be https")
+                )
+        unpinned = self.unpinned_images()
+        if production and unpinned and not self.tempo.allow_unpinned:
+            violations.append(
+                (
+                    ("tempo", "images"),
+                    f"{', '.join(unpinned)} not pinned by sha256 digest; run `tempo-gen lock` "
+                    "or set tempo.allow_unpinned: true (audit reports it)",
+                )
+            )
+        if self.proxy.kind != "none" and self.proxy.placement == "container":
+            if production and not self.proxy.publish_addresses:
+                violations.append(
+                    (
+                        ("proxy", "publish_addresses"),
+                        "required for a production proxy container: the host address(es) to publish "
+                        "80/443 on, e.g. [203.0.113.10] (0.0.0.0 is allowed but audit reports it)",
+                    )
+                )
+            for i, address in enumerate(self.proxy.publish_addresses):
+                if production and address.is_loopback:
+                    violations.append(
+                        (
+                            ("proxy", "publish_addresses", i),
+                            f"{address} is loopback: a production site would be unreachable",
+                        )
+                    )
+        if production and self.proxy.kind != "none" and self.proxy.tls.certificate.source == "self-signed":
+            violations.append(
+                (
+                    ("proxy", "tls", "certificate", "source"),
+                    "self-signed certificates are for environment: development only; use acme or files in production",
+                )
+            )
+        violations += self._swarm_rules()
+        firewall = self.firewall
+        if firewall.enabled:
+            if production and not firewall.admin_cidrs and firewall.vpn is None:
+                violations.append(
+                    (
+                        ("firewall", "admin_cidrs"),
+                        "required in production (or set firewall.vpn): without it SSH would be open to the world; "
+                        "e.g. [198.51.100.0/24, 2001:db8:100::/48]",
+                    )
+                )
+            for i, cidr in enumerate(firewall.admin_cidrs):
+                if production and cidr.endswith("/0") and not firewall.allow_world_admin:
+                    violations.append(
+                        (
+                            ("firewall", "admin_cidrs", i),
+                            f"{cidr} lets the whole internet reach SSH; list your admin networks, use firewall.vpn, "
+                            "or set firewall.allow_world_admin: true",
+                        )
+                    )
+            if self.proxy.kind != "none" and firewall.ssh_port in (self.proxy.http_port, self.proxy.https_port):
+                violations.append((("firewall", "ssh_port"), f"{firewall.ssh_port} is also the proxy's HTTP(S) port"))
+        if violations:
+            raise RuleViolations(violations)
+        return self
+
+    def _swarm_rules(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Swarm publishes on every interface and keeps secrets in the swarm: say so, or refuse."""
+        if self.deploy.mode != "swarm":
+            return []
+        violations: list[tuple[tuple[str | int, ...], str]] = []
+        if self.proxy.kind == "none" or self.proxy.placement != "container":
+            violations.append(
+                (
+                    ("deploy", "mode"),
+                    "swarm needs the proxy container (proxy.placement: container): Swarm "
+                    "cannot publish on 127.0.0.1, so the frontend and API would be published on every interface",
+                )
+            )
+        for i, address in enumerate(self.proxy.publish_addresses):
+            if not address.is_unspecified:
+                violations.append(
+                    (
+                        ("proxy", "publish_addresses", i),
+                        f"{address}: Swarm cannot publish on one address, "
+                        "it listens on every interface (IPv4 and IPv6); write 0.0.0.0 (audit reports it) "
+                        "and restrict access with the firewall",
+                    )
+                )
+        if self.secrets.dir is not None:
+            violations.append(
+                (
+                    ("secrets", "dir"),
+                    "swarm mode keeps the secrets in the swarm (`tempo-gen secrets init`); "
+                    "secrets.dir is for compose mode",
+                )
+            )
+        return violations
+
+
+class RuleViolations(ValueError):
+    """Several cross-field problems at once, each with its own field path."""
+
+    def __init__(self, violations: list[tuple[tuple[str | int, ...], str]]):
+        self.violations = violations
+        super().__init__("; ".join(message for _, message in violations))

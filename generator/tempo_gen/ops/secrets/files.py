@@ -1,0 +1,161 @@
+"""The deployment's two secrets on the host: create, check and rotate them without ever showing a value.
+
+Compose file secrets are bind mounts that keep the host file's owner and mode
+(Compose does not apply uid/gid/mode to file secrets), so each file is owned
+so that exactly the container users that need it can read it: the JWT key by
+the API's uid (0400), the database password by the API's uid and Postgres's
+gid (0440). Values use the URL-safe base64 alphabet: nothing in it can break
+an Npgsql connection string (`;`, `=`, quotes).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as csprng
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from tempo_gen.models.base import PLACEHOLDER_SECRET
+from tempo_gen.models.profile import Profile
+from tempo_gen.targets.tempo_images import MIN_SECRET_LENGTH
+
+SECRET_NAMES = ("db_password", "jwt_key")
+# Only the Docker daemon (root) opens the folder; containers see the bind-mounted files.
+DIR_MODE = 0o700
+# 48 random bytes -> 64 characters; well above Tempo's 32-character minimum.
+_RANDOM_BYTES = 48
+_FORBIDDEN_IN_DB_PASSWORD = set(";='\"")
+
+
+def new_value() -> str:
+    return csprng.token_urlsafe(_RANDOM_BYTES)
+
+
+def secrets_dir(profile: Profile, root: Path) -> Path:
+    folder = Path(profile.secrets_dir)
+    return folder if folder.is_absolute() else root / folder
+
+
+@dataclass(frozen=True)
+class Ownership:
+    uid: int
+    gid: int
+    mode: int
+
+
+def ownership(profile: Profile, name: str) -> Ownership:
+    """Who must be able to read secret `name`: its consumers' container users, nobody else."""
+    users = profile.containers.users
+    if name == "jwt_key":
+        return Ownership(users.api, users.api, 0o400)
+    return Ownership(users.api, users.postgres, 0o440)
+
+
+@dataclass(frozen=True)
+class Created:
+    path: Path
+    created: bool
+
+
+def init_secrets(profile: Profile, root: Path) -> list[Created]:
+    """Create every missing secret file; never overwrite one."""
+    folder = secrets_dir(profile, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    _own(folder, Ownership(0, 0, DIR_MODE))
+    result = []
+    for name in SECRET_NAMES:
+        path = folder / name
+        if path.exists():
+            result.append(Created(path, False))
+            continue
+        write_secret(path, new_value(), ownership(profile, name))
+        result.append(Created(path, True))
+    return result
+
+
+def write_secret(path: Path, value: str, owner: Ownership) -> None:
+    """Write `value` to `path` atomically, private from the first byte, then give it its owner."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+    try:
+        os.write(fd, value.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _own(temporary, owner)
+    os.replace(temporary, path)
+
+
+def read_secret(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _own(path: Path, owner: Ownership) -> None:
+    if os.geteuid() == 0:
+        os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
+    os.chmod(path, owner.mode)
+
+
+def ownership_commands(profile: Profile, root: Path) -> list[str]:
+    """What a non-root user must run to give the files their owners (empty when already right)."""
+    folder = secrets_dir(profile, root)
+    wanted = {folder: Ownership(0, 0, DIR_MODE), **{folder / n: ownership(profile, n) for n in SECRET_NAMES}}
+    return [
+        f"sudo chown {o.uid}:{o.gid} {p}"
+        for p, o in wanted.items()
+        if p.exists() and (p.stat().st_uid, p.stat().st_gid) != (o.uid, o.gid)
+    ]
+
+
+@dataclass(frozen=True)
+class SecretProblem:
+    path: Path
+    problem: str
+
+
+def check_secrets(profile: Profile, root: Path) -> list[SecretProblem]:
+    """Missing, weak, wrongly-owned or world-readable secret files (values are never reported)."""
+    folder = secrets_dir(profile, root)
+    problems = []
+    if folder.is_dir() and folder.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        problems.append(
+            SecretProblem(
+                folder,
+                f"folder is open to other users (mode {stat.S_IMODE(folder.stat().st_mode):o}; want {DIR_MODE:o})",
+            )
+        )
+    for name in SECRET_NAMES:
+        path = folder / name
+        if not path.is_file():
+            problems.append(SecretProblem(path, "missing (run `tempo-gen secrets init`)"))
+            continue
+        info, owner = path.stat(), ownership(profile, name)
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & stat.S_IRWXO:
+            problems.append(SecretProblem(path, f"world-accessible (mode {mode:o}; want {owner.mode:o})"))
+        elif mode != owner.mode:
+            problems.append(SecretProblem(path, f"mode {mode:o}; want {owner.mode:o}"))
+        if (info.st_uid, info.st_gid) != (owner.uid, owner.gid):
+            problems.append(
+                SecretProblem(
+                    path,
+                    f"owned by {info.st_uid}:{info.st_gid}; want {owner.uid}:{owner.gid}, "
+                    "the container users that read it",
+                )
+            )
+        problems += [SecretProblem(path, p) for p in weaknesses(name, read_secret(path))]
+    return problems
+
+
+def weaknesses(name: str, value: str) -> list[str]:
+    found = []
+    if not value:
+        found.append("empty")
+    elif len(value) < MIN_SECRET_LENGTH:
+        found.append(f"shorter than {MIN_SECRET_LENGTH} characters")
+    if PLACEHOLDER_SECRET in value:
+        found.append("Tempo's placeholder value")
+    if name == "db_password" and _FORBIDDEN_IN_DB_PASSWORD & set(value):
+        found.append("contains ; = or a quote, which break the Npgsql connection string")
+    return found

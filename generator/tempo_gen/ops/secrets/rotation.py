@@ -1,0 +1,88 @@
+"""Rotating the secrets of a running stack in the only safe order.
+
+Database: the new password is written beside the old one, set inside the
+running Postgres (as a SCRAM verifier, so no log can ever hold the password),
+then moved into place, then the API is recreated with it. A failure before the
+move restores the old password in Postgres, so the old one keeps working until
+the new one is in place.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from tempo_gen.errors import DeploymentError
+from tempo_gen.models.profile import Profile
+from tempo_gen.ops.compose_project import ComposeProject
+from tempo_gen.ops.secrets.files import new_value, ownership, read_secret, secrets_dir, write_secret
+
+SCRAM_ITERATIONS = 4096
+# psql reads the current password as the first line of stdin; the SQL follows.
+# Nothing secret is in the command line or the environment of the exec.
+_PSQL = [
+    "sh",
+    "-c",
+    "IFS= read -r PGPASSWORD; export PGPASSWORD; "
+    'exec psql -X -q -v ON_ERROR_STOP=1 --host=127.0.0.1 --username="$POSTGRES_USER" --dbname="$POSTGRES_DB"',
+]
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier for `password` (RFC 5802/7677), as `\\password` computes it."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def rotate_jwt(profile: Profile, root: Path, stack: ComposeProject | None) -> None:
+    """Replace the JWT key; the API is recreated, so every session ends and users log in again."""
+    path = secrets_dir(profile, root) / "jwt_key"
+    if not path.exists():
+        raise DeploymentError(f"{path} does not exist (run `tempo-gen secrets init`)")
+    write_secret(path, new_value(), ownership(profile, "jwt_key"))
+    if stack:
+        stack.recreate("api")
+        stack.wait_healthy("api")
+
+
+def rotate_db(profile: Profile, root: Path, stack: ComposeProject) -> None:
+    folder = secrets_dir(profile, root)
+    current_path, next_path = folder / "db_password", folder / "db_password.next"
+    if not current_path.exists():
+        raise DeploymentError(f"{current_path} does not exist (run `tempo-gen secrets init`)")
+    if next_path.exists():
+        raise DeploymentError(
+            f"{next_path} exists: a previous rotation did not finish; check which password "
+            "Postgres accepts, keep that one as db_password and delete the other"
+        )
+    current, new = read_secret(current_path), new_value()
+    write_secret(next_path, new, ownership(profile, "db_password"))
+    try:
+        set_db_password(stack, authenticate_with=current, verifier_for=new)
+    except BaseException:
+        next_path.unlink()
+        raise
+    try:
+        os.replace(next_path, current_path)
+    except BaseException:
+        set_db_password(stack, authenticate_with=new, verifier_for=current)
+        next_path.unlink(missing_ok=True)
+        raise
+    stack.recreate("api")
+    stack.wait_healthy("api")
+
+
+def set_db_password(stack: ComposeProject, authenticate_with: str, verifier_for: str) -> None:
+    """In the running Postgres, logged in with one password, make another the role's password (as a verifier)."""
+    sql = f"ALTER ROLE CURRENT_USER WITH PASSWORD '{scram_verifier(verifier_for)}';\n"
+    code, output = stack.exec_with_stdin("postgres", _PSQL, f"{authenticate_with}\n{sql}")
+    if code != 0:
+        raise DeploymentError(f"setting the new password in Postgres failed (exit {code}): {output.strip()[-300:]}")

@@ -1,0 +1,180 @@
+"""What a profile weakens, and how its render measures up to the seed guide's pre-deployment checklist.
+
+Secure defaults need no mention; every explicit field that weakens one is a
+finding, so a reviewer sees each trade-off the profile makes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tempo_gen.models.profile import Profile
+
+
+@dataclass(frozen=True)
+class Finding:
+    field: str
+    message: str
+
+
+def weakenings(profile: Profile) -> list[Finding]:
+    found = []
+    unpinned = profile.unpinned_images()
+    if unpinned and profile.tempo.allow_unpinned:
+        found.append(
+            Finding(
+                "tempo.allow_unpinned", f"images not pinned by digest: {', '.join(unpinned)} (run `tempo-gen lock`)"
+            )
+        )
+    if profile.proxy.kind == "none":
+        found.append(
+            Finding(
+                "proxy.kind", "no reverse proxy: TLS, redirects, headers and rate limits must be provided elsewhere"
+            )
+        )
+    for address in profile.proxy.publish_addresses:
+        if address.is_unspecified:
+            found.append(
+                Finding("proxy.publish_addresses", f"{address} publishes the proxy on every interface of the host")
+            )
+    if profile.environment == "development":
+        found.append(
+            Finding("environment", "development: plain-http origins and self-signed certificates are accepted")
+        )
+    found += _firewall(profile) + _proxy(profile) + _raised_limits(profile) + _swarm(profile)
+    return found
+
+
+def _swarm(profile: Profile) -> list[Finding]:
+    """What Swarm (Docker 20.10, API 1.41) cannot apply that compose mode does."""
+    if profile.deploy.mode != "swarm":
+        return []
+    return [
+        Finding(
+            "deploy.mode",
+            "swarm: no-new-privileges is not set on the services (Swarm ignores security_opt); "
+            'set "no-new-privileges": true in /etc/docker/daemon.json',
+        ),
+        Finding(
+            "deploy.mode",
+            "swarm: tmpfs mounts are owned by root with the image folder's mode, not by the service's uid",
+        ),
+    ]
+
+
+def _firewall(profile: Profile) -> list[Finding]:
+    firewall = profile.firewall
+    if not firewall.enabled:
+        return [
+            Finding(
+                "firewall.enabled",
+                "no host firewall is rendered: SSH and Docker's published ports are not restricted by tempo-gen",
+            )
+        ]
+    found = []
+    if firewall.allow_world_admin:
+        found.append(Finding("firewall.allow_world_admin", "SSH is accepted from anywhere (rate-limited only)"))
+    elif not firewall.admin_cidrs and firewall.vpn is None:
+        found.append(Finding("firewall.admin_cidrs", "none given: SSH is accepted from anywhere (development only)"))
+    return found
+
+
+def _proxy(profile: Profile) -> list[Finding]:
+    if profile.proxy.kind == "none":
+        return []
+    proxy, found = profile.proxy, []
+    if proxy.headers.x_xss_protection != "0":
+        found.append(
+            Finding(
+                "proxy.headers.x_xss_protection",
+                f"{proxy.headers.x_xss_protection!r}: OWASP advises 0 (the legacy XSS auditor leaked data)",
+            )
+        )
+    if not proxy.hsts.include_subdomains:
+        found.append(Finding("proxy.hsts.include_subdomains", "HSTS does not cover subdomains"))
+    if proxy.headers.csp.override:
+        found.append(Finding("proxy.headers.csp.override", "the Content-Security-Policy is written by hand; review it"))
+    timeout, default_timeout = (
+        profile.tempo.import_timeout_minutes,
+        Profile.model_construct().tempo.import_timeout_minutes,
+    )
+    if proxy.kind == "traefik" and timeout > default_timeout:
+        # nginx scopes the timeout to the import routes; Traefik's readTimeout is per entry point.
+        found.append(
+            Finding(
+                "tempo.import_timeout_minutes",
+                f"raised to {timeout} (default {default_timeout}): with Traefik "
+                "every HTTPS request may take that long to arrive, so slow clients hold connections longer",
+            )
+        )
+    return found
+
+
+# Limits whose raise above the default widens what a client may do.
+_LIMITS = (
+    ("tempo.media_max_mb", lambda p: p.tempo.media_max_mb),
+    ("tempo.import_max_mb", lambda p: p.tempo.import_max_mb),
+    ("proxy.body_max_kb", lambda p: p.proxy.body_max_kb),
+    ("proxy.rate_limits.login_per_minute", lambda p: p.proxy.rate_limits.login_per_minute),
+    ("proxy.rate_limits.login_burst", lambda p: p.proxy.rate_limits.login_burst),
+    ("proxy.rate_limits.api_per_second", lambda p: p.proxy.rate_limits.api_per_second),
+    ("proxy.rate_limits.api_burst", lambda p: p.proxy.rate_limits.api_burst),
+)
+
+
+def _raised_limits(profile: Profile) -> list[Finding]:
+    defaults = Profile.model_construct()  # every default, no validation (name and domain stay unset)
+    found = []
+    for field, value in _LIMITS:
+        default = value(defaults)
+        if value(profile) > default:
+            found.append(Finding(field, f"raised to {value(profile)} (default {default})"))
+    return found
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    item: str
+    met: bool
+    how: str
+
+
+def checklist(profile: Profile) -> list[ChecklistItem]:
+    """The seed guide's pre-deployment checklist, item by item, for what tempo-gen renders."""
+    proxied = profile.proxy.kind != "none"
+    https_origins = all(o.startswith("https://") for o in profile.cors_origins)
+    return [
+        ChecklistItem(
+            "JWT secret key configured and secure",
+            True,
+            "Docker secret jwt_key; the entrypoint refuses a missing, short or placeholder key (`tempo-gen secrets check`)",
+        ),
+        ChecklistItem(
+            "Database password changed",
+            True,
+            "Docker secret db_password (POSTGRES_PASSWORD_FILE), no default password anywhere",
+        ),
+        ChecklistItem(
+            "HTTPS configured", proxied, f"{profile.proxy.kind} terminates TLS" if proxied else "proxy.kind is none"
+        ),
+        ChecklistItem("CORS origins configured", https_origins, ", ".join(profile.cors_origins)),
+        ChecklistItem(
+            "Firewall rules set",
+            profile.firewall.enabled,
+            "firewall/ (nftables, DOCKER-USER, ufw variant)"
+            if profile.firewall.enabled
+            else "firewall.enabled is false",
+        ),
+        ChecklistItem(
+            "Reverse proxy configured",
+            proxied,
+            f"{profile.proxy.kind} ({profile.proxy.placement})" if proxied else "proxy.kind is none",
+        ),
+        ChecklistItem(
+            "Security headers added",
+            proxied,
+            "HSTS, CSP, X-Frame-Options, nosniff, Referrer-Policy, Permissions-Policy on every response"
+            if proxied
+            else "proxy.kind is none",
+        ),
+    ]

@@ -1,0 +1,13 @@
+"""Target registry: each target turns the profile into the files of one concern."""
+
+from __future__ import annotations
+
+from tempo_gen.bundle.files import Bundle
+from tempo_gen.targets import compose, firewall, nginx, tempo_images, traefik
+from tempo_gen.targets.base import Context
+
+TARGETS = (compose, tempo_images, nginx, traefik, firewall)
+
+
+def build_bundle(ctx: Context) -> Bundle:
+    return Bundle([file for target in TARGETS for file in target.render(ctx)])

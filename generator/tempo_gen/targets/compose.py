@@ -1,0 +1,83 @@
+"""compose.yaml: Postgres, the API and the frontend (plus the proxy container), hardened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tempo_gen.bundle.files import RenderedFile
+from tempo_gen.models.base import size_bytes
+from tempo_gen.models.profile import Profile
+from tempo_gen.models.proxy import Proxy
+from tempo_gen.targets.base import Context
+
+name = "compose"
+
+API_PORT = 5001
+FRONTEND_PORT = 3000
+# Later Tempo docs publish the frontend on 127.0.0.1:3004; keep that for host-side proxies.
+HOST_FRONTEND_PORT = 3004
+
+
+@dataclass(frozen=True)
+class Publish:
+    address: str
+    host_port: int
+    container_port: int
+
+    def __str__(self) -> str:
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{address}:{self.host_port}:{self.container_port}"
+
+
+def published_ports(profile: Profile) -> dict[str, list[Publish]]:
+    """What each service publishes on the host, and where: nothing beyond what the proxy needs."""
+    proxy = profile.proxy
+    if proxy.kind != "none" and proxy.placement == "container":
+        return {
+            "proxy": [
+                Publish(str(a), port, inner)
+                for a in proxy.publish_addresses
+                for port, inner in (
+                    (proxy.http_port, Proxy.CONTAINER_HTTP_PORT),
+                    (proxy.https_port, Proxy.CONTAINER_HTTPS_PORT),
+                )
+            ]
+        }
+    ports = {"frontend": [Publish("127.0.0.1", HOST_FRONTEND_PORT, FRONTEND_PORT)]}
+    if proxy.kind != "none":
+        # A proxy on the host routes /api straight to the API (no 10 MB Next.js body cap on imports).
+        ports["api"] = [Publish("127.0.0.1", API_PORT, API_PORT)]
+    return ports
+
+
+def networks(profile: Profile) -> dict[str, list[str]]:
+    """Networks of each service. `db` and `app` are internal (no route out); only `edge`/`egress` reach the host."""
+    ports = published_ports(profile)
+    result = {"postgres": ["db"], "api": ["db", "app"], "frontend": ["app"]}
+    if profile.tempo.outbound_internet:
+        result["api"].append("egress")
+    if "proxy" in ports:
+        result["proxy"] = ["app", "edge"]
+    for service in ports:
+        if service != "proxy":
+            result[service].append("edge")
+    return result
+
+
+def render(ctx: Context) -> list[RenderedFile]:
+    profile = ctx.profile
+    service_networks = networks(profile)
+    used = sorted({n for names in service_networks.values() for n in names})
+    return [
+        ctx.file(
+            "compose.yaml",
+            "compose/compose.yaml.j2",
+            ports=published_ports(profile),
+            service_networks=service_networks,
+            networks=used,
+            media_max_bytes=profile.tempo.media_max_mb * 1024 * 1024,
+            size_bytes=size_bytes,
+            api_port=API_PORT,
+            frontend_port=FRONTEND_PORT,
+        )
+    ]

@@ -1,0 +1,133 @@
+"""firewall/: the host's nftables rules (Docker's published ports included), DOCKER-USER rules,
+an apply script that rolls back unless confirmed, and the same policy for ufw hosts."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from tempo_gen.bundle.files import RenderedFile
+from tempo_gen.models.firewall import Vpn
+from tempo_gen.models.profile import Profile
+from tempo_gen.targets.base import Context
+
+name = "firewall"
+
+# Where the operator copies out/<name>/firewall/ on the host; the systemd unit and
+# the nftables include name files by this path.
+INSTALL_DIR = "/etc/tempo-gen/firewall"
+TABLE = "inet tempo_gen"
+DOCKER_CHAIN = "TEMPO-GEN-DOCKER"
+# Bridges Docker creates: the default one and one br-<id> per Compose network.
+# nftables and iptables spell the wildcard differently.
+DOCKER_BRIDGES = {"nft": ("docker0", "br-*"), "iptables": ("docker0", "br-+")}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Who may connect: nobody named means anybody."""
+
+    v4: tuple[str, ...]
+    v6: tuple[str, ...]
+
+    @classmethod
+    def of(cls, cidrs: list[str]) -> Sources:
+        nets = [ipaddress.ip_network(c) for c in cidrs]
+        return cls(_collapse(nets, 4), _collapse(nets, 6))
+
+    @property
+    def anywhere(self) -> bool:
+        return not self.v4 and not self.v6
+
+    @property
+    def nft(self) -> list[str]:
+        """Source matches for one nft rule each: [""] is any source, [] is none."""
+        if self.anywhere:
+            return [""]
+        return ([f"ip saddr {{ {', '.join(self.v4)} }} "] if self.v4 else []) + (
+            [f"ip6 saddr {{ {', '.join(self.v6)} }} "] if self.v6 else []
+        )
+
+    def iptables(self, family: int) -> list[str]:
+        """`-s` options for one iptables rule each, in the given IP family."""
+        if self.anywhere:
+            return [""]
+        return [f"-s {cidr} " for cidr in (self.v4 if family == 4 else self.v6)]
+
+    def describe(self, family: int | None = None) -> str:
+        """For comments: the allowed sources, of one family or both."""
+        if self.anywhere:
+            return "anywhere"
+        return ", ".join({4: self.v4, 6: self.v6}.get(family, self.v4 + self.v6))
+
+    @property
+    def ufw(self) -> list[str]:
+        return ["any"] if self.anywhere else [*self.v4, *self.v6]
+
+
+def _collapse(nets: list, version: int) -> tuple[str, ...]:
+    # Merged so overlapping entries cannot make nft refuse an interval set.
+    return tuple(str(n) for n in ipaddress.collapse_addresses(n for n in nets if n.version == version))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the firewall templates decide on, computed once from the profile."""
+
+    ssh_port: int
+    ssh: Sources
+    vpn: Vpn | None
+    web_ports: tuple[int, ...]
+    """Ports open on the host for the site (a proxy on the host, or docker-proxy)."""
+    web: Sources
+    published_ports: tuple[int, ...]
+    """Host ports Compose publishes to the world; Docker DNATs them past the input chain."""
+    external_interfaces: tuple[str, ...]
+
+
+def plan(profile: Profile) -> Plan:
+    firewall, proxy = profile.firewall, profile.proxy
+    web_ports = () if proxy.kind == "none" else tuple(sorted({proxy.http_port, proxy.https_port}))
+    published = web_ports if proxy.placement == "container" else ()
+    return Plan(
+        ssh_port=firewall.ssh_port,
+        ssh=Sources.of(firewall.admin_cidrs),
+        vpn=firewall.vpn,
+        web_ports=web_ports,
+        web=Sources.of(firewall.web_cidrs),
+        published_ports=published,
+        external_interfaces=tuple(firewall.external_interfaces),
+    )
+
+
+def docker_bridges(profile: Profile) -> dict[str, tuple[str, ...]]:
+    """Bridges whose traffic comes from containers. In Swarm every task on a non-internal overlay network
+    reaches the outside through docker_gwbridge (the API's egress, the proxy's replies and ACME)."""
+    if profile.deploy.mode != "swarm":
+        return DOCKER_BRIDGES
+    return {syntax: (*names, "docker_gwbridge") for syntax, names in DOCKER_BRIDGES.items()}
+
+
+def render(ctx: Context) -> list[RenderedFile]:
+    if not ctx.profile.firewall.enabled:
+        return []
+    values = dict(
+        r=plan(ctx.profile),
+        f=ctx.profile.firewall,
+        table=TABLE,
+        chain=DOCKER_CHAIN,
+        bridges=docker_bridges(ctx.profile),
+        install_dir=INSTALL_DIR,
+    )
+    return [
+        ctx.file("firewall/nftables.conf", "firewall/nftables.conf.j2", **values),
+        ctx.file("firewall/apply.sh", "firewall/apply.sh.j2", 0o755, **values),
+        # One template, one file per IP family: iptables-restore and ip6tables-restore read separate input.
+        ctx.file("firewall/docker-user.rules", "firewall/docker-user.rules.j2", family=4, **values),
+        ctx.file("firewall/docker-user6.rules", "firewall/docker-user.rules.j2", family=6, **values),
+        ctx.file("firewall/docker-user.sh", "firewall/docker-user.sh.j2", 0o755, **values),
+        ctx.file("firewall/tempo-gen-docker-user.service", "firewall/tempo-gen-docker-user.service.j2", **values),
+        ctx.file("firewall/ufw/after.rules", "firewall/ufw/after.rules.j2", family=4, **values),
+        ctx.file("firewall/ufw/after6.rules", "firewall/ufw/after.rules.j2", family=6, **values),
+        ctx.file("firewall/ufw/setup.sh", "firewall/ufw/setup.sh.j2", 0o755, **values),
+    ]

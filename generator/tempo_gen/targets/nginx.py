@@ -1,0 +1,149 @@
+"""proxy/nginx/: the hardened TLS reverse proxy in front of Tempo, one file per concern (nginxconfig.io layout).
+
+The profile decides policy; a Runtime says where the config runs (container,
+host, or a test's temporary root), so tests render the same templates for
+loopback ports and throwaway paths instead of editing the output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tempo_gen.bundle.files import RenderedFile
+from tempo_gen.errors import RenderError
+from tempo_gen.models.base import version_tuple
+from tempo_gen.models.profile import Profile
+from tempo_gen.models.proxy import Proxy
+from tempo_gen.policy import tls as tls_policy
+from tempo_gen.policy.routes import API_ROUTES
+from tempo_gen.targets.base import Context
+from tempo_gen.targets.compose import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
+
+name = "nginx"
+
+CONF_DIR = "proxy/nginx"
+# Snippets under tempo-gen/, included by paths relative to nginx.conf so the tree works wherever it is mounted.
+SNIPPETS = ("tls", "security", "proxy", "api", "letsencrypt")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where the rendered nginx runs: listeners, upstreams, its user and writable paths."""
+
+    http_listen: tuple[str, ...]
+    https_listen: tuple[str, ...]
+    frontend: str
+    api: str
+    user: str | None
+    """Worker user when the master starts as root (host); None in the non-root container."""
+    pid: str
+    temp_dir: str
+    """Parent of every temp path; request bodies and buffered responses land here, so it must be disk."""
+    error_log: str
+    access_log: str
+    health_listen: str | None
+    root: str = ""
+    """Prefix for every absolute path: tests render into a temporary root."""
+
+    def path(self, path: str) -> str:
+        # stderr and /dev/ are the same in any root.
+        return path if path == "stderr" or path.startswith("/dev/") else self.root + path
+
+
+def runtime_for(profile: Profile) -> Runtime:
+    proxy = profile.proxy
+    if proxy.placement == "container":
+        return Runtime(
+            http_listen=(str(Proxy.CONTAINER_HTTP_PORT),),
+            https_listen=(str(Proxy.CONTAINER_HTTPS_PORT),),
+            frontend=f"frontend:{FRONTEND_PORT}",
+            api=f"api:{API_PORT}",
+            user=None,
+            pid="/tmp/nginx.pid",
+            # The compose file mounts a disk volume here (see _proxy-nginx.yaml.j2).
+            temp_dir="/var/cache/nginx",
+            error_log="stderr",
+            access_log="/dev/stdout",
+            health_listen=f"127.0.0.1:{Proxy.CONTAINER_HEALTH_PORT}",
+        )
+    return Runtime(
+        http_listen=_listen(proxy, proxy.http_port),
+        https_listen=_listen(proxy, proxy.https_port),
+        frontend=f"127.0.0.1:{HOST_FRONTEND_PORT}",
+        api=f"127.0.0.1:{API_PORT}",
+        user="www-data",
+        pid="/run/nginx.pid",  # what Debian's nginx.service expects
+        temp_dir="/var/lib/nginx",
+        error_log="/var/log/nginx/error.log",
+        access_log="/var/log/nginx/access.log",
+        health_listen=None,
+    )
+
+
+def _listen(proxy: Proxy, port: int) -> tuple[str, ...]:
+    if not proxy.publish_addresses:
+        return (str(port), f"[::]:{port}")
+    return tuple(f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}" for a in proxy.publish_addresses)
+
+
+_UNSAFE_IN_STRING = re.compile(r'["\\$\x00-\x1f\x7f{}]')
+
+
+def quote(value: object) -> str:
+    """A double-quoted nginx string; the models already refuse these characters, this is the second lock."""
+    text = str(value)
+    if _UNSAFE_IN_STRING.search(text):
+        raise RenderError(f"refusing to put {text!r} into the nginx config")
+    return f'"{text}"'
+
+
+def render(ctx: Context, runtime: Runtime | None = None) -> list[RenderedFile]:
+    profile = ctx.profile
+    proxy = profile.proxy
+    if proxy.kind != "nginx":
+        return []
+    rt = runtime or runtime_for(profile)
+    cert = proxy.tls.certificate
+    cert_file, key_file = cert.paths(profile.domain)
+    site = f"sites-available/{profile.domain}.conf"
+    values = dict(
+        rt=rt,
+        quote=quote,
+        tls=tls_policy.for_nginx(
+            proxy.tls.profile, version_tuple(proxy.nginx_version), version_tuple(proxy.openssl_version)
+        ),
+        guidelines=f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
+        headers=proxy.security_headers(),
+        routes={route.name: route for route in API_ROUTES},
+        site=site,
+        acme=cert.source == "acme",
+        cert_file=rt.path(cert_file),
+        key_file=rt.path(key_file),
+        # Docker's embedded DNS answers in every container.
+        ocsp_resolvers=[f"[{a}]" if a.version == 6 else str(a) for a in proxy.tls.ocsp_resolvers] or ["127.0.0.11"],
+        https_suffix="" if proxy.https_port == 443 else f":{proxy.https_port}",
+    )
+    files = [
+        ctx.file(f"{CONF_DIR}/nginx.conf", "nginx/nginx.conf.j2", **values),
+        ctx.file(f"{CONF_DIR}/{site}", "nginx/sites-available/site.conf.j2", **values),
+        ctx.file("proxy/README.md", "nginx/README.md.j2", **values),
+    ]
+    for snippet in SNIPPETS:
+        if snippet != "letsencrypt" or values["acme"]:
+            files.append(
+                ctx.file(f"{CONF_DIR}/tempo-gen/{snippet}.conf", f"nginx/tempo-gen/{snippet}.conf.j2", **values)
+            )
+    # Key owner: the container's uid, or root for a host nginx (its master reads keys before dropping privileges).
+    owner = profile.containers.users.proxy if proxy.placement == "container" else 0
+    if cert.source in ("acme", "self-signed"):  # acme needs a first pair before nginx can answer the challenge
+        files.append(
+            ctx.file("proxy/self-signed-cert.sh", "proxy/self-signed-cert.sh.j2", 0o755, key_owner=owner, **values)
+        )
+    if cert.source == "acme":
+        files.append(
+            ctx.file(
+                "proxy/certbot-deploy-hook.sh", "nginx/certbot-deploy-hook.sh.j2", 0o755, key_owner=owner, **values
+            )
+        )
+    return files

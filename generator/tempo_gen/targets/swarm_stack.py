@@ -1,0 +1,259 @@
+"""Swarm mode (deploy.mode: swarm): the names of the deployment's Swarm objects, and compose.yaml as a stack file.
+
+The stack file is the rendered Compose file converted key by key, so both modes
+share one hardened definition. Every service key has a deliberate treatment
+below (kept, converted, or dropped with the reason); a key without one stops
+the render, so a template change cannot silently lose a protection in Swarm.
+Measured on Docker 20.10.24 (API 1.41) with the Docker CLI 20.10 and 28:
+
+- Honoured as in Compose: user, read_only, cap_drop, init, healthcheck (a task
+  counts as running once healthy), logging, stop_grace_period,
+  deploy.resources.limits (memory, cpus and pids), long-syntax secrets with
+  uid/gid/mode (each service gets its own copy, owned by its own uid, 0400).
+- `docker stack deploy` cannot build: each `build:` becomes an `image:` named
+  after the build context's content (tempo-gen.invalid/<name>-<service>:<hash>,
+  see image_name), built beforehand with the commands in the file's header.
+- Refused by the stack schema: top-level `name` (the stack name is given to
+  `docker stack deploy`), `pids_limit` (deploy.resources.limits.pids carries
+  the limit), `depends_on` with conditions (Swarm has no start order: the API
+  exits while Postgres is not ready and the restart policy starts it again).
+- Ignored, with a warning: `restart` (becomes deploy.restart_policy) and
+  `security_opt` (Swarm services on API 1.41 have no no-new-privileges: dropped,
+  and reported by `tempo-gen audit`). Ignored silently: short-syntax `tmpfs`
+  (becomes `type: tmpfs` volumes, which keep their size; the CLI drops a tmpfs
+  `mode` and Swarm has no owner for it, so a tmpfs is root's with the mode of the
+  image's folder).
+- Ports: Swarm cannot publish on one address; the proxy publishes in `host`
+  mode (no ingress mesh: clients' addresses reach the proxy, its rate limits
+  keep working) on every interface, IPv4 and IPv6. Networks are overlay
+  networks, `internal` ones kept internal.
+- Bind mounts: Swarm rejects a task whose host path does not exist (Compose
+  creates it); the file's header lists the absolute ones.
+- Secrets are external (created by `tempo-gen secrets init`, never by the
+  stack, so `docker stack rm` cannot delete them) and versioned, because a
+  Swarm secret cannot change: <name>_<secret>_v<secrets.versions.<secret>>.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import PurePosixPath
+
+import yaml
+
+from tempo_gen.bundle.files import Bundle, RenderedFile
+from tempo_gen.errors import RenderError
+from tempo_gen.models.base import size_bytes
+from tempo_gen.models.profile import Profile
+
+STACK_FILE = "compose.yaml"
+BUILT_REGISTRY = "tempo-gen.invalid"
+LABEL = "org.tempo-gen.deployment"
+"""Label on every Swarm secret tempo-gen creates; its value is the deployment name."""
+SECRET_MODE = 0o400
+# The Compose file format the stack file declares: the newest one the Docker CLI 20.10
+# (Debian 12's docker.io) knows; the CLI 28 accepts it too.
+STACK_VERSION = "3.9"
+
+
+def stack_name(profile: Profile) -> str:
+    return profile.name
+
+
+def service_name(profile: Profile, service: str) -> str:
+    """The Swarm service `docker stack deploy` creates for a Compose service."""
+    return f"{profile.name}_{service}"
+
+
+def secret_name(profile: Profile, secret: str, version: int | None = None) -> str:
+    """The Swarm secret holding `secret` (db_password or jwt_key) at `version` (default: the profile's)."""
+    if version is None:
+        version = getattr(profile.secrets.versions, secret)
+    return f"{profile.name}_{secret}_v{version}"
+
+
+def image_name(profile: Profile, service: str, tag: str) -> str:
+    """A locally built image's name. Before starting a task Swarm tries to pull its image's tag: under the
+    reserved `.invalid` domain (RFC 2606) that pull can never reach a registry (Docker Hub included), so it
+    cannot replace the local build with someone else's image; the failed pull is logged and the local image runs."""
+    return f"{BUILT_REGISTRY}/{profile.name}-{service}:{tag}"
+
+
+# What happens to each key of a Compose service in the stack file.
+_KEPT = {
+    "image",
+    "user",
+    "read_only",
+    "cap_drop",
+    "init",
+    "environment",
+    "networks",
+    "volumes",
+    "stop_grace_period",
+    "healthcheck",
+    "logging",
+    "command",
+}
+_CONVERTED = {"build", "deploy", "restart", "tmpfs", "ports", "secrets"}
+_DROPPED = {
+    "pids_limit": "refused by the stack schema; deploy.resources.limits.pids sets the same limit",
+    "depends_on": "Swarm has no start order; the restart policy retries until the dependency answers",
+    "security_opt": "Swarm services on API 1.41 cannot set no-new-privileges (tempo-gen audit reports it)",
+}
+_RESTART = {
+    "unless-stopped": {"condition": "any", "delay": "5s"},
+    "always": {"condition": "any", "delay": "5s"},
+    "on-failure:5": {"condition": "on-failure", "delay": "5s", "max_attempts": 5},
+}
+
+
+class _StackDumper(yaml.SafeDumper):
+    """Block style, sequences indented under their key (yamllint's `indentation` rule), no aliases."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):
+        return super().increase_indent(flow, False)
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def stack_bundle(bundle: Bundle, profile: Profile, header: str) -> Bundle:
+    """`bundle` with compose.yaml replaced by the equivalent Swarm stack file."""
+    compose = bundle.get(STACK_FILE)
+    document = yaml.safe_load(compose.content)
+    builds: list[tuple[str, str, str]] = []  # (image, dockerfile, context)
+    services = {}
+    for service, spec in document["services"].items():
+        services[service] = _service(profile, service, spec, bundle, builds)
+    stack = {
+        "version": STACK_VERSION,
+        "services": services,
+        "networks": {name: _network(spec) for name, spec in document["networks"].items()},
+        "volumes": {name: spec or {} for name, spec in document["volumes"].items()},
+        "secrets": {name: {"external": True, "name": secret_name(profile, name)} for name in document["secrets"]},
+    }
+    body = yaml.dump(stack, Dumper=_StackDumper, sort_keys=False, default_flow_style=False, width=1000)
+    # Modes are decimal (yamllint forbids octal literals); say which octal mode each is.
+    body = re.sub(r"^( +mode: )(\d+)$", lambda m: f"{m[1]}{m[2]}  # {int(m[2]):04o}", body, flags=re.M)
+    binds = sorted(
+        {
+            str(v).split(":")[0]
+            for s in services.values()
+            for v in s.get("volumes", [])
+            if isinstance(v, str) and v.startswith("/")
+        }
+    )
+    text = _header(profile, header, builds, binds) + body
+    files = [f for f in bundle if str(f.path) != STACK_FILE]
+    return Bundle([*files, RenderedFile(compose.path, text, compose.mode)])
+
+
+def _service(profile: Profile, service: str, spec: dict, bundle: Bundle, builds: list) -> dict:
+    unknown = set(spec) - _KEPT - _CONVERTED - set(_DROPPED)
+    if unknown:
+        raise RenderError(
+            f"compose.yaml: service {service} uses {', '.join(sorted(unknown))}, which the Swarm "
+            "conversion does not know; decide how Swarm treats it in generator/swarm.py"
+        )
+    uid, _, gid = str(spec["user"]).partition(":")
+    result: dict = {}
+    for key, value in spec.items():
+        if key in _DROPPED:
+            continue
+        if key == "build":
+            context = PurePosixPath(value["context"])
+            image = image_name(profile, service, _context_hash(bundle, context))
+            builds.append((image, str(context / value.get("dockerfile", "Dockerfile")), str(context)))
+            result["image"] = image
+        elif key == "restart":
+            result.setdefault("deploy", {})["restart_policy"] = dict(_RESTART[value])
+        elif key == "deploy":
+            result.setdefault("deploy", {}).update({"endpoint_mode": profile.deploy.endpoint_mode, **value})
+        elif key == "tmpfs":
+            result.setdefault("volumes", []).extend(_tmpfs(entry) for entry in value)
+        elif key == "volumes":
+            result.setdefault("volumes", [])[:0] = value
+        elif key == "ports":
+            result["ports"] = _ports(value)
+        elif key == "secrets":
+            result["secrets"] = [
+                {"source": name, "target": name, "uid": uid, "gid": gid or uid, "mode": SECRET_MODE} for name in value
+            ]
+        else:
+            result[key] = value
+    return result
+
+
+def _context_hash(bundle: Bundle, context: PurePosixPath) -> str:
+    """12 hex digits naming the content of a build context: a changed image gets a new tag, so a deploy rolls it out."""
+    digest = hashlib.sha256()
+    for file in bundle:
+        if context in file.path.parents:
+            digest.update(f"{file.path.relative_to(context)}\0{file.mode:o}\0".encode())
+            digest.update(file.content.encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def _tmpfs(entry: str) -> dict:
+    """`/path:size=64m,uid=..,gid=..,mode=..` as a tmpfs volume: Swarm keeps the size, not the owner."""
+    target, _, options = entry.partition(":")
+    size = dict(option.split("=", 1) for option in options.split(",") if option).get("size")
+    mount: dict = {"type": "tmpfs", "target": target}
+    if size:
+        mount["tmpfs"] = {"size": size_bytes(size)}
+    return mount
+
+
+def _ports(entries: list[str]) -> list[dict]:
+    """`address:published:target` as host-mode ports; Swarm binds every address (the profile must say 0.0.0.0)."""
+    result: list[dict] = []
+    for entry in entries:
+        published, target = (int(part) for part in str(entry).rsplit(":", 2)[-2:])
+        port = {"target": target, "published": published, "protocol": "tcp", "mode": "host"}
+        if port not in result:
+            result.append(port)
+    return result
+
+
+def _network(spec: dict | None) -> dict:
+    spec = dict(spec or {})
+    spec["driver"] = "overlay"
+    return spec
+
+
+def _header(profile: Profile, header: str, builds: list[tuple[str, str, str]], binds: list[str]) -> str:
+    commands = [f"docker build -t {image} -f {dockerfile} {context}" for image, dockerfile, context in builds]
+    commands.append(f"docker stack deploy --resolve-image never -c {STACK_FILE} {stack_name(profile)}")
+    secrets = ", ".join(secret_name(profile, s) for s in ("db_password", "jwt_key"))
+    lines = [
+        header,
+        "#",
+        "# A Docker Swarm stack file (deploy.mode: swarm), converted from the hardened",
+        "# Compose definition: every service keeps its non-root uid, read-only root",
+        "# filesystem, dropped capabilities, memory/CPU/pids limits, health check and",
+        "# rotated logs. Swarm cannot set no-new-privileges on a service (set",
+        '# "no-new-privileges": true in /etc/docker/daemon.json), own a tmpfs (they are',
+        "# root's, with the image folder's mode), order start-up (a service whose",
+        "# dependency is not ready exits and is restarted) or publish on one address",
+        "# (the proxy listens on every interface: restrict it with the firewall).",
+        f"# Secrets are external Swarm secrets ({secrets}),",
+        "# created by `tempo-gen secrets init`; each service gets its own copy, owned by",
+        "# its uid, mode 0400.",
+    ]
+    if profile.deploy.endpoint_mode == "dnsrr":
+        lines += [
+            "# endpoint_mode dnsrr: nginx resolves its upstreams when it starts; after an",
+            f"# API or frontend task is replaced, run `docker service update --force {service_name(profile, 'proxy')}`.",
+        ]
+    if binds:
+        lines += [
+            "# Swarm rejects a task whose host folder is missing (Compose would create it):",
+            *(f"#   {path}" for path in binds),
+        ]
+    lines += [
+        "#",
+        "# On the Swarm manager, from this folder (docker stack deploy cannot build):",
+        *(f"#   {command}" for command in commands),
+    ]
+    return "\n".join(lines) + "\n"

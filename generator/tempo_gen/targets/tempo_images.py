@@ -1,0 +1,22 @@
+"""tempo/: the Tempo images rebuilt from the pinned release, non-root, with the secrets entrypoint."""
+
+from __future__ import annotations
+
+from tempo_gen.bundle.files import RenderedFile
+from tempo_gen.targets.base import Context
+from tempo_gen.targets.compose import API_PORT
+
+name = "tempo"
+
+# Tempo documents a 32-character minimum for the JWT key; the database password gets the same floor.
+MIN_SECRET_LENGTH = 32
+
+
+def render(ctx: Context) -> list[RenderedFile]:
+    users = ctx.profile.containers.users
+    return [
+        ctx.file("tempo/api.Dockerfile", "tempo/api.Dockerfile.j2", uid=users.api),
+        ctx.file("tempo/frontend.Dockerfile", "tempo/frontend.Dockerfile.j2", uid=users.frontend),
+        ctx.file("tempo/api-entrypoint.sh", "tempo/api-entrypoint.sh.j2", 0o755, min_secret_length=MIN_SECRET_LENGTH),
+        ctx.file("tempo/api-healthcheck.sh", "tempo/api-healthcheck.sh.j2", 0o755, api_port=API_PORT),
+    ]

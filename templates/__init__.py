@@ -1,1 +1,0 @@
-"""Jinja templates, laid out like the output; shipped in the wheel as tempo_gen.templates."""
