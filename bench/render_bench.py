@@ -39,7 +39,7 @@ def cold_check(runs: int) -> tuple[float, float]:
 
 
 def many_profiles(count: int) -> float:
-    from tempo_gen.bundle.pipeline import render_files
+    from tempo_gen.bundle.pipeline import render_bundle
     from tempo_gen.profile.loader import load_profile
 
     with tempfile.TemporaryDirectory() as folder:
@@ -57,7 +57,7 @@ def many_profiles(count: int) -> float:
         started = time.perf_counter()
         for path in paths:
             loaded = load_profile(path, root)
-            render_files(loaded, root, root / "out" / loaded.profile.name)
+            render_bundle(loaded, root, root / "out" / loaded.profile.name)
         return (time.perf_counter() - started) / count
 
 

@@ -77,7 +77,7 @@ def update_golden(request) -> bool:
 
 def profiles_of_kind(kind: str) -> list[Path]:
     """The example profiles whose proxy is `kind`, for tests that need that proxy's config."""
-    from tempo_gen.cli import discover_profiles
     from tempo_gen.profile.loader import load_profile
+    from tempo_gen.project import discover_profiles
 
     return [p for p in discover_profiles(REPO) if load_profile(p, REPO).profile.proxy.kind == kind]

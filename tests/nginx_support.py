@@ -44,7 +44,7 @@ def make_profile(**overlay: Any) -> Profile:
 
 def render_files(profile: Profile, runtime: nginx.Runtime | None = None) -> dict[str, str]:
     """path -> text of the nginx target's files."""
-    return {str(f.path): f.content for f in nginx.render(context(profile), runtime)}
+    return {str(f.path): f.content for f in nginx.files_for(context(profile), runtime)}
 
 
 def runtime(profile: Profile, root: Path, **overrides: Any) -> nginx.Runtime:

@@ -23,7 +23,7 @@ from typing import Any
 import trustme
 
 from tempo_gen.models.profile import Profile
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 
 DOMAIN = "tempo.test"
 MIB = 1024 * 1024
@@ -49,8 +49,8 @@ def dev_profile(kind: str, **overlay: Any) -> Profile:
     return Profile.model_validate(deep_merge(base, overlay))
 
 
-def context(profile: Profile) -> Context:
-    return Context(profile, "profiles/test.yaml", "../../secrets/test")
+def context(profile: Profile) -> TargetInput:
+    return TargetInput(profile, "profiles/test.yaml", "../../secrets/test")
 
 
 def write_pair(

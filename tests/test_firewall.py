@@ -21,7 +21,7 @@ from tempo_gen.errors import ProfileError
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import load_profile
 from tempo_gen.targets import firewall
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = """\
@@ -64,7 +64,7 @@ def render(placement: str = "container", environment: str = "production", **fw) 
             "firewall": {"admin_cidrs": ADMIN, **fw},
         }
     )
-    return {str(f.path): f for f in firewall.render(Context(profile, "profiles/fwunit.yaml", "secrets"))}
+    return {str(f.path): f for f in firewall.files_for(TargetInput(profile, "profiles/fwunit.yaml", "secrets"))}
 
 
 # ---- Bad values are refused, located, with exit status 2 ----
@@ -228,7 +228,7 @@ def test_web_cidrs_and_external_interfaces():
 
 def test_example_profile_renders(tmp_path):
     loaded = load_profile(ROOT / "profiles/example.yaml", ROOT)
-    files = firewall.render(Context(loaded.profile, loaded.display_path, "secrets"))
+    files = firewall.files_for(TargetInput(loaded.profile, loaded.display_path, "secrets"))
     assert any(str(f.path) == "firewall/nftables.conf" for f in files)
 
 

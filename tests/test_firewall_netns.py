@@ -30,7 +30,7 @@ from tests.e2e.engine import unavailable
 
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import firewall
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 
 pytestmark = pytest.mark.netns
 
@@ -347,7 +347,7 @@ def render_firewall(directory: Path, placement: str, **overrides) -> Path:
     }
     data["firewall"] = {**data["firewall"], **overrides}
     profile = Profile.model_validate(data)
-    for file in firewall.render(Context(profile, "tests/test_firewall_netns.py", "secrets")):
+    for file in firewall.files_for(TargetInput(profile, "tests/test_firewall_netns.py", "secrets")):
         path = directory / file.path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(file.content)

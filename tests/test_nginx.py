@@ -23,6 +23,7 @@ from tests.nginx_support import (
     write_tree,
 )
 
+from tempo_gen.bundle.jinja import nginx_string
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy import tls as tls_policy
@@ -318,7 +319,7 @@ def test_server_tokens_off_and_upstream_identity_hidden():
 
 
 def compose_doc(profile: Profile) -> dict:
-    (file,) = compose.render(context(profile))
+    (file,) = compose.files_for(context(profile))
     return yaml.safe_load(file.content)
 
 
@@ -468,8 +469,8 @@ def test_self_signed_only_in_development(tmp_path):
 @pytest.mark.parametrize("value", ['a"b', "a\\b", "$host", "a\nb", "{", "}"])
 def test_quote_is_a_second_lock(value):
     with pytest.raises(RenderError):
-        nginx.quote(value)
-    assert nginx.quote("default-src 'self'; img-src data:") == "\"default-src 'self'; img-src data:\""
+        nginx_string(value)
+    assert nginx_string("default-src 'self'; img-src data:") == "\"default-src 'self'; img-src data:\""
 
 
 # --- certificate helper scripts -------------------------------------------------------------------------------

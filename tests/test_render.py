@@ -95,7 +95,9 @@ def test_a_failure_mid_render_leaves_the_previous_output_untouched(cli, demo, mo
 
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "containers:\n  restart: always\n")
     monkeypatch.setattr(
-        tempo_gen.targets, "TARGETS", (tempo_gen.targets.TARGETS[0], type("T", (), {"render": staticmethod(explode)}))
+        tempo_gen.targets,
+        "TARGETS",
+        (tempo_gen.targets.TARGETS[0], type("T", (), {"files_for": staticmethod(explode)})),
     )
     with pytest.raises(RuntimeError):
         cli("render")

@@ -348,7 +348,7 @@ def test_traefik_reports_a_broken_dynamic_value(tmp_path, ca):
 
 
 def compose_doc(profile: Profile) -> dict:
-    (file,) = compose.render(context(profile))
+    (file,) = compose.files_for(context(profile))
     return yaml.safe_load(file.content)
 
 

@@ -54,7 +54,7 @@ def make_profile(**overlay: Any) -> Profile:
 
 def render_files(profile: Profile, runtime: traefik.Runtime | None = None) -> dict[str, str]:
     """path -> text of the Traefik target's files."""
-    return {str(f.path): f.content for f in traefik.render(context(profile), runtime)}
+    return {str(f.path): f.content for f in traefik.files_for(context(profile), runtime)}
 
 
 def runtime(profile: Profile, root: Path, **overrides: Any) -> traefik.Runtime:

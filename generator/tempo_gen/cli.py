@@ -13,22 +13,16 @@ from pathlib import Path
 import click
 
 from tempo_gen import __version__
-from tempo_gen.bundle.jinja import render as render_template
-from tempo_gen.bundle.pipeline import render_files
-from tempo_gen.bundle.writer import check_bundle, ensure_ignored, write_bundle
+from tempo_gen.bundle.drift import check_bundle
+from tempo_gen.bundle.jinja import expand
+from tempo_gen.bundle.pipeline import render_bundle
+from tempo_gen.bundle.writer import write_bundle
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
+from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored
 from tempo_gen.reports.audit import checklist, weakenings
 from tempo_gen.reports.schema import json_schema, markdown_reference
-
-PROFILE_DIR = "profiles"
-OUT_DIR = "out"
-
-
-def discover_profiles(root: Path) -> list[Path]:
-    """Every renderable profile: profiles/*.yaml, except partials named _*.yaml (bases for `extends`)."""
-    return sorted(p for p in (root / PROFILE_DIR).glob("*.yaml") if not p.name.startswith("_"))
 
 
 def load_all(paths: tuple[str, ...], root: Path) -> list[LoadedProfile]:
@@ -102,7 +96,7 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
     out_root = out or root / OUT_DIR
     loaded = load_all(profiles, root)
     rendered = [(item, out_root / item.profile.name) for item in loaded]
-    outputs = [(item, target, render_files(item, root, target)) for item, target in rendered]
+    outputs = [(item, target, render_bundle(item, root, target)) for item, target in rendered]
     if check or show_diff:
         _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff)
         return
@@ -213,14 +207,16 @@ def init(
     path = root / PROFILE_DIR / f"{name}.yaml"
     if path.exists():
         raise UsageError(f"{path} exists; choose another name or edit it")
-    text = render_template(
+    text = expand(
         "init/profile.yaml.j2",
-        name=name,
-        domain=domain,
-        proxy=proxy,
-        address=json.dumps(address),
-        admin_cidrs=", ".join(map(json.dumps, admin_cidrs)),
-        version=Tempo().version,
+        {
+            "name": name,
+            "domain": domain,
+            "proxy": proxy,
+            "address": json.dumps(address),
+            "admin_cidrs": ", ".join(map(json.dumps, admin_cidrs)),
+            "version": Tempo().version,
+        },
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

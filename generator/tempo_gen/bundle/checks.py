@@ -13,7 +13,7 @@ from tempo_gen.errors import RenderError
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def validate(bundle: Bundle) -> None:
+def check_outputs(bundle: Bundle) -> None:
     for file in bundle:
         name = str(file.path)
         if "{{" in file.content or "{%" in file.content:

@@ -6,12 +6,23 @@ import functools
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
 import yaml
 
 from tempo_gen.errors import RenderError
+
+_UNSAFE_IN_NGINX_STRING = re.compile(r'["\\$\x00-\x1f\x7f{}]')
+
+
+def nginx_string(value: object) -> str:
+    """A double-quoted nginx string; the models already refuse these characters, this is the second lock."""
+    text = str(value)
+    if _UNSAFE_IN_NGINX_STRING.search(text):
+        raise RenderError(f"refusing to put {text!r} into the nginx config")
+    return f'"{text}"'
 
 
 def yaml_string(value: object) -> str:
@@ -52,8 +63,9 @@ def environment() -> jinja2.Environment:
         # cold `render --check` does not recompile them every time.
         bytecode_cache=_bytecode_cache(),
     )
-    env.filters["q"] = yaml_string
-    env.filters["q_wrapped"] = yaml_wrapped
+    env.filters["yaml_quote"] = yaml_string
+    env.filters["yaml_quote_wrapped"] = yaml_wrapped
+    env.filters["nginx_quote"] = nginx_string
     return env
 
 
@@ -70,5 +82,6 @@ def template_root() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-def render(template: str, **context: object) -> str:
-    return environment().get_template(template).render(**context)
+def expand(template: str, values: Mapping[str, object]) -> str:
+    """The text of `template` filled with `values`: one mapping, so no value can collide with a keyword."""
+    return environment().get_template(template).render(values)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from tempo_gen.bundle.files import Bundle
 from tempo_gen.targets import compose, firewall, nginx, tempo_images, traefik
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 
 TARGETS = (compose, tempo_images, nginx, traefik, firewall)
 
 
-def build_bundle(ctx: Context) -> Bundle:
-    return Bundle([file for target in TARGETS for file in target.render(ctx)])
+def bundle_for(target_input: TargetInput) -> Bundle:
+    return Bundle([file for target in TARGETS for file in target.files_for(target_input)])

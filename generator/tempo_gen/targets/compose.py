@@ -8,7 +8,7 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 
 name = "compose"
 
@@ -64,20 +64,22 @@ def networks(profile: Profile) -> dict[str, list[str]]:
     return result
 
 
-def render(ctx: Context) -> list[RenderedFile]:
-    profile = ctx.profile
+def files_for(target_input: TargetInput) -> list[RenderedFile]:
+    profile = target_input.profile
     service_networks = networks(profile)
     used = sorted({n for names in service_networks.values() for n in names})
     return [
-        ctx.file(
+        target_input.file(
             "compose.yaml",
             "compose/compose.yaml.j2",
-            ports=published_ports(profile),
-            service_networks=service_networks,
-            networks=used,
-            media_max_bytes=profile.tempo.media_max_mb * 1024 * 1024,
-            size_bytes=size_bytes,
-            api_port=API_PORT,
-            frontend_port=FRONTEND_PORT,
+            {
+                "ports": published_ports(profile),
+                "service_networks": service_networks,
+                "networks": used,
+                "media_max_bytes": profile.tempo.media_max_mb * 1024 * 1024,
+                "size_bytes": size_bytes,
+                "api_port": API_PORT,
+                "frontend_port": FRONTEND_PORT,
+            },
         )
     ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.firewall import Vpn
 from tempo_gen.models.profile import Profile
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 
 name = "firewall"
 
@@ -108,26 +108,28 @@ def docker_bridges(profile: Profile) -> dict[str, tuple[str, ...]]:
     return {syntax: (*names, "docker_gwbridge") for syntax, names in DOCKER_BRIDGES.items()}
 
 
-def render(ctx: Context) -> list[RenderedFile]:
-    if not ctx.profile.firewall.enabled:
+def files_for(target_input: TargetInput) -> list[RenderedFile]:
+    if not target_input.profile.firewall.enabled:
         return []
     values = dict(
-        r=plan(ctx.profile),
-        f=ctx.profile.firewall,
+        plan=plan(target_input.profile),
+        firewall=target_input.profile.firewall,
         table=TABLE,
         chain=DOCKER_CHAIN,
-        bridges=docker_bridges(ctx.profile),
+        bridges=docker_bridges(target_input.profile),
         install_dir=INSTALL_DIR,
     )
     return [
-        ctx.file("firewall/nftables.conf", "firewall/nftables.conf.j2", **values),
-        ctx.file("firewall/apply.sh", "firewall/apply.sh.j2", 0o755, **values),
+        target_input.file("firewall/nftables.conf", "firewall/nftables.conf.j2", values),
+        target_input.file("firewall/apply.sh", "firewall/apply.sh.j2", values, mode=0o755),
         # One template, one file per IP family: iptables-restore and ip6tables-restore read separate input.
-        ctx.file("firewall/docker-user.rules", "firewall/docker-user.rules.j2", family=4, **values),
-        ctx.file("firewall/docker-user6.rules", "firewall/docker-user.rules.j2", family=6, **values),
-        ctx.file("firewall/docker-user.sh", "firewall/docker-user.sh.j2", 0o755, **values),
-        ctx.file("firewall/tempo-gen-docker-user.service", "firewall/tempo-gen-docker-user.service.j2", **values),
-        ctx.file("firewall/ufw/after.rules", "firewall/ufw/after.rules.j2", family=4, **values),
-        ctx.file("firewall/ufw/after6.rules", "firewall/ufw/after.rules.j2", family=6, **values),
-        ctx.file("firewall/ufw/setup.sh", "firewall/ufw/setup.sh.j2", 0o755, **values),
+        target_input.file("firewall/docker-user.rules", "firewall/docker-user.rules.j2", {**values, "family": 4}),
+        target_input.file("firewall/docker-user6.rules", "firewall/docker-user.rules.j2", {**values, "family": 6}),
+        target_input.file("firewall/docker-user.sh", "firewall/docker-user.sh.j2", values, mode=0o755),
+        target_input.file(
+            "firewall/tempo-gen-docker-user.service", "firewall/tempo-gen-docker-user.service.j2", values
+        ),
+        target_input.file("firewall/ufw/after.rules", "firewall/ufw/after.rules.j2", {**values, "family": 4}),
+        target_input.file("firewall/ufw/after6.rules", "firewall/ufw/after.rules.j2", {**values, "family": 6}),
+        target_input.file("firewall/ufw/setup.sh", "firewall/ufw/setup.sh.j2", values, mode=0o755),
     ]

@@ -7,17 +7,15 @@ loopback ports and throwaway paths instead of editing the output.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tempo_gen.bundle.files import RenderedFile
-from tempo_gen.errors import RenderError
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
 from tempo_gen.policy.routes import API_ROUTES
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 from tempo_gen.targets.compose import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
 
 name = "nginx"
@@ -87,29 +85,17 @@ def _listen(proxy: Proxy, port: int) -> tuple[str, ...]:
     return tuple(f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}" for a in proxy.publish_addresses)
 
 
-_UNSAFE_IN_STRING = re.compile(r'["\\$\x00-\x1f\x7f{}]')
-
-
-def quote(value: object) -> str:
-    """A double-quoted nginx string; the models already refuse these characters, this is the second lock."""
-    text = str(value)
-    if _UNSAFE_IN_STRING.search(text):
-        raise RenderError(f"refusing to put {text!r} into the nginx config")
-    return f'"{text}"'
-
-
-def render(ctx: Context, runtime: Runtime | None = None) -> list[RenderedFile]:
-    profile = ctx.profile
+def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list[RenderedFile]:
+    profile = target_input.profile
     proxy = profile.proxy
     if proxy.kind != "nginx":
         return []
-    rt = runtime or runtime_for(profile)
+    runtime = runtime or runtime_for(profile)
     cert = proxy.tls.certificate
     cert_file, key_file = cert.paths(profile.domain)
     site = f"sites-available/{profile.domain}.conf"
     values = dict(
-        rt=rt,
-        quote=quote,
+        runtime=runtime,
         tls=tls_policy.for_nginx(
             proxy.tls.profile, version_tuple(proxy.nginx_version), version_tuple(proxy.openssl_version)
         ),
@@ -118,32 +104,37 @@ def render(ctx: Context, runtime: Runtime | None = None) -> list[RenderedFile]:
         routes={route.name: route for route in API_ROUTES},
         site=site,
         acme=cert.source == "acme",
-        cert_file=rt.path(cert_file),
-        key_file=rt.path(key_file),
+        cert_file=runtime.path(cert_file),
+        key_file=runtime.path(key_file),
         # Docker's embedded DNS answers in every container.
         ocsp_resolvers=[f"[{a}]" if a.version == 6 else str(a) for a in proxy.tls.ocsp_resolvers] or ["127.0.0.11"],
         https_suffix="" if proxy.https_port == 443 else f":{proxy.https_port}",
     )
     files = [
-        ctx.file(f"{CONF_DIR}/nginx.conf", "nginx/nginx.conf.j2", **values),
-        ctx.file(f"{CONF_DIR}/{site}", "nginx/sites-available/site.conf.j2", **values),
-        ctx.file("proxy/README.md", "nginx/README.md.j2", **values),
+        target_input.file(f"{CONF_DIR}/nginx.conf", "nginx/nginx.conf.j2", values),
+        target_input.file(f"{CONF_DIR}/{site}", "nginx/sites-available/site.conf.j2", values),
+        target_input.file("proxy/README.md", "nginx/README.md.j2", values),
     ]
     for snippet in SNIPPETS:
         if snippet != "letsencrypt" or values["acme"]:
             files.append(
-                ctx.file(f"{CONF_DIR}/tempo-gen/{snippet}.conf", f"nginx/tempo-gen/{snippet}.conf.j2", **values)
+                target_input.file(f"{CONF_DIR}/tempo-gen/{snippet}.conf", f"nginx/tempo-gen/{snippet}.conf.j2", values)
             )
     # Key owner: the container's uid, or root for a host nginx (its master reads keys before dropping privileges).
     owner = profile.containers.users.proxy if proxy.placement == "container" else 0
     if cert.source in ("acme", "self-signed"):  # acme needs a first pair before nginx can answer the challenge
         files.append(
-            ctx.file("proxy/self-signed-cert.sh", "proxy/self-signed-cert.sh.j2", 0o755, key_owner=owner, **values)
+            target_input.file(
+                "proxy/self-signed-cert.sh", "proxy/self-signed-cert.sh.j2", {**values, "key_owner": owner}, mode=0o755
+            )
         )
     if cert.source == "acme":
         files.append(
-            ctx.file(
-                "proxy/certbot-deploy-hook.sh", "nginx/certbot-deploy-hook.sh.j2", 0o755, key_owner=owner, **values
+            target_input.file(
+                "proxy/certbot-deploy-hook.sh",
+                "nginx/certbot-deploy-hook.sh.j2",
+                {**values, "key_owner": owner},
+                mode=0o755,
             )
         )
     return files

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tempo_gen.bundle.files import RenderedFile
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 from tempo_gen.targets.compose import API_PORT
 
 name = "tempo"
@@ -12,11 +12,18 @@ name = "tempo"
 MIN_SECRET_LENGTH = 32
 
 
-def render(ctx: Context) -> list[RenderedFile]:
-    users = ctx.profile.containers.users
+def files_for(target_input: TargetInput) -> list[RenderedFile]:
+    users = target_input.profile.containers.users
     return [
-        ctx.file("tempo/api.Dockerfile", "tempo/api.Dockerfile.j2", uid=users.api),
-        ctx.file("tempo/frontend.Dockerfile", "tempo/frontend.Dockerfile.j2", uid=users.frontend),
-        ctx.file("tempo/api-entrypoint.sh", "tempo/api-entrypoint.sh.j2", 0o755, min_secret_length=MIN_SECRET_LENGTH),
-        ctx.file("tempo/api-healthcheck.sh", "tempo/api-healthcheck.sh.j2", 0o755, api_port=API_PORT),
+        target_input.file("tempo/api.Dockerfile", "tempo/api.Dockerfile.j2", {"uid": users.api}),
+        target_input.file("tempo/frontend.Dockerfile", "tempo/frontend.Dockerfile.j2", {"uid": users.frontend}),
+        target_input.file(
+            "tempo/api-entrypoint.sh",
+            "tempo/api-entrypoint.sh.j2",
+            {"min_secret_length": MIN_SECRET_LENGTH},
+            mode=0o755,
+        ),
+        target_input.file(
+            "tempo/api-healthcheck.sh", "tempo/api-healthcheck.sh.j2", {"api_port": API_PORT}, mode=0o755
+        ),
     ]

@@ -17,7 +17,7 @@ from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
 from tempo_gen.policy.routes import API_PREFIX, API_ROUTES, BodyLimit, body_max_bytes
-from tempo_gen.targets.base import Context
+from tempo_gen.targets.base import TargetInput
 from tempo_gen.targets.compose import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
 
 name = "traefik"
@@ -133,17 +133,17 @@ def routers(profile: Profile) -> list[Router]:
     ]
 
 
-def render(ctx: Context, runtime: Runtime | None = None) -> list[RenderedFile]:
-    profile = ctx.profile
+def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list[RenderedFile]:
+    profile = target_input.profile
     proxy = profile.proxy
     if proxy.kind != "traefik":
         return []
-    rt = runtime or runtime_for(profile)
+    runtime = runtime or runtime_for(profile)
     cert = proxy.tls.certificate
     cert_file, key_file = cert.paths(profile.domain)
     header_fields, custom_headers = security_headers(proxy)
     values = dict(
-        rt=rt,
+        runtime=runtime,
         tls=tls_policy.for_traefik(proxy.tls.profile),
         guidelines=f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
         headers=proxy.security_headers(),
@@ -153,32 +153,34 @@ def render(ctx: Context, runtime: Runtime | None = None) -> list[RenderedFile]:
         body_limits={body: body_max_bytes(profile, body) for body in get_args(BodyLimit)},
         acme=cert.source == "acme",
         resolver=ACME_RESOLVER,
-        acme_storage=rt.path(f"{STATE_DIR}/acme.json"),
+        acme_storage=runtime.path(f"{STATE_DIR}/acme.json"),
         temp_dir=TEMP_DIR,
         state_dir=STATE_DIR,
-        cert_file=rt.path(cert_file),
-        key_file=rt.path(key_file),
+        cert_file=runtime.path(cert_file),
+        key_file=runtime.path(key_file),
     )
     files = [
-        ctx.file(f"{CONF_DIR}/traefik.yml", "traefik/traefik.yml.j2", **values),
-        ctx.file("proxy/README.md", "traefik/README.md.j2", **values),
+        target_input.file(f"{CONF_DIR}/traefik.yml", "traefik/traefik.yml.j2", values),
+        target_input.file("proxy/README.md", "traefik/README.md.j2", values),
     ]
     files += [
-        ctx.file(f"{CONF_DIR}/dynamic/{part}.yml", f"traefik/dynamic/{part}.yml.j2", **values) for part in DYNAMIC
+        target_input.file(f"{CONF_DIR}/dynamic/{part}.yml", f"traefik/dynamic/{part}.yml.j2", values)
+        for part in DYNAMIC
     ]
     if proxy.placement == "container":
         files.append(
-            ctx.file(
+            target_input.file(
                 "proxy/traefik.Dockerfile",
                 "traefik/traefik.Dockerfile.j2",
-                uid=profile.containers.users.proxy,
-                **values,
+                {**values, "uid": profile.containers.users.proxy},
             )
         )
     if cert.source == "self-signed":
         # Key owner: the container's uid, or root for a host Traefik.
         owner = profile.containers.users.proxy if proxy.placement == "container" else 0
         files.append(
-            ctx.file("proxy/self-signed-cert.sh", "proxy/self-signed-cert.sh.j2", 0o755, key_owner=owner, **values)
+            target_input.file(
+                "proxy/self-signed-cert.sh", "proxy/self-signed-cert.sh.j2", {**values, "key_owner": owner}, mode=0o755
+            )
         )
     return files
