@@ -43,6 +43,7 @@ from pathlib import PurePosixPath
 import yaml
 
 from tempo_gen.bundle.files import Bundle, RenderedFile
+from tempo_gen.bundle.jinja import expand
 from tempo_gen.errors import RenderError
 from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
@@ -154,7 +155,7 @@ def _service(profile: Profile, service: str, spec: dict, bundle: Bundle, builds:
     if unknown:
         raise RenderError(
             f"compose.yaml: service {service} uses {', '.join(sorted(unknown))}, which the Swarm "
-            "conversion does not know; decide how Swarm treats it in generator/swarm.py"
+            "conversion does not know; decide how Swarm treats it in targets/swarm_stack.py"
         )
     uid, _, gid = str(spec["user"]).partition(":")
     result: dict = {}
@@ -225,35 +226,14 @@ def _network(spec: dict | None) -> dict:
 def _header(profile: Profile, header: str, builds: list[tuple[str, str, str]], binds: list[str]) -> str:
     commands = [f"docker build -t {image} -f {dockerfile} {context}" for image, dockerfile, context in builds]
     commands.append(f"docker stack deploy --resolve-image never -c {STACK_FILE} {stack_name(profile)}")
-    secrets = ", ".join(secret_name(profile, s) for s in ("db_password", "jwt_key"))
-    lines = [
-        header,
-        "#",
-        "# A Docker Swarm stack file (deploy.mode: swarm), converted from the hardened",
-        "# Compose definition: every service keeps its non-root uid, read-only root",
-        "# filesystem, dropped capabilities, memory/CPU/pids limits, health check and",
-        "# rotated logs. Swarm cannot set no-new-privileges on a service (set",
-        '# "no-new-privileges": true in /etc/docker/daemon.json), own a tmpfs (they are',
-        "# root's, with the image folder's mode), order start-up (a service whose",
-        "# dependency is not ready exits and is restarted) or publish on one address",
-        "# (the proxy listens on every interface: restrict it with the firewall).",
-        f"# Secrets are external Swarm secrets ({secrets}),",
-        "# created by `tempo-gen secrets init`; each service gets its own copy, owned by",
-        "# its uid, mode 0400.",
-    ]
-    if profile.deploy.endpoint_mode == "dnsrr":
-        lines += [
-            "# endpoint_mode dnsrr: nginx resolves its upstreams when it starts; after an",
-            f"# API or frontend task is replaced, run `docker service update --force {service_name(profile, 'proxy')}`.",
-        ]
-    if binds:
-        lines += [
-            "# Swarm rejects a task whose host folder is missing (Compose would create it):",
-            *(f"#   {path}" for path in binds),
-        ]
-    lines += [
-        "#",
-        "# On the Swarm manager, from this folder (docker stack deploy cannot build):",
-        *(f"#   {command}" for command in commands),
-    ]
-    return "\n".join(lines) + "\n"
+    return expand(
+        "compose/_stack-header.yaml.j2",
+        {
+            "bundle_header": header,
+            "secrets": [secret_name(profile, s) for s in ("db_password", "jwt_key")],
+            "endpoint_mode": profile.deploy.endpoint_mode,
+            "proxy_service": service_name(profile, "proxy"),
+            "binds": binds,
+            "commands": commands,
+        },
+    )
