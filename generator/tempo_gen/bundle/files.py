@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -29,7 +30,7 @@ class Bundle:
             by_path[path] = file
         self.files = tuple(by_path[p] for p in sorted(by_path))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[RenderedFile]:
         return iter(self.files)
 
     def get(self, path: str) -> RenderedFile:

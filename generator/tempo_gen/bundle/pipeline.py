@@ -1,4 +1,4 @@
-"""profile -> model -> targets -> bundle (-> Swarm stack file) -> output checks: all a render computes before writing."""
+"""profile -> model -> targets -> bundle (-> Swarm stack file) -> output checks: a render, up to the writer."""
 
 from __future__ import annotations
 

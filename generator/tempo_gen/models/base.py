@@ -114,7 +114,8 @@ def _size(value: str) -> str:
 def _safe_text(value: str) -> str:
     if not _SAFE_TEXT.match(value) or any(c in value for c in "\"'`\\;{}$"):
         raise ValueError(
-            f"{value!r} contains a character that is not allowed here (quotes, backslash, ';', braces, '$' or a control character)"
+            f"{value!r} contains a character that is not allowed here "
+            "(quotes, backslash, ';', braces, '$' or a control character)"
         )
     return value
 
@@ -193,4 +194,4 @@ def image_parts(ref: str) -> tuple[str, str | None, str | None]:
 
 def size_bytes(size: str) -> int:
     """Bytes in a Size such as 512m."""
-    return int(size[:-1]) * 1024 ** "kmg".index(size[-1]) * 1024
+    return int(size[:-1]) << 10 * ("kmg".index(size[-1]) + 1)

@@ -76,7 +76,7 @@ def _plan_pin(
     ref: str,
     registry: Registry,
     update: bool,
-    resolved: dict,
+    resolved: dict[tuple[str, str], str | RegistryError],
     problems: list[Problem],
     report: list[str],
 ) -> None:

@@ -12,6 +12,7 @@ give those positions; the result is re-parsed to prove only the targets changed.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -20,7 +21,7 @@ from tempo_gen.errors import EditError
 from tempo_gen.profile.source import FieldPath
 
 
-def set_scalars(text: str, values: dict[FieldPath, str | int]) -> str:
+def set_scalars(text: str, values: Mapping[FieldPath, str | int]) -> str:
     """`text` with each mapping path set to its value (a string or an integer), creating missing keys."""
     expected = copy.deepcopy(yaml.safe_load(text))
     for path, value in values.items():
@@ -85,15 +86,19 @@ def _last_content_end(node: yaml.Node) -> int:
     """Where the last value under a block collection ends (its own end mark lies past trailing comments)."""
     while isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and not node.flow_style:
         node = node.value[-1][1] if isinstance(node, yaml.MappingNode) else node.value[-1]
-    return node.end_mark.index
+    index: int = node.end_mark.index
+    return index
 
 
 def _indent_step(text: str) -> int:
     """The document's indentation step: the column of its first nested block mapping, or 2."""
     root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return 2
     for _, value in root.value:
         if isinstance(value, yaml.MappingNode) and not value.flow_style and value.value:
-            return value.value[0][0].start_mark.column
+            column: int = value.value[0][0].start_mark.column
+            return column
     return 2
 
 
@@ -104,7 +109,8 @@ def _flow(path: FieldPath, value: str) -> str:
 def _child(mapping: yaml.MappingNode, key: str | int) -> yaml.Node | None:
     for key_node, value_node in mapping.value:
         if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-            return value_node
+            child: yaml.Node = value_node
+            return child
     return None
 
 

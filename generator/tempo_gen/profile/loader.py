@@ -6,12 +6,14 @@ import difflib
 import os
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from tempo_gen.errors import Problem, ProfileError
 from tempo_gen.models.base import PLACEHOLDER_SECRET
@@ -97,7 +99,7 @@ def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]
 
 
 def _interpolate(
-    value: Any, path: FieldPath, env: dict, source: SourceMap, display: str, problems: list[Problem]
+    value: Any, path: FieldPath, env: Mapping[str, str | None], source: SourceMap, display: str, problems: list[Problem]
 ) -> Any:
     """Replace ${VAR} in string values from the environment or .env; `$$` is a literal `$`."""
     if isinstance(value, dict):
@@ -107,7 +109,7 @@ def _interpolate(
     if not isinstance(value, str) or "$" not in value:
         return value
 
-    def substitute(match: re.Match) -> str:
+    def substitute(match: re.Match[str]) -> str:
         if match[0] == "$$":
             return "$"
         if env.get(match[1]) is None:
@@ -116,7 +118,7 @@ def _interpolate(
                 Problem(file, line, _dotted(path), f"${{{match[1]}}} is not set in the environment or .env")
             )
             return ""
-        return env[match[1]]
+        return str(env[match[1]])
 
     return _VARIABLE.sub(substitute, value)
 
@@ -155,7 +157,7 @@ def _explain(exc: ValidationError, source: SourceMap, display: str) -> list[Prob
     return problems
 
 
-def _message(error: dict, loc: FieldPath) -> str:
+def _message(error: ErrorDetails, loc: FieldPath) -> str:
     if error["type"] == "extra_forbidden":
         return _unknown_field(loc)
     message = error["msg"].removeprefix("Value error, ")

@@ -6,6 +6,7 @@ finding, so a reviewer sees each trade-off the profile makes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tempo_gen.models.profile import Profile
@@ -96,7 +97,7 @@ def _proxy(profile: Profile) -> list[Finding]:
         found.append(Finding("proxy.headers.csp.override", "the Content-Security-Policy is written by hand; review it"))
     timeout, default_timeout = (
         profile.tempo.import_timeout_minutes,
-        Profile.model_construct().tempo.import_timeout_minutes,
+        _defaults().tempo.import_timeout_minutes,
     )
     if proxy.kind == "traefik" and timeout > default_timeout:
         # nginx scopes the timeout to the import routes; Traefik's readTimeout is per entry point.
@@ -111,7 +112,7 @@ def _proxy(profile: Profile) -> list[Finding]:
 
 
 # Limits whose raise above the default widens what a client may do.
-_LIMITS = (
+_LIMITS: tuple[tuple[str, Callable[[Profile], int]], ...] = (
     ("tempo.media_max_mb", lambda p: p.tempo.media_max_mb),
     ("tempo.import_max_mb", lambda p: p.tempo.import_max_mb),
     ("proxy.body_max_kb", lambda p: p.proxy.body_max_kb),
@@ -122,8 +123,13 @@ _LIMITS = (
 )
 
 
+def _defaults() -> Profile:
+    """Every default, without validation: name and domain are required and stay placeholders."""
+    return Profile.model_construct(name="defaults", domain="defaults.invalid")
+
+
 def _raised_limits(profile: Profile) -> list[Finding]:
-    defaults = Profile.model_construct()  # every default, no validation (name and domain stay unset)
+    defaults = _defaults()
     found = []
     for field, value in _LIMITS:
         default = value(defaults)
@@ -147,7 +153,8 @@ def checklist(profile: Profile) -> list[ChecklistItem]:
         ChecklistItem(
             "JWT secret key configured and secure",
             True,
-            "Docker secret jwt_key; the entrypoint refuses a missing, short or placeholder key (`tempo-gen secrets check`)",
+            "Docker secret jwt_key; the entrypoint refuses a missing, short or placeholder key "
+            "(`tempo-gen secrets check`)",
         ),
         ChecklistItem(
             "Database password changed",

@@ -4,7 +4,9 @@ an apply script that rolls back unless confirmed, and the same policy for ufw ho
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.firewall import Vpn
@@ -20,7 +22,10 @@ TABLE = "inet tempo_gen"
 DOCKER_CHAIN = "TEMPO-GEN-DOCKER"
 # Bridges Docker creates: the default one and one br-<id> per Compose network.
 # nftables and iptables spell the wildcard differently.
-DOCKER_BRIDGES = {"nft": ("docker0", "br-*"), "iptables": ("docker0", "br-+")}
+DOCKER_BRIDGES: dict[str, tuple[str, ...]] = {"nft": ("docker0", "br-*"), "iptables": ("docker0", "br-+")}
+
+
+IPNetwork = TypeVar("IPNetwork", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,9 @@ class Sources:
     @classmethod
     def of(cls, cidrs: list[str]) -> Sources:
         nets = [ipaddress.ip_network(c) for c in cidrs]
-        return cls(_collapse(nets, 4), _collapse(nets, 6))
+        v4 = [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
+        v6 = [n for n in nets if isinstance(n, ipaddress.IPv6Network)]
+        return cls(_collapse(v4), _collapse(v6))
 
     @property
     def anywhere(self) -> bool:
@@ -58,16 +65,18 @@ class Sources:
         """For comments: the allowed sources, of one family or both."""
         if self.anywhere:
             return "anywhere"
-        return ", ".join({4: self.v4, 6: self.v6}.get(family, self.v4 + self.v6))
+        if family is None:
+            return ", ".join(self.v4 + self.v6)
+        return ", ".join(self.v4 if family == 4 else self.v6)
 
     @property
     def ufw(self) -> list[str]:
         return ["any"] if self.anywhere else [*self.v4, *self.v6]
 
 
-def _collapse(nets: list, version: int) -> tuple[str, ...]:
+def _collapse(nets: Sequence[IPNetwork]) -> tuple[str, ...]:
     # Merged so overlapping entries cannot make nft refuse an interval set.
-    return tuple(str(n) for n in ipaddress.collapse_addresses(n for n in nets if n.version == version))
+    return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
 
 
 @dataclass(frozen=True)
@@ -111,14 +120,14 @@ def docker_bridges(profile: Profile) -> dict[str, tuple[str, ...]]:
 def files_for(target_input: TargetInput) -> list[RenderedFile]:
     if not target_input.profile.firewall.enabled:
         return []
-    values = dict(
-        plan=plan(target_input.profile),
-        firewall=target_input.profile.firewall,
-        table=TABLE,
-        chain=DOCKER_CHAIN,
-        bridges=docker_bridges(target_input.profile),
-        install_dir=INSTALL_DIR,
-    )
+    values = {
+        "plan": plan(target_input.profile),
+        "firewall": target_input.profile.firewall,
+        "table": TABLE,
+        "chain": DOCKER_CHAIN,
+        "bridges": docker_bridges(target_input.profile),
+        "install_dir": INSTALL_DIR,
+    }
     return [
         target_input.file("firewall/nftables.conf", "firewall/nftables.conf.j2", values),
         target_input.file("firewall/apply.sh", "firewall/apply.sh.j2", values, mode=0o755),

@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import PurePosixPath
+from typing import Any
 
 import yaml
 
@@ -102,7 +103,7 @@ _DROPPED = {
     "depends_on": "Swarm has no start order; the restart policy retries until the dependency answers",
     "security_opt": "Swarm services on API 1.41 cannot set no-new-privileges (tempo-gen audit reports it)",
 }
-_RESTART = {
+_RESTART: dict[str, dict[str, object]] = {
     "unless-stopped": {"condition": "any", "delay": "5s"},
     "always": {"condition": "any", "delay": "5s"},
     "on-failure:5": {"condition": "on-failure", "delay": "5s", "max_attempts": 5},
@@ -112,10 +113,10 @@ _RESTART = {
 class _StackDumper(yaml.SafeDumper):
     """Block style, sequences indented under their key (yamllint's `indentation` rule), no aliases."""
 
-    def increase_indent(self, flow: bool = False, indentless: bool = False):
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         return super().increase_indent(flow, False)
 
-    def ignore_aliases(self, data) -> bool:
+    def ignore_aliases(self, data: object) -> bool:
         return True
 
 
@@ -124,7 +125,7 @@ def stack_bundle(bundle: Bundle, profile: Profile, header: str) -> Bundle:
     compose = bundle.get(STACK_FILE)
     document = yaml.safe_load(compose.content)
     builds: list[tuple[str, str, str]] = []  # (image, dockerfile, context)
-    services = {}
+    services: dict[str, dict[str, Any]] = {}
     for service, spec in document["services"].items():
         services[service] = _service(profile, service, spec, bundle, builds)
     stack = {
@@ -150,7 +151,9 @@ def stack_bundle(bundle: Bundle, profile: Profile, header: str) -> Bundle:
     return Bundle([*files, RenderedFile(compose.path, text, compose.mode)])
 
 
-def _service(profile: Profile, service: str, spec: dict, bundle: Bundle, builds: list) -> dict:
+def _service(
+    profile: Profile, service: str, spec: dict[str, Any], bundle: Bundle, builds: list[tuple[str, str, str]]
+) -> dict[str, Any]:
     unknown = set(spec) - _KEPT - _CONVERTED - set(_DROPPED)
     if unknown:
         raise RenderError(
@@ -158,7 +161,7 @@ def _service(profile: Profile, service: str, spec: dict, bundle: Bundle, builds:
             "conversion does not know; decide how Swarm treats it in targets/swarm_stack.py"
         )
     uid, _, gid = str(spec["user"]).partition(":")
-    result: dict = {}
+    result: dict[str, Any] = {}
     for key, value in spec.items():
         if key in _DROPPED:
             continue
@@ -196,19 +199,19 @@ def _context_hash(bundle: Bundle, context: PurePosixPath) -> str:
     return digest.hexdigest()[:12]
 
 
-def _tmpfs(entry: str) -> dict:
+def _tmpfs(entry: str) -> dict[str, Any]:
     """`/path:size=64m,uid=..,gid=..,mode=..` as a tmpfs volume: Swarm keeps the size, not the owner."""
     target, _, options = entry.partition(":")
     size = dict(option.split("=", 1) for option in options.split(",") if option).get("size")
-    mount: dict = {"type": "tmpfs", "target": target}
+    mount: dict[str, Any] = {"type": "tmpfs", "target": target}
     if size:
         mount["tmpfs"] = {"size": size_bytes(size)}
     return mount
 
 
-def _ports(entries: list[str]) -> list[dict]:
+def _ports(entries: list[str]) -> list[dict[str, Any]]:
     """`address:published:target` as host-mode ports; Swarm binds every address (the profile must say 0.0.0.0)."""
-    result: list[dict] = []
+    result: list[dict[str, Any]] = []
     for entry in entries:
         published, target = (int(part) for part in str(entry).rsplit(":", 2)[-2:])
         port = {"target": target, "published": published, "protocol": "tcp", "mode": "host"}
@@ -217,7 +220,7 @@ def _ports(entries: list[str]) -> list[dict]:
     return result
 
 
-def _network(spec: dict | None) -> dict:
+def _network(spec: dict[str, Any] | None) -> dict[str, Any]:
     spec = dict(spec or {})
     spec["driver"] = "overlay"
     return spec
