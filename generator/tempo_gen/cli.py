@@ -18,6 +18,7 @@ from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.bundle.writer import write_bundle
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError
+from tempo_gen.models.base import control_character
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored
@@ -94,6 +95,8 @@ def main(ctx: click.Context, project: Path) -> None:
 def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool, show_diff: bool) -> None:
     """Render PROFILES (default: every profiles/*.yaml) into OUT/<name>/."""
     out_root = out or root / OUT_DIR
+    if control_character(str(out_root)):
+        raise UsageError(f"--out {ascii(str(out_root))} contains a control character; choose another folder")
     loaded = load_all(profiles, root)
     rendered = [(item, out_root / item.profile.name) for item in loaded]
     outputs = [(item, target, render_bundle(item, root, target)) for item, target in rendered]

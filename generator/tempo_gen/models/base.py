@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -28,6 +27,7 @@ _IMAGE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
+_ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 _SIZE = re.compile(r"^[1-9][0-9]*[kmg]$")
 _SAFE_TEXT = re.compile(r"^[\x20-\x7e]*$")
 _ABS_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
@@ -40,10 +40,19 @@ _CSP_SOURCE = re.compile(
     r"|(?:https?://)?(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::(?:[0-9]{1,5}|\*))?(?:/[A-Za-z0-9._~%/-]*)?)$"
 )
 PLACEHOLDER_SECRET = "CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE"
+# C0, DEL, C1 (NEL included) and the Unicode line and paragraph separators: every one of them
+# ends a line for some parser of the outputs (YAML, nginx, shell, nft), so none reaches a file.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in `text`, escaped for a message, or None."""
+    found = _CONTROL.search(text)
+    return None if found is None else ascii(found[0])[1:-1]
 
 
 def _slug(value: str) -> str:
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid name: use 2-40 lowercase letters, digits and dashes, starting with a letter"
         )
@@ -56,7 +65,7 @@ def _domain(value: str) -> str:
         value != value.lower()
         or len(value) > 253
         or len(labels) < 2
-        or not all(_LABEL.match(label) for label in labels)
+        or not all(_LABEL.fullmatch(label) for label in labels)
         or labels[-1].isdigit()
     ):
         raise ValueError(
@@ -67,26 +76,27 @@ def _domain(value: str) -> str:
 
 
 def _image(value: str) -> str:
-    if not _IMAGE.match(value):
+    if not _IMAGE.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid image reference: expected registry/name:tag@sha256:<64 hex digits>")
     return value
 
 
 def _origin(value: str) -> str:
+    # Tempo splits CORS__AllowedOrigins on commas: an origin is exactly scheme://host[:port].
     if "*" in value:
         raise ValueError(f"{value!r}: wildcard CORS origins are not allowed; list each trusted origin")
-    parts = urlsplit(value)
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or parts.username
-    ):
+    match = _ORIGIN.fullmatch(value)
+    if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
         raise ValueError(f"{value!r} is not an origin: expected scheme://host[:port], e.g. https://tempo.example.com")
-    _domain_or_local(parts.hostname)
-    return value.rstrip("/")
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    else:
+        _domain_or_local(host)
+    return value
 
 
 def _domain_or_local(host: str) -> None:
@@ -106,13 +116,13 @@ def _cidr(value: str) -> str:
 
 
 def _size(value: str) -> str:
-    if not _SIZE.match(value):
+    if not _SIZE.fullmatch(value):
         raise ValueError(f"{value!r} is not a size: expected a whole number with k, m or g, e.g. 512m")
     return value
 
 
 def _safe_text(value: str) -> str:
-    if not _SAFE_TEXT.match(value) or any(c in value for c in "\"'`\\;{}$"):
+    if not _SAFE_TEXT.fullmatch(value) or any(c in value for c in "\"'`\\;{}$"):
         raise ValueError(
             f"{value!r} contains a character that is not allowed here "
             "(quotes, backslash, ';', braces, '$' or a control character)"
@@ -121,7 +131,7 @@ def _safe_text(value: str) -> str:
 
 
 def _abs_path(value: str) -> str:
-    if not _ABS_PATH.match(value) or "/../" in f"{value}/" or "/./" in f"{value}/":
+    if not _ABS_PATH.fullmatch(value) or "/../" in f"{value}/" or "/./" in f"{value}/":
         raise ValueError(
             f"{value!r} is not a usable absolute path: start with '/', use letters, digits and . _ - @ +, "
             "no spaces, quotes or '..'"
@@ -130,7 +140,7 @@ def _abs_path(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    match = _EMAIL.match(value)
+    match = _EMAIL.fullmatch(value)
     if not match:
         raise ValueError(f"{value!r} is not an e-mail address such as admin@example.com")
     _domain(match["domain"])
@@ -138,7 +148,7 @@ def _email(value: str) -> str:
 
 
 def _version_number(value: str) -> str:
-    if not _VERSION_NUMBER.match(value):
+    if not _VERSION_NUMBER.fullmatch(value):
         raise ValueError(f"{value!r} is not a version number: expected MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.22")
     return value
 
@@ -147,7 +157,7 @@ def _header_value(value: str) -> str:
     # Rendered inside a double-quoted nginx string: a quote, backslash or `$`
     # would end the string or expand a variable; braces and newlines could open
     # new directives. Single quotes and `;` are fine there (CSP needs both).
-    if not value or value != value.strip() or not _SAFE_TEXT.match(value) or any(c in value for c in '"\\`${}'):
+    if not value or value != value.strip() or not _SAFE_TEXT.fullmatch(value) or any(c in value for c in '"\\`${}'):
         raise ValueError(
             f"{value!r} is not a usable header value: printable ASCII without double quotes, backslash, "
             "backtick, '$', braces, control characters or surrounding spaces"
@@ -156,7 +166,7 @@ def _header_value(value: str) -> str:
 
 
 def _csp_source(value: str) -> str:
-    if not _CSP_SOURCE.match(value):
+    if not _CSP_SOURCE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a CSP source: use a host (https://*.example.com), a scheme (data:) "
             "or a quoted keyword ('self')"
@@ -187,7 +197,7 @@ Uid = Annotated[int, Field(ge=1, le=2**31 - 1, description="A non-root numeric i
 
 def image_parts(ref: str) -> tuple[str, str | None, str | None]:
     """Split an image reference into (name, tag, digest)."""
-    match = _IMAGE.match(ref)
+    match = _IMAGE.fullmatch(ref)
     assert match, ref  # references are validated before they get here
     return match["name"], match["tag"], match["digest"]
 

@@ -16,7 +16,7 @@ _RATE = re.compile(r"^[1-9][0-9]{0,5}/(second|minute|hour)$")
 
 
 def _interface(value: str) -> str:
-    if not _INTERFACE.match(value) or value == "lo":
+    if not _INTERFACE.fullmatch(value) or value == "lo":
         raise ValueError(
             f"{value!r} is not a usable interface name: 1-15 letters, digits, '_', '.' or '-' "
             "(no wildcards; lo is never filtered)"
@@ -25,7 +25,7 @@ def _interface(value: str) -> str:
 
 
 def _rate(value: str) -> str:
-    if not _RATE.match(value):
+    if not _RATE.fullmatch(value):
         raise ValueError(f"{value!r} is not a rate: expected COUNT/second, COUNT/minute or COUNT/hour, e.g. 10/minute")
     return value
 

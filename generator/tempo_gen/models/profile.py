@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -12,6 +13,9 @@ from tempo_gen.models.containers import Containers
 from tempo_gen.models.firewall import Firewall
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.models.tempo import Tempo
+
+
+_DIRECTORY = re.compile(r"/?[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*/?")
 
 
 class SecretVersions(StrictModel):
@@ -47,8 +51,9 @@ class Secrets(StrictModel):
     @field_validator("dir")
     @classmethod
     def _relative_or_absolute_path(cls, value: str | None) -> str | None:
-        if value is not None and (not value or any(c in value for c in "\n\"'$`\\")):
-            raise ValueError(f"{value!r} is not a usable directory path")
+        # Written into compose.yaml and .gitignore: only characters neither can misread.
+        if value is not None and not _DIRECTORY.fullmatch(value):
+            raise ValueError(f"{value!r} is not a usable directory path: letters, digits and . _ - @ + between slashes")
         return value
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from tempo_gen.errors import Problem, ProfileError
-from tempo_gen.models.base import PLACEHOLDER_SECRET
+from tempo_gen.models.base import PLACEHOLDER_SECRET, control_character
 from tempo_gen.models.profile import Profile, RuleViolations
 from tempo_gen.profile.source import FieldPath, SourceMap, read_yaml
 
@@ -44,7 +44,7 @@ def load_profile(path: Path, project_root: Path, *, require_pins: bool = True) -
     env = {**dotenv_values(project_root / ".env"), **os.environ}
     problems: list[Problem] = []
     data = _interpolate(data, (), env, source, display, problems)
-    _refuse_placeholders(data, (), source, display, problems)
+    _refuse_unsafe_strings(data, (), source, display, problems)
     if problems:
         raise ProfileError(problems)
     if not require_pins and isinstance(data.get("tempo", {}), dict):
@@ -57,10 +57,18 @@ def load_profile(path: Path, project_root: Path, *, require_pins: bool = True) -
 
 
 def _display(path: Path, project_root: Path) -> str:
+    """The path as every message and file header names it. A control character or backslash
+    in it could end the header comment of a generated file, so such a name is refused."""
     try:
-        return path.resolve().relative_to(project_root.resolve()).as_posix()
+        display = path.resolve().relative_to(project_root.resolve()).as_posix()
     except ValueError:
-        return path.as_posix()
+        display = path.as_posix()
+    if control_character(display) or "\\" in display:
+        shown = ascii(display)
+        raise ProfileError(
+            [Problem(shown, None, "", "the file name has a control character or a backslash; rename it")]
+        )
+    return display
 
 
 def _read_with_extends(path: Path, root: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], SourceMap]:
@@ -72,6 +80,8 @@ def _read_with_extends(path: Path, root: Path, chain: tuple[Path, ...]) -> tuple
     line = source.locations[("extends",)][1]
     if not isinstance(base_ref, str) or not base_ref:
         raise ProfileError([Problem(display, line, "extends", "must be the path of a base profile")])
+    if found := control_character(base_ref):
+        raise ProfileError([Problem(display, line, "extends", f"contains the control character {found}")])
     base_path = (path.parent / base_ref).resolve()
     if base_path in chain or base_path == path.resolve():
         raise ProfileError([Problem(display, line, "extends", f"{base_ref!r} extends itself (a cycle)")])
@@ -123,13 +133,23 @@ def _interpolate(
     return _VARIABLE.sub(substitute, value)
 
 
-def _refuse_placeholders(value: Any, path: FieldPath, source: SourceMap, display: str, problems: list[Problem]) -> None:
+def _refuse_unsafe_strings(
+    value: Any, path: FieldPath, source: SourceMap, display: str, problems: list[Problem]
+) -> None:
+    """Every key and string value, after interpolation: no control character, no placeholder secret."""
     if isinstance(value, dict):
         for k, v in value.items():
-            _refuse_placeholders(v, path + (k,), source, display, problems)
+            if isinstance(k, str) and (found := control_character(k)):
+                file, line = source.locate(path, display)
+                problems.append(Problem(file, line, _dotted(path), f"a key contains the control character {found}"))
+                continue
+            _refuse_unsafe_strings(v, path + (k,), source, display, problems)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            _refuse_placeholders(v, path + (i,), source, display, problems)
+            _refuse_unsafe_strings(v, path + (i,), source, display, problems)
+    elif isinstance(value, str) and (found := control_character(value)):
+        file, line = source.locate(path, display)
+        problems.append(Problem(file, line, _dotted(path), f"contains the control character {found}, never allowed"))
     elif isinstance(value, str) and PLACEHOLDER_SECRET in value:
         file, line = source.locate(path, display)
         problems.append(

@@ -1,0 +1,111 @@
+"""Values that would change the structure of a rendered file are refused with a located message and exit 2.
+
+Each case fails on a validator that used `re.match` with `$` (which accepts a
+final newline) or that let control characters through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PROFILE = """\
+name: demo
+domain: tempo.example.com
+tempo:
+  allow_unpinned: true
+proxy:
+  publish_addresses: [203.0.113.10]
+firewall:
+  admin_cidrs: [198.51.100.0/24]
+"""
+
+# (case, text to append, field the message names, fragment)
+VALUE_CASES = [
+    (
+        "interface ending in a newline",
+        '  external_interfaces: ["eth0\\n"]\n',
+        "firewall.external_interfaces.0",
+        "control",
+    ),
+    ("rate ending in a newline", '  ssh_rate: "10/minute\\n"\n', "firewall.ssh_rate", "control"),
+    ("cidr with a carriage return", '  web_cidrs: ["10.0.0.0/8\\r"]\n', "firewall.web_cidrs.0", "control"),
+    ("key with a control character", '  "ssh\\u2028port": 22\n', "firewall", "control"),
+    ("NEL in a value", '  ssh_rate: "10/minute\\x85"\n', "firewall.ssh_rate", "control"),
+]
+
+ORIGIN_CASES = [
+    "https://a.example.com,https://evil.example",
+    "https://a.example.com/",
+    "https://a.example.com:99999",
+    "https://a.example.com/path",
+    "https://${HOST}",
+    "https://user@a.example.com",
+    "ftp://a.example.com",
+    "https://[::g]",
+]
+
+
+def write(project: Path, text: str, name: str = "demo.yaml") -> Path:
+    path = project / "profiles" / name
+    path.write_text(text)
+    return path
+
+
+def assert_refused(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+@pytest.mark.parametrize(("case", "extra", "field", "fragment"), VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
+def test_control_characters_are_refused_in_every_field(project, cli, case, extra, field, fragment):
+    path = write(project, PROFILE + extra)
+    assert_refused(cli("validate", str(path)), "profiles/demo.yaml:", field, fragment)
+
+
+@pytest.mark.parametrize("origin", ORIGIN_CASES)
+def test_cors_origins_are_exactly_scheme_host_port(project, cli, origin):
+    text = PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
+    assert_refused(cli("validate", str(write(project, text))), "tempo.cors_origins.0")
+
+
+@pytest.mark.parametrize("origin", ["https://a.example.com", "https://a.example.com:8443", "https://[2001:db8::1]"])
+def test_well_formed_origins_are_accepted(project, cli, origin):
+    text = PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
+    assert cli("validate", str(write(project, text))).exit_code == 0
+
+
+def test_env_values_with_control_characters_are_refused(project, cli):
+    (project / ".env").write_text('RATE="10/minute\\n"\n')
+    path = write(project, PROFILE.replace("firewall:\n", "firewall:\n  ssh_rate: ${RATE}\n"))
+    assert_refused(cli("validate", str(path)), "firewall.ssh_rate", "control")
+
+
+@pytest.mark.parametrize("name", ["demo\n.yaml", "demo\r.yaml", "de\\mo.yaml", "demo\u2028.yaml"])
+def test_a_profile_file_name_cannot_reach_a_header(project, cli, name):
+    """A newline in the name would end the header comment of every generated file, scripts included."""
+    path = write(project, PROFILE, name)
+    result = cli("render", str(path))
+    assert_refused(result, "file name")
+    assert not (project / "out").exists()
+
+
+def test_an_extends_value_with_a_newline_is_refused(project, cli):
+    write(project, PROFILE, "_base.yaml")
+    path = write(project, 'extends: "_base.yaml\\n"\nname: demo\n')
+    assert_refused(cli("validate", str(path)), "extends")
+
+
+@pytest.mark.parametrize("folder", ["secrets/a b", "secrets/*", "secrets/#x", "sec!rets", "a\\b"])
+def test_secrets_dir_is_a_plain_path(project, cli, folder):
+    path = write(project, PROFILE + f"secrets:\n  dir: '{folder}'\n")
+    assert_refused(cli("validate", str(path)), "secrets.dir")
+
+
+def test_out_with_a_control_character_is_refused(project, cli):
+    path = write(project, PROFILE)
+    assert_refused(cli("render", str(path), "--out", str(project / "o\nut")), "--out")
+    assert not any(p.name.startswith("o") for p in project.iterdir())
