@@ -150,7 +150,7 @@ def schema(markdown: bool) -> None:
 @click.option("--strict", is_flag=True, help="Exit 1 when a profile weakens any default or misses a checklist item.")
 @click.pass_obj
 def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
-    """Report what PROFILES weaken and the seed guide's checklist."""
+    """Report what PROFILES weaken and the checklist of Tempo's security guide."""
     failed = False
     for item in load_all(profiles, root):
         click.echo(f"{item.display_path}:")
