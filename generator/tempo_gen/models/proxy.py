@@ -311,7 +311,8 @@ class Proxy(StrictModel):
     def _proxy_rules(self) -> Proxy:
         if version_tuple(self.nginx_version) < NGINX_MIN_VERSION:
             raise ValueError(
-                f"nginx_version {self.nginx_version} is older than {'.'.join(map(str, NGINX_MIN_VERSION))}, the oldest supported"
+                f"nginx_version {self.nginx_version} is older than {'.'.join(map(str, NGINX_MIN_VERSION))}, "
+                "the oldest supported"
             )
         if version_tuple(self.openssl_version) < (3, 0):
             raise ValueError(f"openssl_version {self.openssl_version} is older than 3.0, the oldest supported")
@@ -321,7 +322,8 @@ class Proxy(StrictModel):
             )
         if self.kind == "traefik" and self.placement == "host" and len(self.publish_addresses) > 1:
             raise ValueError(
-                "a traefik entry point listens on one address: give one publish_addresses entry, or none for every address"
+                "a traefik entry point listens on one address: give one publish_addresses entry, "
+                "or none for every address"
             )
         return self
 
