@@ -71,6 +71,7 @@ def test_render_refreshes_an_outdated_schema_and_check_reports_it(cli: Cli, proj
     assert check.exit_code == 1
     assert f"changed: {schema}" in check.output
     assert schema.read_text() == "{}\n", "--check writes nothing"
+    assert cli("render", "--check", str(project / "profiles" / "demo.yaml")).exit_code == 0, "whole-project checks only"
     render = cli("render")
     assert render.exit_code == 0 and "schema.json: refreshed" in render.output
     assert schema.read_text() == json_schema()
