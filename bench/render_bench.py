@@ -1,4 +1,4 @@
-"""Benchmarks for issue #2, reported as ratios measured in one run (timing here is noisy; never a test).
+"""Render-speed benchmarks, reported as ratios measured in one run (timing here is noisy; never a test).
 
 (a) a cold `tempo-gen render --check` of the example profile, against a floor
     process that only imports the libraries tempo-gen uses (target: <= 1.3x);

@@ -66,7 +66,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--update-golden",
         action="store_true",
-        help="Rewrite generated reference files (profiles/schema.json, README reference) instead of failing.",
+        help="Rewrite generated reference files (profiles/schema.json, docs/profile-reference.md) instead of failing.",
     )
 
 

@@ -294,7 +294,7 @@ def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext],
 def assert_security_headers(response: http.client.HTTPResponse, profile: Profile, server: str | None) -> None:
     """Every security header exactly once with the profile's value; `Server` only as `server` (no version)."""
     expected = profile.proxy.security_headers()
-    # Independent of the model: the values the issue asks for.
+    # Independent of the model: the values the bundle promises (README, "What the bundle guarantees").
     assert expected["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
     assert expected["X-XSS-Protection"] == "0"
     assert expected["X-Content-Type-Options"] == "nosniff"

@@ -1,9 +1,16 @@
-"""init and audit, through the CLI."""
+"""init, audit and the profile schema beside the profiles, through the CLI."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import yaml
+from click.testing import CliRunner, Result
 from tests.conftest import VALID_PROFILE
+
+from tempo_gen.cli import main
+from tempo_gen.reports.schema import json_schema
 
 
 def test_init_writes_a_valid_commented_starter(cli, project):
@@ -19,6 +26,64 @@ def test_init_writes_a_valid_commented_starter(cli, project):
     assert data["domain"] == "run.example.org" and data["proxy"]["publish_addresses"] == ["198.51.100.7"]
     assert cli("validate", str(path)).exit_code == 0
     assert cli("render").exit_code == 0
+
+
+Cli = Callable[..., Result]
+INIT_ARGS = (
+    "init",
+    "home",
+    "--domain",
+    "run.example.org",
+    "--address",
+    "198.51.100.7",
+    "--admin-cidr",
+    "198.51.100.0/24",
+)
+
+
+def test_init_in_a_new_folder_writes_the_schema_its_profile_points_at(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["--project", str(tmp_path), *INIT_ARGS], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    profile = tmp_path / "profiles" / "home.yaml"
+    assert profile.read_text().startswith("# yaml-language-server: $schema=./schema.json\n")
+    assert (profile.parent / "schema.json").read_text() == json_schema()
+    assert "schema.json" in result.output
+    render = runner.invoke(main, ["--project", str(tmp_path), "render"], catch_exceptions=False)
+    assert render.exit_code == 0, render.output
+    check = runner.invoke(main, ["--project", str(tmp_path), "render", "--check"], catch_exceptions=False)
+    assert check.exit_code == 0, check.output
+
+
+def test_init_replaces_an_outdated_schema(cli: Cli, project: Path) -> None:
+    schema = project / "profiles" / "schema.json"
+    schema.write_text("{}\n")
+    assert cli(*INIT_ARGS).exit_code == 0
+    assert schema.read_text() == json_schema()
+
+
+def test_render_refreshes_an_outdated_schema_and_check_reports_it(cli: Cli, project: Path) -> None:
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
+    assert cli("render").exit_code == 0
+    schema = project / "profiles" / "schema.json"
+    schema.write_text("{}\n")
+    check = cli("render", "--check")
+    assert check.exit_code == 1
+    assert f"changed: {schema}" in check.output
+    assert schema.read_text() == "{}\n", "--check writes nothing"
+    assert cli("render", "--check", str(project / "profiles" / "demo.yaml")).exit_code == 0, "whole-project checks only"
+    render = cli("render")
+    assert render.exit_code == 0 and "schema.json: refreshed" in render.output
+    assert schema.read_text() == json_schema()
+    assert cli("render", "--check").exit_code == 0
+
+
+def test_render_does_not_create_a_schema_nobody_asked_for(cli: Cli, project: Path) -> None:
+    (project / "profiles" / "schema.json").unlink()
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
+    assert cli("render").exit_code == 0
+    assert cli("render", "--check").exit_code == 0
+    assert not (project / "profiles" / "schema.json").exists()
 
 
 def test_init_refuses_to_overwrite_and_needs_flags_off_a_terminal(cli, project):
@@ -93,7 +158,8 @@ def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli, project):
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
     result = cli("audit")
     assert [line for line in result.output.splitlines() if "weakened" in line] == [
-        "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy (run `tempo-gen lock`)"
+        "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy"
+        " (run `tempo-gen lock`)"
     ]
     assert "MISSING" not in result.output
 

@@ -1,4 +1,4 @@
-"""Real packets through the rendered firewall (issue #6).
+"""Real packets through the rendered firewall.
 
 A "server" namespace gets the rendered rules and listeners on the ports a Tempo
 host has (22, 80, 443, 3004, 5001, 5432, UDP 51820). Behind an interface named

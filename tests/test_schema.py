@@ -1,4 +1,4 @@
-"""The committed schema and README reference are exactly what the models generate."""
+"""The committed schema and profile reference (docs/profile-reference.md) are exactly what the models generate."""
 
 from __future__ import annotations
 
@@ -18,14 +18,26 @@ def test_committed_schema_is_current(update_golden):
     assert path.read_text() == json_schema(), HOW
 
 
-def test_readme_profile_reference_is_current(update_golden):
-    path = REPO / "README.md"
+def test_profile_reference_is_current(update_golden):
+    path = REPO / "docs" / "profile-reference.md"
     text = path.read_text()
     start, end = text.index(REFERENCE_START), text.index(REFERENCE_END) + len(REFERENCE_END) + 1
     if update_golden:
-        text = text[:start] + markdown_reference() + text[end:]
-        path.write_text(text)
+        path.write_text(text[:start] + markdown_reference() + text[end:])
+        text = path.read_text()
+        end = text.index(REFERENCE_END) + len(REFERENCE_END) + 1
     assert text[start:end] == markdown_reference(), HOW
+
+
+def test_every_field_has_a_description():
+    undescribed = [row.split("|")[1].strip() for row in markdown_reference().splitlines() if row.endswith("|  |")]
+    assert not undescribed, f"add description= to these Fields: {undescribed}"
+
+
+def test_readme_links_the_profile_reference():
+    readme = (REPO / "README.md").read_text()
+    assert "docs/profile-reference.md" in readme
+    assert REFERENCE_START not in readme, "the reference lives in docs/profile-reference.md only"
 
 
 def test_schema_forbids_unknown_keys_and_names_required_fields():

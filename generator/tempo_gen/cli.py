@@ -23,7 +23,13 @@ from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored
 from tempo_gen.reports.audit import checklist, weakenings
-from tempo_gen.reports.schema import json_schema, markdown_reference
+from tempo_gen.reports.schema import (
+    json_schema,
+    markdown_reference,
+    schema_file,
+    schema_file_is_current,
+    write_schema_file,
+)
 
 
 def load_all(paths: tuple[str, ...], root: Path) -> list[LoadedProfile]:
@@ -101,7 +107,7 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
     rendered = [(item, out_root / item.profile.name) for item in loaded]
     outputs = [(item, target, render_bundle(item, root, target)) for item, target in rendered]
     if check or show_diff:
-        _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff)
+        _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff, root=root)
         return
     for item, target, files in outputs:
         ensure_ignored(root, item.profile.secrets_dir)
@@ -110,11 +116,14 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
             f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
             f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed"
         )
+    schema = schema_file(root)
+    if schema.exists() and write_schema_file(schema):
+        click.echo(f"{schema}: refreshed to this version's profile schema")
 
 
-def _report_drift(outputs, out_root: Path, all_profiles: bool, show_diff: bool) -> None:
+def _report_drift(outputs, out_root: Path, all_profiles: bool, show_diff: bool, root: Path) -> None:
     drifted = 0
-    for item, target, files in outputs:
+    for _item, target, files in outputs:
         for drift in check_bundle(files, target):
             drifted += 1
             click.echo(f"{drift.kind}: {target / drift.path}")
@@ -126,6 +135,11 @@ def _report_drift(outputs, out_root: Path, all_profiles: bool, show_diff: bool) 
             if stray not in expected:
                 drifted += 1
                 click.echo(f"extra: {out_root / stray}/ (no profile renders it)")
+    # Like stray folders, only for a whole-project check: building the schema costs ~20 ms of a cold start.
+    schema = schema_file(root)
+    if all_profiles and schema.exists() and not schema_file_is_current(schema):
+        drifted += 1
+        click.echo(f"changed: {schema} (not this version's profile schema)")
     if drifted:
         click.echo(f"{drifted} file(s) differ from a fresh render; run `tempo-gen render` and commit.", err=True)
         sys.exit(1)
@@ -142,9 +156,9 @@ def validate(root: Path, profiles: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--markdown", is_flag=True, help="Print the README's profile reference table instead.")
+@click.option("--markdown", is_flag=True, help="Print the profile reference table (docs/profile-reference.md) instead.")
 def schema(markdown: bool) -> None:
-    """Print the profile's JSON Schema (a copy is committed as profiles/schema.json)."""
+    """Print the profile's JSON Schema (profiles/schema.json, which init writes and render refreshes)."""
     click.echo(markdown_reference() if markdown else json_schema(), nl=False)
 
 
@@ -153,7 +167,7 @@ def schema(markdown: bool) -> None:
 @click.option("--strict", is_flag=True, help="Exit 1 when a profile weakens any default or misses a checklist item.")
 @click.pass_obj
 def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
-    """Report what PROFILES weaken and the seed guide's checklist."""
+    """Report what PROFILES weaken and the checklist of Tempo's security guide."""
     failed = False
     for item in load_all(profiles, root):
         click.echo(f"{item.display_path}:")
@@ -180,6 +194,7 @@ def _interactive() -> bool:
 @click.pass_obj
 def init(
     root: Path,
+    *,
     name: str | None,
     domain: str | None,
     proxy: str | None,
@@ -228,6 +243,10 @@ def init(
     except ProfileError:
         path.unlink()
         raise
+    # The profile's first line points editors at ./schema.json: make sure it is there and current.
+    schema = schema_file(root)
+    if write_schema_file(schema):
+        click.echo(f"wrote {schema} (the profile schema editors validate against)")
     click.echo(f"wrote {path}; next: `tempo-gen secrets init {path}` and `tempo-gen render`")
 
 

@@ -123,7 +123,7 @@ class Profile(StrictModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Profile:
-        """What the seed guide forbids, unless an explicit field allows it."""
+        """What Tempo's security guide forbids, unless an explicit field allows it."""
         violations: list[tuple[tuple[str | int, ...], str]] = []
         production = self.environment == "production"
         for i, origin in enumerate(self.tempo.cors_origins):

@@ -1,4 +1,4 @@
-"""What a profile weakens, and how its render measures up to the seed guide's pre-deployment checklist.
+"""What a profile weakens, and how its render measures up to the pre-deployment checklist of Tempo's security guide.
 
 Secure defaults need no mention; every explicit field that weakens one is a
 finding, so a reviewer sees each trade-off the profile makes.
@@ -146,7 +146,7 @@ class ChecklistItem:
 
 
 def checklist(profile: Profile) -> list[ChecklistItem]:
-    """The seed guide's pre-deployment checklist, item by item, for what tempo-gen renders."""
+    """The pre-deployment checklist of Tempo's security guide, item by item, for what tempo-gen renders."""
     proxied = profile.proxy.kind != "none"
     https_origins = all(o.startswith("https://") for o in profile.cors_origins)
     return [
