@@ -112,7 +112,9 @@ class Tls(StrictModel):
 class Hsts(StrictModel):
     """Strict-Transport-Security; max-age is the TLS profile's (two years)."""
 
-    include_subdomains: bool = True
+    include_subdomains: bool = Field(
+        True, description="Add includeSubDomains: every subdomain of the domain is HTTPS-only too."
+    )
     preload: bool = Field(False, description="Opt-in only: preload lists are hard to leave (hstspreload.org).")
 
     @model_validator(mode="after")
@@ -201,15 +203,17 @@ class Headers(StrictModel):
     x_xss_protection: Literal["0", "1; mode=block"] = Field(
         "0",
         description=(
-            "OWASP: `0` (the old XSS auditor caused leaks and is gone from browsers); the seed "
-            "guide's value is `1; mode=block`."
+            "OWASP: `0` (the old XSS auditor caused leaks and is gone from browsers); Tempo's "
+            "security guide asks for `1; mode=block`."
         ),
     )
     frame_options: Literal["SAMEORIGIN", "DENY"] = Field(
-        "SAMEORIGIN", description=("X-Frame-Options (seed: SAMEORIGIN); CSP frame-ancestors follows it.")
+        "SAMEORIGIN",
+        description=("X-Frame-Options (Tempo's security guide: SAMEORIGIN); CSP frame-ancestors follows it."),
     )
-    referrer_policy: Literal["strict-origin-when-cross-origin", "no-referrer", "same-origin", "strict-origin"] = (
-        "strict-origin-when-cross-origin"
+    referrer_policy: Literal["strict-origin-when-cross-origin", "no-referrer", "same-origin", "strict-origin"] = Field(
+        "strict-origin-when-cross-origin",
+        description="Referrer-Policy: how much of the page address other sites see when Tempo links or loads them.",
     )
     permissions_policy: HeaderValue = Field(
         "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()",
@@ -228,7 +232,9 @@ class RateLimits(StrictModel):
     api_per_second: int = Field(
         default=20, ge=1, le=10000, description=("Requests per second to /api/ (a dashboard load makes a dozen).")
     )
-    api_burst: int = Field(default=50, ge=0, le=10000)
+    api_burst: int = Field(
+        default=50, ge=0, le=10000, description="Requests to /api/ allowed at once above the rate (0: none)."
+    )
 
 
 class Proxy(StrictModel):
@@ -240,7 +246,13 @@ class Proxy(StrictModel):
     # Loopback-only listener inside the container for its healthcheck.
     CONTAINER_HEALTH_PORT: ClassVar[int] = 8081
 
-    kind: Literal["nginx", "traefik", "none"] = "nginx"
+    kind: Literal["nginx", "traefik", "none"] = Field(
+        "nginx",
+        description=(
+            "Reverse proxy that terminates TLS: `nginx`, `traefik`, or `none` when you terminate TLS "
+            "elsewhere (audit reports it)."
+        ),
+    )
     placement: Literal["container", "host"] = Field(
         "container",
         description=(
@@ -257,8 +269,10 @@ class Proxy(StrictModel):
             "but audit reports it. Empty with placement host: every address."
         ),
     )
-    http_port: Port = 80
-    https_port: Port = 443
+    http_port: Port = Field(
+        80, description="Host port for plain HTTP (only the ACME challenge and the redirect to https)."
+    )
+    https_port: Port = Field(443, description="Host port for HTTPS.")
     image: ImageRef | None = Field(
         None,
         description=(
@@ -297,8 +311,8 @@ class Proxy(StrictModel):
     def _proxy_rules(self) -> Proxy:
         if version_tuple(self.nginx_version) < NGINX_MIN_VERSION:
             raise ValueError(
-                f"nginx_version {self.nginx_version} is older than "
-                f"{'.'.join(map(str, NGINX_MIN_VERSION))}, the oldest supported"
+                f"nginx_version {self.nginx_version} is older than {'.'.join(map(str, NGINX_MIN_VERSION))}, "
+                "the oldest supported"
             )
         if version_tuple(self.openssl_version) < (3, 0):
             raise ValueError(f"openssl_version {self.openssl_version} is older than 3.0, the oldest supported")
@@ -308,8 +322,8 @@ class Proxy(StrictModel):
             )
         if self.kind == "traefik" and self.placement == "host" and len(self.publish_addresses) > 1:
             raise ValueError(
-                "a traefik entry point listens on one address: "
-                "give one publish_addresses entry, or none for every address"
+                "a traefik entry point listens on one address: give one publish_addresses entry, "
+                "or none for every address"
             )
         return self
 
