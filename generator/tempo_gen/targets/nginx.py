@@ -87,25 +87,25 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
     cert = proxy.tls.certificate
     cert_file, key_file = cert.paths(profile.domain)
     site = f"sites-available/{profile.domain}.conf"
-    values = dict(
-        runtime=runtime,
-        tls=tls_policy.for_nginx(
+    values = {
+        "runtime": runtime,
+        "tls": tls_policy.for_nginx(
             proxy.tls.profile, version_tuple(proxy.nginx_version), version_tuple(proxy.openssl_version)
         ),
-        guidelines=f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
-        headers=proxy.security_headers(),
-        routes=routes_for(profile),
-        api_prefix=API_PREFIX,
-        strip_regex=strip_regex(API_PREFIX),
-        default_body=body_size(profile, "default"),
-        site=site,
-        acme=cert.source == "acme",
-        cert_file=runtime.path(cert_file),
-        key_file=runtime.path(key_file),
+        "guidelines": f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
+        "headers": proxy.security_headers(),
+        "routes": routes_for(profile),
+        "api_prefix": API_PREFIX,
+        "strip_regex": strip_regex(API_PREFIX),
+        "default_body": body_size(profile, "default"),
+        "site": site,
+        "acme": cert.source == "acme",
+        "cert_file": runtime.path(cert_file),
+        "key_file": runtime.path(key_file),
         # Docker's embedded DNS answers in every container.
-        ocsp_resolvers=[f"[{a}]" if a.version == 6 else str(a) for a in proxy.tls.ocsp_resolvers] or ["127.0.0.11"],
-        https_suffix="" if proxy.https_port == 443 else f":{proxy.https_port}",
-    )
+        "ocsp_resolvers": [f"[{a}]" if a.version == 6 else str(a) for a in proxy.tls.ocsp_resolvers] or ["127.0.0.11"],
+        "https_suffix": "" if proxy.https_port == 443 else f":{proxy.https_port}",
+    }
     files = [
         target_input.file(f"{CONF_DIR}/nginx.conf", "nginx/nginx.conf.j2", values),
         target_input.file(f"{CONF_DIR}/{site}", "nginx/sites-available/site.conf.j2", values),
