@@ -19,7 +19,7 @@ from tempo_gen.models.base import (
     VersionNumber,
     version_tuple,
 )
-from tempo_gen.policy.tls import NGINX_MIN_VERSION, PROFILES
+from tempo_gen.policy.tls import CONFIGURATIONS, NGINX_MIN_VERSION
 
 TLS_DIR = "/var/lib/tempo-tls"
 """Default home of the pair the proxy reads (<TLS_DIR>/<domain>/): outside /etc, so a container mounts only it."""
@@ -297,7 +297,8 @@ class Proxy(StrictModel):
     def _proxy_rules(self) -> Proxy:
         if version_tuple(self.nginx_version) < NGINX_MIN_VERSION:
             raise ValueError(
-                f"nginx_version {self.nginx_version} is older than {'.'.join(map(str, NGINX_MIN_VERSION))}, the oldest supported"
+                f"nginx_version {self.nginx_version} is older than "
+                f"{'.'.join(map(str, NGINX_MIN_VERSION))}, the oldest supported"
             )
         if version_tuple(self.openssl_version) < (3, 0):
             raise ValueError(f"openssl_version {self.openssl_version} is older than 3.0, the oldest supported")
@@ -307,7 +308,8 @@ class Proxy(StrictModel):
             )
         if self.kind == "traefik" and self.placement == "host" and len(self.publish_addresses) > 1:
             raise ValueError(
-                "a traefik entry point listens on one address: give one publish_addresses entry, or none for every address"
+                "a traefik entry point listens on one address: "
+                "give one publish_addresses entry, or none for every address"
             )
         return self
 
@@ -317,7 +319,7 @@ class Proxy(StrictModel):
         return self.image or DEFAULT_IMAGES[self.kind]
 
     def hsts_value(self) -> str:
-        parts = [f"max-age={PROFILES[self.tls.profile].hsts_min_age}"]
+        parts = [f"max-age={CONFIGURATIONS[self.tls.profile].hsts_min_age}"]
         parts += ["includeSubDomains"] * self.hsts.include_subdomains + ["preload"] * self.hsts.preload
         return "; ".join(parts)
 

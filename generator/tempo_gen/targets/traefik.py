@@ -71,7 +71,7 @@ def security_headers(proxy: Proxy) -> tuple[dict[str, object], dict[str, str]]:
     for native in ("Strict-Transport-Security", "X-Content-Type-Options"):  # the sts* and nosniff fields
         del wanted[native]
     fields: dict[str, object] = {
-        "stsSeconds": tls_policy.PROFILES[proxy.tls.profile].hsts_min_age,
+        "stsSeconds": tls_policy.CONFIGURATIONS[proxy.tls.profile].hsts_min_age,
         "stsIncludeSubdomains": proxy.hsts.include_subdomains,
         "stsPreload": proxy.hsts.preload,
         **({"frameDeny": True} if frame == "DENY" else {"customFrameOptionsValue": frame}),
