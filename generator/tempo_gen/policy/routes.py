@@ -10,6 +10,7 @@ before passing the request on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -174,4 +175,4 @@ def routes_for(profile: Profile) -> tuple[RouteView, ...]:
 
 def strip_regex(prefix: str) -> str:
     """nginx's rewrite pattern that removes `prefix` (a literal path) and keeps the rest."""
-    return f"^{prefix}(/.*)$"
+    return f"^{re.escape(prefix)}(/.*)$"
