@@ -211,7 +211,7 @@ def test_post_quantum_group_only_with_openssl_3_5(openssl, curves):
 def test_tls_profiles_from_the_mozilla_table():
     intermediate = render_files(make_profile())[TLS]
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in intermediate
-    assert "ssl_ciphers " + ":".join(tls_policy.PROFILES["intermediate"].ciphers_openssl) + ";" in intermediate
+    assert "ssl_ciphers " + ":".join(tls_policy.CONFIGURATIONS["intermediate"].ciphers_openssl) + ";" in intermediate
     assert "ssl_prefer_server_ciphers off;" in intermediate
     assert "ssl_session_cache shared:MozSSL:10m;" in intermediate and "ssl_session_timeout 1d;" in intermediate
     assert "dhparam" not in intermediate.replace("no dhparam", "")
@@ -220,9 +220,9 @@ def test_tls_profiles_from_the_mozilla_table():
 
 
 def test_mozilla_table_is_consistent():
-    intermediate = tls_policy.PROFILES["intermediate"]
+    intermediate = tls_policy.CONFIGURATIONS["intermediate"]
     assert tls_policy.GUIDELINES_VERSION == "6.0"
-    assert intermediate.min_version == "1.2" and tls_policy.PROFILES["modern"].min_version == "1.3"
+    assert intermediate.min_version == "1.2" and tls_policy.CONFIGURATIONS["modern"].min_version == "1.3"
     assert len(intermediate.ciphers_openssl) == len(intermediate.ciphers_iana) == 6
     for openssl, iana in zip(intermediate.ciphers_openssl, intermediate.ciphers_iana):
         assert ("ECDSA" in openssl) == ("ECDSA" in iana) and ("CHACHA20" in openssl) == ("CHACHA20" in iana)

@@ -126,7 +126,7 @@ def test_tls13_accepted_with_http2(proxy):
 def test_tls12_accepted_with_intermediate_ciphers_only(proxy):
     with proxy.handshake(proxy.tls_context(ssl.TLSVersion.TLSv1_2)) as tls:
         assert tls.version() == "TLSv1.2"
-        assert tls.cipher()[0] in tls_policy.PROFILES["intermediate"].ciphers_openssl
+        assert tls.cipher()[0] in tls_policy.CONFIGURATIONS["intermediate"].ciphers_openssl
     with proxy.handshake(proxy.tls_context(ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-CHACHA20-POLY1305")) as tls:
         assert tls.cipher()[0] == "ECDHE-RSA-CHACHA20-POLY1305"
 

@@ -126,7 +126,7 @@ def test_tls_options_from_the_mozilla_table(name):
     options = docs(make_profile(proxy={"tls": {"profile": name}}))[TLS]["tls"]["options"]
     assert set(options) == {"default"}
     default = options["default"]
-    table = tls_policy.PROFILES[name]
+    table = tls_policy.CONFIGURATIONS[name]
     assert default["minVersion"] == {"intermediate": "VersionTLS12", "modern": "VersionTLS13"}[name]
     assert default.get("cipherSuites", []) == list(table.ciphers_iana)
     assert default["curvePreferences"] == ["X25519MLKEM768", "X25519", "CurveP256", "CurveP384"]

@@ -94,7 +94,7 @@ def test_tls13_accepted_with_http2(proxy):
 def test_tls12_accepted_with_intermediate_ciphers_only(proxy):
     with proxy.handshake(proxy.tls_context(ssl.TLSVersion.TLSv1_2)) as tls:
         assert tls.version() == "TLSv1.2"
-        assert tls.cipher()[0] in tls_policy.PROFILES["intermediate"].ciphers_openssl
+        assert tls.cipher()[0] in tls_policy.CONFIGURATIONS["intermediate"].ciphers_openssl
     for cipher in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"):
         with proxy.handshake(proxy.tls_context(ssl.TLSVersion.TLSv1_2, cipher)) as tls:
             assert tls.cipher()[0] == cipher

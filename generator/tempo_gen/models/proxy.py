@@ -19,7 +19,7 @@ from tempo_gen.models.base import (
     VersionNumber,
     version_tuple,
 )
-from tempo_gen.policy.tls import NGINX_MIN_VERSION, PROFILES
+from tempo_gen.policy.tls import CONFIGURATIONS, NGINX_MIN_VERSION
 
 TLS_DIR = "/var/lib/tempo-tls"
 """Default home of the pair the proxy reads (<TLS_DIR>/<domain>/): outside /etc, so a container mounts only it."""
@@ -333,7 +333,7 @@ class Proxy(StrictModel):
         return self.image or DEFAULT_IMAGES[self.kind]
 
     def hsts_value(self) -> str:
-        parts = [f"max-age={PROFILES[self.tls.profile].hsts_min_age}"]
+        parts = [f"max-age={CONFIGURATIONS[self.tls.profile].hsts_min_age}"]
         parts += ["includeSubDomains"] * self.hsts.include_subdomains + ["preload"] * self.hsts.preload
         return "; ".join(parts)
 

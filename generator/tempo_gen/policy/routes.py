@@ -1,23 +1,29 @@
-"""Tempo's public routes as every proxy target sees them: which paths are API calls with their own limits.
+"""Tempo's public routes as every proxy target sees them: which paths go where, with which limits.
 
-Data first, like tls_policy: the nginx and Traefik targets format the same
-patterns and limits, so the two proxies cannot disagree about which requests
-are logins, imports or uploads. The API's own routes have no /api prefix: a
-proxy strips it before passing the request on.
+Data first, like tls_policy: `routes_for` resolves the table for one profile
+into RouteViews, and the nginx and Traefik templates only loop over them and
+format their fields, so the two proxies cannot disagree about which requests
+are logins, imports or uploads, how large their bodies may be or how long
+they may take. The API's own routes have no /api prefix: a proxy strips it
+before passing the request on.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from tempo_gen.models.profile import Profile
 
 API_PREFIX = "/api"
-MIB = 1024 * 1024
+"""The browser's prefix for API calls; the API's own routes have none."""
+KIB = 1024
+MIB = 1024 * KIB
 
 BodyLimit = Literal["default", "media", "import"]
 RateLimit = Literal["login", "api"]
+Upstream = Literal["api", "frontend"]
 
 
 @dataclass(frozen=True)
@@ -33,19 +39,140 @@ class Route:
 
 
 # Most specific first; everything else under /api/ is a plain API call, the rest is the frontend's.
-LOGIN = Route("login", r"^/api/auth/(?:login|register)$", "default", "login")
+LOGIN = Route("login", rf"^{API_PREFIX}/auth/(?:login|register)$", "default", "login")
 """Login and register: the strict per-IP limit against password guessing."""
-IMPORT = Route("import", r"^/api/workouts/import/(?:bulk|export)$", "import", "api")
+IMPORT = Route("import", rf"^{API_PREFIX}/workouts/import/(?:bulk|export)$", "import", "api")
 """Bulk imports (Strava export, Tempo export): the largest bodies and the longest requests."""
-MEDIA = Route("media", r"^/api/workouts/(?:import|[0-9a-fA-F-]{36}/media)$", "media", "api")
+MEDIA = Route("media", rf"^{API_PREFIX}/workouts/(?:import|[0-9a-fA-F-]{{36}}/media)$", "media", "api")
 """Media uploads and single-file imports."""
 API_ROUTES = (LOGIN, IMPORT, MEDIA)
 
 
-def body_max_bytes(profile: Profile, body: BodyLimit) -> int:
+@dataclass(frozen=True)
+class Size:
+    """A body limit in the unit the profile states it in, so every proxy prints the same number."""
+
+    amount: int
+    unit: Literal["KiB", "MiB"]
+
+    @property
+    def bytes(self) -> int:
+        return self.amount * (KIB if self.unit == "KiB" else MIB)
+
+    @property
+    def nginx(self) -> str:
+        """nginx's size syntax: `1024k`, `500m`."""
+        return f"{self.amount}{self.unit[0].lower()}"
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.unit}"
+
+
+def body_size(profile: Profile, body: BodyLimit) -> Size:
     """Largest request body a route accepts; the proxy answers 413 above it."""
     if body == "import":
-        return profile.tempo.import_max_mb * MIB
+        return Size(profile.tempo.import_max_mb, "MiB")
     if body == "media":
-        return profile.tempo.media_max_mb * MIB
-    return profile.proxy.body_max_kb * 1024
+        return Size(profile.tempo.media_max_mb, "MiB")
+    return Size(profile.proxy.body_max_kb, "KiB")
+
+
+def body_max_bytes(profile: Profile, body: BodyLimit) -> int:
+    return body_size(profile, body).bytes
+
+
+def body_limits(profile: Profile) -> dict[BodyLimit, Size]:
+    """Every body limit by name, in BodyLimit's order (Traefik has one middleware each)."""
+    return {body: body_size(profile, body) for body in get_args(BodyLimit)}
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """One route resolved for a profile: everything a proxy template prints about it."""
+
+    name: str
+    summary: str
+    """What the requests are, e.g. "Bulk imports"."""
+    prefix: str
+    """Path prefix the route covers when `regex` is None ("/": every path)."""
+    upstream: Upstream
+    strip_prefix: str | None
+    """Removed from the path before the upstream sees it (the API's routes have no /api)."""
+    body: BodyLimit
+    body_max: Size
+    rate: RateLimit | None
+    """Per-IP rate-limit zone; None: not limited."""
+    priority: int
+    """Higher wins (Traefik); nginx's regex locations are listed in this order, most specific first."""
+    detail: str = ""
+    """Optional words for the config comment, e.g. "Strava export, Tempo export"."""
+    examples: tuple[str, ...] = ()
+    """Paths the README names for the route."""
+    regex: str | None = None
+    """Anchored regular expression on the browser's path; None: `prefix` matches."""
+    streamed: bool = False
+    """The body goes to the upstream as it arrives where the proxy can (nginx); otherwise spooled first."""
+    timeout_minutes: int | None = None
+    """How long sending and reading may take; None: the proxy's default."""
+
+    @property
+    def description(self) -> str:
+        """For the config comments: "Bulk imports (Strava export, Tempo export)"."""
+        return f"{self.summary} ({self.detail})" if self.detail else self.summary
+
+    @property
+    def readme_label(self) -> str:
+        """For the READMEs: the summary and the example paths in backticks."""
+        if not self.examples:
+            return self.summary
+        return f"{self.summary} ({', '.join(f'`{path}`' for path in self.examples)})"
+
+    @property
+    def special_body(self) -> bool:
+        """True when the body limit differs from the default every other request gets."""
+        return self.body != "default"
+
+
+_ABOUT: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "login": ("Login and register", "", ()),
+    "import": (
+        "Bulk imports",
+        "Strava export, Tempo export",
+        (f"{API_PREFIX}/workouts/import/bulk", f"{API_PREFIX}/workouts/import/export"),
+    ),
+    "media": ("Media uploads and single-file imports", "", ()),
+}
+
+
+def routes_for(profile: Profile) -> tuple[RouteView, ...]:
+    """Every route for `profile`, highest priority first: the special API routes, every other
+    API call, then the frontend."""
+    tempo = profile.tempo
+    special = tuple(
+        RouteView(
+            name=route.name,
+            summary=_ABOUT[route.name][0],
+            detail=_ABOUT[route.name][1],
+            examples=_ABOUT[route.name][2],
+            regex=route.pattern,
+            prefix=f"{API_PREFIX}/",
+            upstream="api",
+            strip_prefix=API_PREFIX,
+            body=route.body,
+            body_max=body_size(profile, route.body),
+            streamed=route.body == "import",
+            timeout_minutes=tempo.import_timeout_minutes if route.body == "import" else None,
+            rate=route.rate,
+            priority=30,
+        )
+        for route in API_ROUTES
+    )
+    default = body_size(profile, "default")
+    api = RouteView("api", "Every other API call", f"{API_PREFIX}/", "api", API_PREFIX, "default", default, "api", 20)
+    frontend = RouteView("frontend", "Everything else", "/", "frontend", None, "default", default, None, 10)
+    return (*special, api, frontend)
+
+
+def strip_regex(prefix: str) -> str:
+    """nginx's rewrite pattern that removes `prefix` (a literal path) and keeps the rest."""
+    return f"^{re.escape(prefix)}(/.*)$"

@@ -1,6 +1,6 @@
 """TLS policy: Mozilla's server-side TLS guidelines, and what each proxy version can express.
 
-Data first, like mozilla/ssl-config-generator: PROFILES mirrors the
+Data first, like mozilla/ssl-config-generator: CONFIGURATIONS mirrors the
 `configurations` of guidelines 6.0 (src/static/guidelines/6.0.json, MPL-2.0),
 with OpenSSL and IANA cipher names so the nginx target and the Traefik target
 (Go names) read the same table. The capability table says what an nginx
@@ -34,7 +34,7 @@ SESSION_CACHE = "shared:MozSSL:10m"
 
 
 @dataclass(frozen=True)
-class TlsProfile:
+class TlsConfiguration:
     """One Mozilla configuration, field names as in the guidelines JSON."""
 
     name: str
@@ -59,8 +59,8 @@ class TlsProfile:
 _TLS13_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
 _CURVES = ("X25519MLKEM768", "X25519", "prime256v1", "secp384r1")
 
-PROFILES: dict[str, TlsProfile] = {
-    "modern": TlsProfile(
+CONFIGURATIONS: dict[str, TlsConfiguration] = {
+    "modern": TlsConfiguration(
         name="modern",
         tls_versions=("TLSv1.3",),
         ciphers_openssl=(),
@@ -71,7 +71,7 @@ PROFILES: dict[str, TlsProfile] = {
         hsts_min_age=63072000,
         server_preferred_order=False,
     ),
-    "intermediate": TlsProfile(
+    "intermediate": TlsConfiguration(
         name="intermediate",
         tls_versions=("TLSv1.2", "TLSv1.3"),
         ciphers_openssl=(
@@ -99,11 +99,11 @@ PROFILES: dict[str, TlsProfile] = {
 }
 
 
-def groups(profile: TlsProfile, openssl: tuple[int, ...]) -> tuple[str, ...]:
-    """The profile's key-exchange groups that this OpenSSL understands, in preference order."""
+def groups(configuration: TlsConfiguration, openssl: tuple[int, ...]) -> tuple[str, ...]:
+    """The configuration's key-exchange groups that this OpenSSL understands, in preference order."""
     if openssl >= PQ_MIN_OPENSSL:
-        return profile.tls_curves
-    return tuple(g for g in profile.tls_curves if g not in PQ_GROUPS)
+        return configuration.tls_curves
+    return tuple(g for g in configuration.tls_curves if g not in PQ_GROUPS)
 
 
 # nginx capabilities, by the first version that has them.
@@ -117,7 +117,7 @@ NGINX_TICKET_KEY_ROTATION = (1, 23, 2)
 
 @dataclass(frozen=True)
 class NginxTls:
-    """What the nginx templates print: resolved from a profile and a version pair."""
+    """What the nginx templates print: resolved from a Mozilla configuration and a version pair."""
 
     protocols: tuple[str, ...]
     ciphers: tuple[str, ...]
@@ -129,13 +129,13 @@ class NginxTls:
     http2_directive: bool
 
 
-def for_nginx(profile_name: str, nginx: tuple[int, ...], openssl: tuple[int, ...]) -> NginxTls:
-    profile = PROFILES[profile_name]
+def for_nginx(configuration: str, nginx: tuple[int, ...], openssl: tuple[int, ...]) -> NginxTls:
+    chosen = CONFIGURATIONS[configuration]
     return NginxTls(
-        protocols=profile.tls_versions,
-        ciphers=profile.ciphers_openssl,
-        groups=groups(profile, openssl),
-        prefer_server_ciphers=profile.server_preferred_order,
+        protocols=chosen.tls_versions,
+        ciphers=chosen.ciphers_openssl,
+        groups=groups(chosen, openssl),
+        prefer_server_ciphers=chosen.server_preferred_order,
         session_timeout=SESSION_TIMEOUT,
         session_cache=SESSION_CACHE,
         session_tickets_off=nginx < NGINX_TICKET_KEY_ROTATION,
@@ -153,11 +153,11 @@ class TraefikTls:
     curve_preferences: tuple[str, ...]
 
 
-def for_traefik(profile_name: str) -> TraefikTls:
+def for_traefik(configuration: str) -> TraefikTls:
     """Traefik 3.5+ (Go 1.24+) knows every group of the table, the post-quantum hybrid included."""
-    profile = PROFILES[profile_name]
+    chosen = CONFIGURATIONS[configuration]
     return TraefikTls(
-        min_version="VersionTLS" + profile.min_version.replace(".", ""),
-        cipher_suites=profile.ciphers_iana,
-        curve_preferences=tuple(GO_GROUP_NAMES[g] for g in profile.tls_curves),
+        min_version="VersionTLS" + chosen.min_version.replace(".", ""),
+        cipher_suites=chosen.ciphers_iana,
+        curve_preferences=tuple(GO_GROUP_NAMES[g] for g in chosen.tls_curves),
     )

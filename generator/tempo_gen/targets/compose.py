@@ -8,14 +8,10 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
+from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
 from tempo_gen.targets.base import TargetInput
 
 name = "compose"
-
-API_PORT = 5001
-FRONTEND_PORT = 3000
-# Later Tempo docs publish the frontend on 127.0.0.1:3004; keep that for host-side proxies.
-HOST_FRONTEND_PORT = 3004
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
-from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
-from tempo_gen.policy.routes import API_ROUTES
+from tempo_gen.policy.routes import API_PREFIX, body_size, routes_for, strip_regex
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.compose import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
+from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for
 
 name = "nginx"
 
@@ -25,14 +24,12 @@ CONF_DIR = "proxy/nginx"
 SNIPPETS = ("tls", "security", "proxy", "api", "letsencrypt")
 
 
-@dataclass(frozen=True)
-class Runtime:
+@dataclass(frozen=True, kw_only=True)
+class Runtime(ProxyRuntime):
     """Where the rendered nginx runs: listeners, upstreams, its user and writable paths."""
 
     http_listen: tuple[str, ...]
     https_listen: tuple[str, ...]
-    frontend: str
-    api: str
     user: str | None
     """Worker user when the master starts as root (host); None in the non-root container."""
     pid: str
@@ -41,8 +38,6 @@ class Runtime:
     error_log: str
     access_log: str
     health_listen: str | None
-    root: str = ""
-    """Prefix for every absolute path: tests render into a temporary root."""
 
     def path(self, path: str) -> str:
         # stderr and /dev/ are the same in any root.
@@ -50,39 +45,37 @@ class Runtime:
 
 
 def runtime_for(profile: Profile) -> Runtime:
-    proxy = profile.proxy
-    if proxy.placement == "container":
+    place = placement_for(profile)
+    if place.container:
         return Runtime(
-            http_listen=(str(Proxy.CONTAINER_HTTP_PORT),),
-            https_listen=(str(Proxy.CONTAINER_HTTPS_PORT),),
-            frontend=f"frontend:{FRONTEND_PORT}",
-            api=f"api:{API_PORT}",
+            http_listen=(str(place.http_port),),
+            https_listen=(str(place.https_port),),
             user=None,
             pid="/tmp/nginx.pid",
             # The compose file mounts a disk volume here (see _proxy-nginx.yaml.j2).
             temp_dir="/var/cache/nginx",
             error_log="stderr",
             access_log="/dev/stdout",
-            health_listen=f"127.0.0.1:{Proxy.CONTAINER_HEALTH_PORT}",
+            frontend=place.frontend,
+            api=place.api,
+            health_listen=place.health,
         )
     return Runtime(
-        http_listen=_listen(proxy, proxy.http_port),
-        https_listen=_listen(proxy, proxy.https_port),
-        frontend=f"127.0.0.1:{HOST_FRONTEND_PORT}",
-        api=f"127.0.0.1:{API_PORT}",
+        http_listen=_listen(place, place.http_port),
+        https_listen=_listen(place, place.https_port),
         user="www-data",
         pid="/run/nginx.pid",  # what Debian's nginx.service expects
         temp_dir="/var/lib/nginx",
         error_log="/var/log/nginx/error.log",
         access_log="/var/log/nginx/access.log",
-        health_listen=None,
+        frontend=place.frontend,
+        api=place.api,
+        health_listen=place.health,
     )
 
 
-def _listen(proxy: Proxy, port: int) -> tuple[str, ...]:
-    if not proxy.publish_addresses:
-        return (str(port), f"[::]:{port}")
-    return tuple(f"[{a}]:{port}" if a.version == 6 else f"{a}:{port}" for a in proxy.publish_addresses)
+def _listen(place: Placement, port: int) -> tuple[str, ...]:
+    return place.bind(port) or (str(port), f"[::]:{port}")
 
 
 def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list[RenderedFile]:
@@ -94,22 +87,25 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
     cert = proxy.tls.certificate
     cert_file, key_file = cert.paths(profile.domain)
     site = f"sites-available/{profile.domain}.conf"
-    values = dict(
-        runtime=runtime,
-        tls=tls_policy.for_nginx(
+    values = {
+        "runtime": runtime,
+        "tls": tls_policy.for_nginx(
             proxy.tls.profile, version_tuple(proxy.nginx_version), version_tuple(proxy.openssl_version)
         ),
-        guidelines=f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
-        headers=proxy.security_headers(),
-        routes={route.name: route for route in API_ROUTES},
-        site=site,
-        acme=cert.source == "acme",
-        cert_file=runtime.path(cert_file),
-        key_file=runtime.path(key_file),
+        "guidelines": f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
+        "headers": proxy.security_headers(),
+        "routes": routes_for(profile),
+        "api_prefix": API_PREFIX,
+        "strip_regex": strip_regex(API_PREFIX),
+        "default_body": body_size(profile, "default"),
+        "site": site,
+        "acme": cert.source == "acme",
+        "cert_file": runtime.path(cert_file),
+        "key_file": runtime.path(key_file),
         # Docker's embedded DNS answers in every container.
-        ocsp_resolvers=[f"[{a}]" if a.version == 6 else str(a) for a in proxy.tls.ocsp_resolvers] or ["127.0.0.11"],
-        https_suffix="" if proxy.https_port == 443 else f":{proxy.https_port}",
-    )
+        "ocsp_resolvers": [f"[{a}]" if a.version == 6 else str(a) for a in proxy.tls.ocsp_resolvers] or ["127.0.0.11"],
+        "https_suffix": "" if proxy.https_port == 443 else f":{proxy.https_port}",
+    }
     files = [
         target_input.file(f"{CONF_DIR}/nginx.conf", "nginx/nginx.conf.j2", values),
         target_input.file(f"{CONF_DIR}/{site}", "nginx/sites-available/site.conf.j2", values),
@@ -121,7 +117,7 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
                 target_input.file(f"{CONF_DIR}/tempo-gen/{snippet}.conf", f"nginx/tempo-gen/{snippet}.conf.j2", values)
             )
     # Key owner: the container's uid, or root for a host nginx (its master reads keys before dropping privileges).
-    owner = profile.containers.users.proxy if proxy.placement == "container" else 0
+    owner = key_owner(profile)
     if cert.source in ("acme", "self-signed"):  # acme needs a first pair before nginx can answer the challenge
         files.append(
             target_input.file(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tempo_gen.bundle.files import RenderedFile
+from tempo_gen.policy.ports import API_PORT
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.compose import API_PORT
 
 name = "tempo"
 

@@ -9,16 +9,15 @@ or a test's temporary root), so tests render the same templates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
 
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
-from tempo_gen.policy.routes import API_PREFIX, API_ROUTES, BodyLimit, body_max_bytes
+from tempo_gen.policy.routes import API_PREFIX, RouteView, Size, body_limits, body_size, routes_for
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.compose import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
+from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for
 
 name = "traefik"
 
@@ -29,54 +28,38 @@ ACME_RESOLVER = "acme"
 STATE_DIR = "/var/lib/traefik"
 """ACME account and certificates (acme.json); in the container a named volume."""
 TEMP_DIR = "/var/cache/traefik"
-"""The container's TMPDIR: request bodies above 1 MiB are spooled here, so it is a disk volume."""
+"""The container's TMPDIR: request bodies above MEMORY_BODY are spooled here, so it is a disk volume."""
+MEMORY_BODY = Size(1, "MiB")
+"""How much of a request body Traefik's buffering middleware keeps in memory (memRequestBodyBytes' default)."""
 
 
-@dataclass(frozen=True)
-class Runtime:
+@dataclass(frozen=True, kw_only=True)
+class Runtime(ProxyRuntime):
     """Where the rendered Traefik runs: entry point addresses, upstreams, paths."""
 
     web: str
     websecure: str
     ping: str | None
     """Loopback entry point for `traefik healthcheck`; None: no ping endpoint."""
-    frontend: str
-    api: str
     conf_dir: str = "/etc/traefik"
     acme_ca_server: str | None = None
     """Tests point ACME at a local address; None: Let's Encrypt's production CA (Traefik's default)."""
-    root: str = ""
-    """Prefix for every absolute path: tests render into a temporary root."""
-
-    def path(self, path: str) -> str:
-        return self.root + path
 
 
 def runtime_for(profile: Profile) -> Runtime:
-    proxy = profile.proxy
-    if proxy.placement == "container":
-        return Runtime(
-            web=f":{Proxy.CONTAINER_HTTP_PORT}",
-            websecure=f":{Proxy.CONTAINER_HTTPS_PORT}",
-            ping=f"127.0.0.1:{Proxy.CONTAINER_HEALTH_PORT}",
-            frontend=f"frontend:{FRONTEND_PORT}",
-            api=f"api:{API_PORT}",
-        )
+    place = placement_for(profile)
     return Runtime(
-        web=_address(proxy, proxy.http_port),
-        websecure=_address(proxy, proxy.https_port),
-        ping=None,
-        frontend=f"127.0.0.1:{HOST_FRONTEND_PORT}",
-        api=f"127.0.0.1:{API_PORT}",
+        web=_address(place, place.http_port),
+        websecure=_address(place, place.https_port),
+        ping=place.health,
+        frontend=place.frontend,
+        api=place.api,
     )
 
 
-def _address(proxy: Proxy, port: int) -> str:
+def _address(place: Placement, port: int) -> str:
     # The model allows at most one address for a host Traefik (an entry point has one).
-    if not proxy.publish_addresses:
-        return f":{port}"
-    address = proxy.publish_addresses[0]
-    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+    return (place.bind(port) or (f":{port}",))[0]
 
 
 def security_headers(proxy: Proxy) -> tuple[dict[str, object], dict[str, str]]:
@@ -88,7 +71,7 @@ def security_headers(proxy: Proxy) -> tuple[dict[str, object], dict[str, str]]:
     for native in ("Strict-Transport-Security", "X-Content-Type-Options"):  # the sts* and nosniff fields
         del wanted[native]
     fields: dict[str, object] = {
-        "stsSeconds": tls_policy.PROFILES[proxy.tls.profile].hsts_min_age,
+        "stsSeconds": tls_policy.CONFIGURATIONS[proxy.tls.profile].hsts_min_age,
         "stsIncludeSubdomains": proxy.hsts.include_subdomains,
         "stsPreload": proxy.hsts.preload,
         **({"frameDeny": True} if frame == "DENY" else {"customFrameOptionsValue": frame}),
@@ -107,6 +90,8 @@ class Router:
     service: str
     middlewares: tuple[str, ...]
     priority: int
+    route: RouteView
+    """What the router serves, for the comments."""
 
 
 def routers(profile: Profile) -> list[Router]:
@@ -114,23 +99,23 @@ def routers(profile: Profile) -> list[Router]:
     domain = profile.domain
     if "`" in domain:  # the model refuses it; a backtick would end the rule's string
         raise RenderError(f"refusing to put {domain!r} into a Traefik rule")
-    host = f"Host(`{domain}`)"
+    return [_router(route, f"Host(`{domain}`)") for route in routes_for(profile)]
+
+
+def _router(route: RouteView, host: str) -> Router:
+    if route.regex:
+        rule = f"{host} && PathRegexp(`{route.regex}`)"
+    elif route.prefix != "/":
+        rule = f"{host} && PathPrefix(`{route.prefix}`)"
+    else:
+        rule = host
     # The rate limit first, so a refused client's body is never read; the prefix is stripped last.
-    api = ("strip-api-prefix", "api-request")
-    result = [
-        Router(
-            route.name,
-            f"{host} && PathRegexp(`{route.pattern}`)",
-            "api",
-            (f"ratelimit-{route.rate}", f"body-{route.body}", *api),
-            30,
-        )
-        for route in API_ROUTES
-    ]
-    return result + [
-        Router("api", f"{host} && PathPrefix(`{API_PREFIX}/`)", "api", ("ratelimit-api", "body-default", *api), 20),
-        Router("frontend", host, "frontend", ("body-default",), 10),
-    ]
+    middlewares = (
+        *((f"ratelimit-{route.rate}",) if route.rate else ()),
+        f"body-{route.body}",
+        *(("strip-api-prefix", "api-request") if route.upstream == "api" else ()),
+    )
+    return Router(route.name, rule, route.upstream, middlewares, route.priority, route)
 
 
 def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list[RenderedFile]:
@@ -142,23 +127,27 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
     cert = proxy.tls.certificate
     cert_file, key_file = cert.paths(profile.domain)
     header_fields, custom_headers = security_headers(proxy)
-    values = dict(
-        runtime=runtime,
-        tls=tls_policy.for_traefik(proxy.tls.profile),
-        guidelines=f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
-        headers=proxy.security_headers(),
-        header_fields=header_fields,
-        custom_headers=custom_headers,
-        routers=routers(profile),
-        body_limits={body: body_max_bytes(profile, body) for body in get_args(BodyLimit)},
-        acme=cert.source == "acme",
-        resolver=ACME_RESOLVER,
-        acme_storage=runtime.path(f"{STATE_DIR}/acme.json"),
-        temp_dir=TEMP_DIR,
-        state_dir=STATE_DIR,
-        cert_file=runtime.path(cert_file),
-        key_file=runtime.path(key_file),
-    )
+    values = {
+        "runtime": runtime,
+        "tls": tls_policy.for_traefik(proxy.tls.profile),
+        "guidelines": f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
+        "headers": proxy.security_headers(),
+        "header_fields": header_fields,
+        "custom_headers": custom_headers,
+        "routers": routers(profile),
+        "routes": routes_for(profile),
+        "api_prefix": API_PREFIX,
+        "body_limits": body_limits(profile),
+        "default_body": body_size(profile, "default"),
+        "acme": cert.source == "acme",
+        "resolver": ACME_RESOLVER,
+        "acme_storage": runtime.path(f"{STATE_DIR}/acme.json"),
+        "temp_dir": TEMP_DIR,
+        "memory_body": MEMORY_BODY,
+        "state_dir": STATE_DIR,
+        "cert_file": runtime.path(cert_file),
+        "key_file": runtime.path(key_file),
+    }
     files = [
         target_input.file(f"{CONF_DIR}/traefik.yml", "traefik/traefik.yml.j2", values),
         target_input.file("proxy/README.md", "traefik/README.md.j2", values),
@@ -176,8 +165,7 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
             )
         )
     if cert.source == "self-signed":
-        # Key owner: the container's uid, or root for a host Traefik.
-        owner = profile.containers.users.proxy if proxy.placement == "container" else 0
+        owner = key_owner(profile)  # the container's uid, or root for a host Traefik
         files.append(
             target_input.file(
                 "proxy/self-signed-cert.sh", "proxy/self-signed-cert.sh.j2", {**values, "key_owner": owner}, mode=0o755
