@@ -11,7 +11,7 @@ import stat
 import pytest
 from tests.conftest import VALID_PROFILE
 
-from tempo_gen.ops.secrets.files import weaknesses
+from tempo_gen.ops.secrets.values import weaknesses
 from tempo_gen.ops.secrets.rotation import scram_verifier
 
 
