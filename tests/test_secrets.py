@@ -11,8 +11,8 @@ import stat
 import pytest
 from tests.conftest import VALID_PROFILE
 
-from tempo_gen.ops.secrets.files import weaknesses
 from tempo_gen.ops.secrets.rotation import scram_verifier
+from tempo_gen.ops.secrets.values import weaknesses
 
 
 @pytest.fixture

@@ -286,44 +286,33 @@ def secrets() -> None:
 @click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
 @click.pass_obj
 def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
-    """Create the missing secrets of PROFILES (files, or Swarm secrets in swarm mode); existing ones are never replaced."""
-    from tempo_gen.ops.secrets.files import init_secrets, ownership_commands
+    """Create the missing secrets of PROFILES (files, or Swarm secrets in swarm mode); existing ones are never
+    replaced."""
+    from tempo_gen.ops.secrets import secret_store
 
     for item in load_all(profiles, root):
-        if item.profile.deploy.mode == "swarm":
-            from tempo_gen.ops.secrets.swarm import init_secrets as init_swarm_secrets
-            from tempo_gen.ops.secrets.swarm import swarm_client
-
-            for created in init_swarm_secrets(item.profile, swarm_client()):
-                click.echo(f"{'created' if created.created else 'kept   '} Swarm secret {created.name}")
-            continue
-        for entry in init_secrets(item.profile, root):
-            click.echo(f"{'created' if entry.created else 'kept   '} {entry.path}")
-        if commands := ownership_commands(item.profile, root):
-            click.echo("not running as root: give the files the owners that let only their containers read them:")
-            click.echo("".join(f"  {command}\n" for command in commands), nl=False)
+        store = secret_store(item, root, root / OUT_DIR / item.profile.name)
+        for entry in store.init():
+            click.echo(f"{'created' if entry.created else 'kept   '} {entry.where}")
+        for line in store.init_hints():
+            click.echo(line)
 
 
 @secrets.command("check")
 @click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
 @click.pass_obj
 def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
-    """Report missing, weak, wrongly-owned or world-readable secret files (missing or stray Swarm secrets); exit 1 if any."""
-    from tempo_gen.ops.secrets.files import check_secrets
+    """Report missing, weak, wrongly-owned or world-readable secret files (missing or stray Swarm secrets); exit 1
+    if any."""
+    from tempo_gen.ops.secrets import secret_store
 
-    found = []
-    for item in load_all(profiles, root):
-        if item.profile.deploy.mode == "swarm":
-            from tempo_gen.ops.secrets.swarm import check_secrets as check_swarm_secrets
-            from tempo_gen.ops.secrets.swarm import swarm_client
-
-            found += [
-                (item, f"Swarm secret {p.name}", p.problem) for p in check_swarm_secrets(item.profile, swarm_client())
-            ]
-        else:
-            found += [(item, p.path, p.problem) for p in check_secrets(item.profile, root)]
-    for item, where, problem in found:
-        click.echo(f"{item.profile.name}: {where}: {problem}")
+    found = [
+        (item, problem)
+        for item in load_all(profiles, root)
+        for problem in secret_store(item, root, root / OUT_DIR / item.profile.name).check()
+    ]
+    for item, problem in found:
+        click.echo(f"{item.profile.name}: {problem.where}: {problem.problem}")
     if found:
         sys.exit(1)
     click.echo("secrets: ok")
@@ -336,29 +325,11 @@ def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
 @click.pass_obj
 def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None) -> None:
     """Rotate the JWT key or the database password of PROFILE's running stack (Compose or Swarm)."""
-    from tempo_gen.ops.compose_project import ComposeProject
-    from tempo_gen.ops.secrets.rotation import rotate_db, rotate_jwt
+    from tempo_gen.ops.secrets import secret_store
 
     loaded = load_all((profile,) if profile else (), root)
     if len(loaded) != 1:
         raise UsageError("name the profile whose secret to rotate")
     item = loaded[0]
-    if item.profile.deploy.mode == "swarm":
-        from tempo_gen.ops.secrets.swarm import rotate, swarm_client
-
-        created = rotate(item, root, which, swarm_client())
-        click.echo(
-            f"{'JWT key' if which == 'jwt' else 'Database password'} rotated: the services use Swarm secret "
-            f"{created}{'; every session has ended, log in again' if which == 'jwt' else ''}."
-        )
-        click.echo(
-            f"{item.display_path} records the new version: run `tempo-gen render` and commit profiles/ and out/."
-        )
-        return
-    bundle = (out or root / OUT_DIR) / item.profile.name
-    if which == "jwt":
-        rotate_jwt(item.profile, root, ComposeProject(item.profile.name, bundle))
-        click.echo("JWT key rotated and the API restarted: every session has ended; log in again.")
-    else:
-        rotate_db(item.profile, root, ComposeProject(item.profile.name, bundle))
-        click.echo("Database password rotated in Postgres and in the secret file; the API restarted with it.")
+    for line in secret_store(item, root, (out or root / OUT_DIR) / item.profile.name).rotate(which):
+        click.echo(line)

@@ -4,32 +4,23 @@ Compose file secrets are bind mounts that keep the host file's owner and mode
 (Compose does not apply uid/gid/mode to file secrets), so each file is owned
 so that exactly the container users that need it can read it: the JWT key by
 the API's uid (0400), the database password by the API's uid and Postgres's
-gid (0440). Values use the URL-safe base64 alphabet: nothing in it can break
-an Npgsql connection string (`;`, `=`, quotes).
+gid (0440). FileStore is the Compose backend of the secret store (store.py);
+its rotation is in rotation.py.
 """
 
 from __future__ import annotations
 
 import os
-import secrets as csprng
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from tempo_gen.models.base import PLACEHOLDER_SECRET
 from tempo_gen.models.profile import Profile
-from tempo_gen.targets.tempo_images import MIN_SECRET_LENGTH
+from tempo_gen.ops.secrets.store import Created, SecretProblem, secret_to_rotate
+from tempo_gen.ops.secrets.values import SECRET_NAMES, new_value, weaknesses
 
-SECRET_NAMES = ("db_password", "jwt_key")
 # Only the Docker daemon (root) opens the folder; containers see the bind-mounted files.
 DIR_MODE = 0o700
-# 48 random bytes -> 64 characters; well above Tempo's 32-character minimum.
-_RANDOM_BYTES = 48
-_FORBIDDEN_IN_DB_PASSWORD = set(";='\"")
-
-
-def new_value() -> str:
-    return csprng.token_urlsafe(_RANDOM_BYTES)
 
 
 def secrets_dir(profile: Profile, root: Path) -> Path:
@@ -52,25 +43,19 @@ def ownership(profile: Profile, name: str) -> Ownership:
     return Ownership(users.api, users.postgres, 0o440)
 
 
-@dataclass(frozen=True)
-class Created:
-    path: Path
-    created: bool
-
-
 def init_secrets(profile: Profile, root: Path) -> list[Created]:
     """Create every missing secret file; never overwrite one."""
     folder = secrets_dir(profile, root)
     folder.mkdir(parents=True, exist_ok=True)
     _own(folder, Ownership(0, 0, DIR_MODE))
-    result = []
+    result: list[Created] = []
     for name in SECRET_NAMES:
         path = folder / name
         if path.exists():
-            result.append(Created(path, False))
+            result.append(Created(str(path), False))
             continue
         write_secret(path, new_value(), ownership(profile, name))
-        result.append(Created(path, True))
+        result.append(Created(str(path), True))
     return result
 
 
@@ -108,54 +93,72 @@ def ownership_commands(profile: Profile, root: Path) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
-class SecretProblem:
-    path: Path
-    problem: str
-
-
 def check_secrets(profile: Profile, root: Path) -> list[SecretProblem]:
     """Missing, weak, wrongly-owned or world-readable secret files (values are never reported)."""
     folder = secrets_dir(profile, root)
-    problems = []
+    problems: list[SecretProblem] = []
     if folder.is_dir() and folder.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         problems.append(
             SecretProblem(
-                folder,
+                str(folder),
                 f"folder is open to other users (mode {stat.S_IMODE(folder.stat().st_mode):o}; want {DIR_MODE:o})",
             )
         )
     for name in SECRET_NAMES:
         path = folder / name
         if not path.is_file():
-            problems.append(SecretProblem(path, "missing (run `tempo-gen secrets init`)"))
+            problems.append(SecretProblem(str(path), "missing (run `tempo-gen secrets init`)"))
             continue
         info, owner = path.stat(), ownership(profile, name)
         mode = stat.S_IMODE(info.st_mode)
         if mode & stat.S_IRWXO:
-            problems.append(SecretProblem(path, f"world-accessible (mode {mode:o}; want {owner.mode:o})"))
+            problems.append(SecretProblem(str(path), f"world-accessible (mode {mode:o}; want {owner.mode:o})"))
         elif mode != owner.mode:
-            problems.append(SecretProblem(path, f"mode {mode:o}; want {owner.mode:o}"))
+            problems.append(SecretProblem(str(path), f"mode {mode:o}; want {owner.mode:o}"))
         if (info.st_uid, info.st_gid) != (owner.uid, owner.gid):
             problems.append(
                 SecretProblem(
-                    path,
+                    str(path),
                     f"owned by {info.st_uid}:{info.st_gid}; want {owner.uid}:{owner.gid}, "
                     "the container users that read it",
                 )
             )
-        problems += [SecretProblem(path, p) for p in weaknesses(name, read_secret(path))]
+        problems += [SecretProblem(str(path), p) for p in weaknesses(name, read_secret(path))]
     return problems
 
 
-def weaknesses(name: str, value: str) -> list[str]:
-    found = []
-    if not value:
-        found.append("empty")
-    elif len(value) < MIN_SECRET_LENGTH:
-        found.append(f"shorter than {MIN_SECRET_LENGTH} characters")
-    if PLACEHOLDER_SECRET in value:
-        found.append("Tempo's placeholder value")
-    if name == "db_password" and _FORBIDDEN_IN_DB_PASSWORD & set(value):
-        found.append("contains ; = or a quote, which break the Npgsql connection string")
-    return found
+class FileStore:
+    """The secret store of deploy.mode compose: files in the profile's secrets folder, mounted by Compose."""
+
+    def __init__(self, profile: Profile, root: Path, bundle: Path):
+        self.profile = profile
+        self.root = root
+        self.bundle = bundle  # the rendered bundle whose compose.yaml runs the stack
+
+    def init(self) -> list[Created]:
+        return init_secrets(self.profile, self.root)
+
+    def init_hints(self) -> list[str]:
+        commands = ownership_commands(self.profile, self.root)
+        if not commands:
+            return []
+        return [
+            "not running as root: give the files the owners that let only their containers read them:",
+            *(f"  {command}" for command in commands),
+        ]
+
+    def check(self) -> list[SecretProblem]:
+        return check_secrets(self.profile, self.root)
+
+    def rotate(self, which: str) -> list[str]:
+        # rotation.py builds on this module's file helpers: imported here, not at the top.
+        from tempo_gen.ops.compose_project import ComposeProject
+        from tempo_gen.ops.secrets.rotation import rotate_db, rotate_jwt
+
+        secret = secret_to_rotate(which)
+        stack = ComposeProject(self.profile.name, self.bundle)
+        if secret == "jwt_key":
+            rotate_jwt(self.profile, self.root, stack)
+            return ["JWT key rotated and the API restarted: every session has ended; log in again."]
+        rotate_db(self.profile, self.root, stack)
+        return ["Database password rotated in Postgres and in the secret file; the API restarted with it."]

@@ -18,7 +18,9 @@ from pathlib import Path
 from tempo_gen.errors import DeploymentError
 from tempo_gen.models.profile import Profile
 from tempo_gen.ops.compose_project import ComposeProject
-from tempo_gen.ops.secrets.files import new_value, ownership, read_secret, secrets_dir, write_secret
+from tempo_gen.ops.secrets.files import ownership, read_secret, secrets_dir, write_secret
+from tempo_gen.ops.secrets.values import new_value
+from tempo_gen.ops.stack import RunningStack
 
 SCRAM_ITERATIONS = 4096
 # psql reads the current password as the first line of stdin; the SQL follows.
@@ -38,8 +40,11 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = S
     client_key = hmac.new(salted, b"Client Key", "sha256").digest()
     server_key = hmac.new(salted, b"Server Key", "sha256").digest()
     stored_key = hashlib.sha256(client_key).digest()
-    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+    return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
 
 
 def rotate_jwt(profile: Profile, root: Path, stack: ComposeProject | None) -> None:
@@ -80,7 +85,7 @@ def rotate_db(profile: Profile, root: Path, stack: ComposeProject) -> None:
     stack.wait_healthy("api")
 
 
-def set_db_password(stack: ComposeProject, authenticate_with: str, verifier_for: str) -> None:
+def set_db_password(stack: RunningStack, authenticate_with: str, verifier_for: str) -> None:
     """In the running Postgres, logged in with one password, make another the role's password (as a verifier)."""
     sql = f"ALTER ROLE CURRENT_USER WITH PASSWORD '{scram_verifier(verifier_for)}';\n"
     code, output = stack.exec_with_stdin("postgres", _PSQL, f"{authenticate_with}\n{sql}")

@@ -1,4 +1,4 @@
-"""The deployment's Swarm secrets in the engine: create, check and rotate them with the Docker SDK, never showing a value.
+"""The deployment's Swarm secrets: create, check and rotate them with the Docker SDK, never showing a value.
 
 Swarm secrets cannot change, so each is versioned (<name>_<secret>_v<N>, N from
 the profile's secrets.versions) and a rotation creates version N+1, moves the
@@ -7,7 +7,7 @@ is then rendered and committed like any other change. The secrets carry
 tempo-gen's own label, not the stack's namespace label: `docker stack rm` would
 delete those, and with them the only copy of the database password.
 
-Database rotation keeps the order of compose mode (generator/rotation.py): the
+Database rotation keeps the order of compose mode (rotation.py): the
 new password is set inside the running Postgres as a SCRAM verifier first
 (authenticated with the current one, read from Postgres's own copy), then the
 API is moved onto it (`docker service update --secret-rm/--secret-add`, which
@@ -24,31 +24,37 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tempo_gen.errors import DeploymentError, EditError, Problem, ProfileError
 from tempo_gen.models.profile import Profile
-from tempo_gen.ops.compose_project import ComposeProject
-from tempo_gen.ops.secrets.files import SECRET_NAMES, new_value, weaknesses
 from tempo_gen.ops.secrets.rotation import set_db_password
+from tempo_gen.ops.secrets.store import Created, SecretProblem, secret_to_rotate
+from tempo_gen.ops.secrets.values import SECRET_NAMES, new_value, weaknesses
+from tempo_gen.ops.stack import RunningStack, docker_client
 from tempo_gen.profile.edit import set_scalars
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.targets.swarm_stack import LABEL, secret_name, service_name
 
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+    from docker.models.secrets import Secret
+    from docker.models.services import Service
+
 UPDATE_TIMEOUT = 300  # seconds `docker service update` may take to converge
-HEALTHY_TIMEOUT = 180
 _LABEL_SECRET = "org.tempo-gen.secret"
 _LABEL_VERSION = "org.tempo-gen.version"
 
 
-def swarm_client():
+def swarm_client() -> DockerClient:
     """A Docker SDK client of a Swarm manager."""
     import docker  # the SDK is only needed by commands that talk to the engine
 
+    client = docker_client()
     try:
-        client = docker.from_env()
         info = client.info()
     except docker.errors.DockerException as exc:
         raise DeploymentError(f"cannot reach the Docker engine: {exc}") from None
@@ -61,65 +67,54 @@ def swarm_client():
     return client
 
 
-def _find(client, name: str):
+def _find(client: DockerClient, name: str) -> Secret | None:
     """The secret named exactly `name` (the API filters by prefix), or None."""
     return next((s for s in client.secrets.list(filters={"name": name}) if s.name == name), None)
 
 
-def _create(client, profile: Profile, secret: str, version: int, value: str):
+def _create(client: DockerClient, profile: Profile, secret: str, version: int, value: str) -> Secret:
     labels = {LABEL: profile.name, _LABEL_SECRET: secret, _LABEL_VERSION: str(version)}
     return client.secrets.create(name=secret_name(profile, secret, version), data=value.encode(), labels=labels)
 
 
-@dataclass(frozen=True)
-class Created:
-    name: str
-    created: bool
-
-
-def init_secrets(profile: Profile, client) -> list[Created]:
+def init_secrets(profile: Profile, client: DockerClient) -> list[Created]:
     """Create every missing secret of the profile's versions from fresh random values; never replace one."""
     import docker
 
-    result = []
+    result: list[Created] = []
     for secret in SECRET_NAMES:
         name = secret_name(profile, secret)
+        where = f"Swarm secret {name}"
         if _find(client, name) is not None:
-            result.append(Created(name, False))
+            result.append(Created(where, False))
             continue
         try:
             _create(client, profile, secret, getattr(profile.secrets.versions, secret), new_value())
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: created meanwhile by someone else; kept
                 raise DeploymentError(f"creating Swarm secret {name} failed: {exc.explanation}") from None
-            result.append(Created(name, False))
+            result.append(Created(where, False))
             continue
-        result.append(Created(name, True))
+        result.append(Created(where, True))
     return result
 
 
-@dataclass(frozen=True)
-class SwarmProblem:
-    name: str
-    problem: str
-
-
-def check_secrets(profile: Profile, client) -> list[SwarmProblem]:
+def check_secrets(profile: Profile, client: DockerClient) -> list[SecretProblem]:
     """Missing secrets, secrets tempo-gen did not make, and leftovers of an unfinished rotation.
 
     Swarm never returns a secret's value, so strength is guaranteed by creation
     (`tempo-gen secrets init`), not checked here."""
-    problems = []
+    problems: list[SecretProblem] = []
     for secret in SECRET_NAMES:
         version = getattr(profile.secrets.versions, secret)
         name = secret_name(profile, secret)
         found = _find(client, name)
         if found is None:
-            problems.append(SwarmProblem(name, "missing (run `tempo-gen secrets init`)"))
+            problems.append(SecretProblem(f"Swarm secret {name}", "missing (run `tempo-gen secrets init`)"))
         elif found.attrs["Spec"].get("Labels", {}).get(LABEL) != profile.name:
             problems.append(
-                SwarmProblem(
-                    name,
+                SecretProblem(
+                    f"Swarm secret {name}",
                     f"not created by tempo-gen (no {LABEL} label): its strength is "
                     "unknown; remove it and run `tempo-gen secrets init`",
                 )
@@ -128,8 +123,8 @@ def check_secrets(profile: Profile, client) -> list[SwarmProblem]:
             labels = other.attrs["Spec"].get("Labels", {})
             if labels.get(_LABEL_SECRET) == secret and labels.get(_LABEL_VERSION) != str(version):
                 problems.append(
-                    SwarmProblem(
-                        other.name,
+                    SecretProblem(
+                        f"Swarm secret {other.name}",
                         f"version {labels.get(_LABEL_VERSION)} of {secret} is still "
                         f"there, the profile uses {version}: an unfinished rotation?",
                     )
@@ -137,29 +132,31 @@ def check_secrets(profile: Profile, client) -> list[SwarmProblem]:
     return problems
 
 
-class SwarmProject(ComposeProject):
+class SwarmProject(RunningStack):
     """The running stack: its services' current tasks take the place of Compose containers."""
 
-    def __init__(self, profile: Profile, client):
-        self.project = profile.name
-        self.profile = profile
-        self.bundle = None
-        self.client = client
+    missing_status = "no running task"
 
-    def service(self, service: str):
+    def __init__(self, profile: Profile, client: DockerClient):
+        super().__init__(client)
+        self.profile = profile
+
+    def service(self, service: str) -> Service:
         import docker
 
         try:
-            return self.client.services.get(service_name(self.profile, service))
+            found: Service = self.client.services.get(service_name(self.profile, service))  # type: ignore[no-untyped-call]
+            return found
         except docker.errors.NotFound:
             raise DeploymentError(
                 f"service {service_name(self.profile, service)} is not deployed (docker stack deploy first)"
             ) from None
 
-    def container(self, service: str):
+    def container(self, service: str) -> Container:
         import docker
 
-        for task in self.service(service).tasks(filters={"desired-state": "running"}):
+        tasks = self.service(service).tasks(filters={"desired-state": "running"})  # type: ignore[no-untyped-call]
+        for task in tasks:
             container_id = task["Status"].get("ContainerStatus", {}).get("ContainerID")
             if task["Status"]["State"] == "running" and container_id:
                 try:
@@ -168,20 +165,7 @@ class SwarmProject(ComposeProject):
                     continue
         raise DeploymentError(f"service {service_name(self.profile, service)} has no running task")
 
-    def wait_healthy(self, service: str, timeout: float = HEALTHY_TIMEOUT) -> None:
-        deadline, status = time.monotonic() + timeout, "no running task"
-        while time.monotonic() < deadline:
-            try:
-                container = self.container(service)
-                status = container.attrs["State"].get("Health", {}).get("Status", container.status)
-            except DeploymentError:
-                status = "no running task"
-            if status == "healthy":
-                return
-            time.sleep(2)
-        raise DeploymentError(f"{service} did not become healthy within {timeout:.0f}s (last status: {status})")
-
-    def uses(self, service: str) -> list[dict]:
+    def uses(self, service: str) -> list[dict[str, Any]]:
         """The secret references of a service's spec."""
         return self.service(service).attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
 
@@ -223,7 +207,7 @@ class SwarmProject(ComposeProject):
         )
 
 
-def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     docker = shutil.which("docker")
     if docker is None:
         raise DeploymentError("the docker command is not installed (Swarm mode needs it for `docker service update`)")
@@ -233,10 +217,10 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def rotate(loaded: LoadedProfile, root: Path, which: str, client) -> str:
+def rotate(loaded: LoadedProfile, root: Path, which: str, client: DockerClient) -> str:
     """Rotate the JWT key (`jwt`) or the database password (`db`) of the running stack; return the new secret's name."""
     profile = loaded.profile
-    secret = "jwt_key" if which == "jwt" else "db_password"
+    secret = secret_to_rotate(which)
     version = getattr(profile.secrets.versions, secret)
     old, new = secret_name(profile, secret), secret_name(profile, secret, version + 1)
     if _find(client, old) is None:
@@ -258,7 +242,7 @@ def rotate(loaded: LoadedProfile, root: Path, which: str, client) -> str:
     value = new_value()
     _create(client, profile, secret, version + 1, value)
     undo = _set_in_postgres(stack, value, client, new) if secret == "db_password" else (lambda: None)
-    _move(stack, "api", old, new, client, undo)
+    _move(stack, "api", old, new, undo)
     # The API runs on the new secret: from here on the profile must name it, whatever else fails.
     _write_profile(loaded, root, recorded, secret, version + 1)
     try:
@@ -270,7 +254,8 @@ def rotate(loaded: LoadedProfile, root: Path, which: str, client) -> str:
             # nginx resolved the old API task's address when it started; the new task has another one.
             stack.restart("proxy")
         stack.wait_healthy("api")
-        _find(client, old).remove()
+        if (previous := _find(client, old)) is not None:
+            previous.remove()
     except Exception as exc:
         raise DeploymentError(
             f"the API uses {new} and {loaded.display_path} records it, but finishing failed: {exc}; "
@@ -279,7 +264,7 @@ def rotate(loaded: LoadedProfile, root: Path, which: str, client) -> str:
     return new
 
 
-def _set_in_postgres(stack: SwarmProject, value: str, client, new: str):
+def _set_in_postgres(stack: SwarmProject, value: str, client: DockerClient, new: str) -> Callable[[], None]:
     """Make `value` the database password inside the running Postgres; return how to undo that."""
     code, current = stack.exec_with_stdin("postgres", ["cat", "/run/secrets/db_password"], "")
     current = current.strip()
@@ -288,24 +273,25 @@ def _set_in_postgres(stack: SwarmProject, value: str, client, new: str):
             raise DeploymentError("cannot read Postgres's current password from its secret; nothing was changed")
         set_db_password(stack, authenticate_with=current, verifier_for=value)
     except BaseException:
-        _find(client, new).remove()
+        _remove(client, new)
         raise
     return lambda: set_db_password(stack, authenticate_with=value, verifier_for=current)
 
 
-def _move(stack: SwarmProject, service: str, old: str, new: str, client, undo) -> None:
+def _move(stack: SwarmProject, service: str, old: str, new: str, undo: Callable[[], None]) -> None:
     """Swap the secret of `service`; on failure roll the service back, undo, and drop the new secret."""
     try:
         stack.swap_secret(service, old, new)
         stack.wait_healthy(service)
     except BaseException as failure:
-        problems = []
-        for step in (
+        problems: list[str] = []
+        steps: list[Callable[[], None]] = [
             lambda: stack.roll_back(service),
             undo,
             lambda: stack.wait_healthy(service),
-            lambda: _find(client, new) and _find(client, new).remove(),
-        ):
+            lambda: _remove(stack.client, new),
+        ]
+        for step in steps:
             try:
                 step()
             except Exception as exc:  # keep undoing; report everything
@@ -316,6 +302,12 @@ def _move(stack: SwarmProject, service: str, old: str, new: str, client, undo) -
                 f"{service_name(stack.profile, service)}` and which secret Postgres accepts)"
             ) from None
         raise
+
+
+def _remove(client: DockerClient, name: str) -> None:
+    """Remove Swarm secret `name` when it exists."""
+    if (found := _find(client, name)) is not None:
+        found.remove()
 
 
 def _with_version(loaded: LoadedProfile, secret: str, version: int) -> str:
@@ -347,3 +339,38 @@ def _write_profile(loaded: LoadedProfile, root: Path, text: str, secret: str, ve
         ) from None
     finally:
         temp.unlink(missing_ok=True)
+
+
+class SwarmStore:
+    """The secret store of deploy.mode swarm: versioned Swarm secrets, the profile recording their versions."""
+
+    def __init__(self, loaded: LoadedProfile, root: Path):
+        self.loaded = loaded
+        self.root = root
+        self._client: DockerClient | None = None
+
+    @property
+    def client(self) -> DockerClient:
+        """The Swarm manager, reached on first use (and checked to be one)."""
+        if self._client is None:
+            self._client = swarm_client()
+        return self._client
+
+    def init(self) -> list[Created]:
+        return init_secrets(self.loaded.profile, self.client)
+
+    def init_hints(self) -> list[str]:
+        return []  # the engine owns Swarm secrets; each service's copy gets its owner from the stack file
+
+    def check(self) -> list[SecretProblem]:
+        return check_secrets(self.loaded.profile, self.client)
+
+    def rotate(self, which: str) -> list[str]:
+        jwt = secret_to_rotate(which) == "jwt_key"
+        created = rotate(self.loaded, self.root, which, self.client)
+        return [
+            f"{'JWT key' if jwt else 'Database password'} rotated: the services use Swarm secret "
+            f"{created}{'; every session has ended, log in again' if jwt else ''}.",
+            f"{self.loaded.display_path} records the new version: run `tempo-gen render` and commit profiles/ "
+            "and out/.",
+        ]
