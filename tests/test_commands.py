@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import yaml
-from tests.conftest import VALID_PROFILE
+
+from support.project import VALID_PROFILE
 
 
 def test_init_writes_a_valid_commented_starter(cli, project):

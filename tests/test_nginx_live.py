@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tests.nginx_support import NGINX, for_local_nginx, make_profile, needs_nginx, prepare_root
-from tests.proxy_support import (
+
+from support.nginx import NGINX, for_local_nginx, make_profile, needs_nginx, prepare_root
+from support.proxy import (
     DOMAIN,
     MIB,
     LiveProxy,
@@ -31,7 +32,6 @@ from tests.proxy_support import (
     stub,
     wait_for_port,
 )
-
 from tempo_gen.policy import tls as tls_policy
 
 pytestmark = needs_nginx

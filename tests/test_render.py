@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO, VALID_PROFILE
 
 import tempo_gen.targets
+from support.project import REPO, VALID_PROFILE
 from tempo_gen import __version__
 
 

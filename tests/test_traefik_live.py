@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from tests.proxy_support import (
+
+from support.proxy import (
     DOMAIN,
     MIB,
     LiveProxy,
@@ -26,8 +27,7 @@ from tests.proxy_support import (
     permissive_tls_server,
     stub,
 )
-from tests.traefik_support import make_profile, needs_traefik, prepare_root, running_traefik, with_ping
-
+from support.traefik import make_profile, needs_traefik, prepare_root, running_traefik, with_ping
 from tempo_gen.policy import tls as tls_policy
 
 pytestmark = needs_traefik

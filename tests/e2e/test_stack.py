@@ -18,9 +18,10 @@ from pathlib import Path
 import docker
 import pytest
 import trustme
-from tests.e2e.engine import compose
-from tests.e2e.sandbox import wait_until
-from tests.e2e.tls_client import https_request, plain_request
+
+from support.engine import compose
+from support.tls_client import https_request, plain_request
+from support.wait import wait_until
 
 DOMAIN = "tempo.test"
 UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}

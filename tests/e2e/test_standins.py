@@ -9,7 +9,8 @@ import secrets
 
 import pytest
 
-from .sandbox import Sandbox, wait_until
+from support.sandbox import Sandbox
+from support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,6 @@ test failed. Every wait here is bounded.
 from __future__ import annotations
 
 import shlex
-import time
 import uuid
 
 import docker
@@ -15,18 +14,6 @@ import requests.exceptions
 
 LABEL = "org.tempo-gen.e2e"
 PROBE_LIFETIME = 900  # seconds: an orphaned probe container stops by itself
-
-
-def wait_until(check, timeout: float, what: str, interval: float = 0.5):
-    """Poll check() until it returns a truthy value; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 class Sandbox:

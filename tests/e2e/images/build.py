@@ -10,7 +10,7 @@ rootfs tarball is kept in CACHE_DIR keyed by the package-list hash, so even a
 pruned engine re-imports it in seconds instead of re-running debootstrap.
 The fixed tags the test profiles use (ROLE_TAGS) are re-pointed every time.
 
-    python -m tests.e2e.images.build      # prebuild from the repo root
+    PYTHONPATH=generator:tests python -m e2e.images.build      # prebuild from the repo root
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from ..engine import PrerequisiteMissing, require_tool
+from support.engine import PrerequisiteMissing, require_tool
 
 HERE = Path(__file__).resolve().parent
 CACHE_DIR = Path(os.environ.get("TEMPO_E2E_CACHE", "/var/cache/tempo-e2e"))
