@@ -94,7 +94,8 @@ def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli, project):
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
     result = cli("audit")
     assert [line for line in result.output.splitlines() if "weakened" in line] == [
-        "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy (run `tempo-gen lock`)"
+        "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy"
+        " (run `tempo-gen lock`)"
     ]
     assert "MISSING" not in result.output
 

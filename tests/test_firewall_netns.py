@@ -269,7 +269,7 @@ def measure(clients: dict[str, str]) -> dict[tuple[str, str], str | None]:
     for client, (labels, proc) in running.items():
         out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, err
-        matrix.update({(client, label): answer for label, answer in zip(labels, json.loads(out))})
+        matrix.update({(client, label): answer for label, answer in zip(labels, json.loads(out), strict=True)})
     return matrix
 
 
@@ -322,7 +322,8 @@ def docker_style_nat(lab: Lab, srv: str, published: dict[int, int]) -> None:
         ]
         if family == 4:
             rules += [
-                f"-A DOCKER -d 127.0.0.1/32 ! -i {BRIDGE} -p tcp --dport {host} -j DNAT --to-destination {container}:{inner}"
+                f"-A DOCKER -d 127.0.0.1/32 ! -i {BRIDGE} -p tcp --dport {host}"
+                f" -j DNAT --to-destination {container}:{inner}"
                 for host, inner in LOOPBACK_PUBLISHED.items()
             ]
         rules += [
@@ -616,7 +617,7 @@ def test_docker_published_port(lab, tmp_path, busybox_image):
                 result.update(
                     {
                         (client, port): answer and answer.strip()
-                        for (_, _, port), answer in zip(attempts, json.loads(out))
+                        for (_, _, port), answer in zip(attempts, json.loads(out), strict=True)
                     }
                 )
             return result

@@ -104,16 +104,15 @@ def ensure_engine(wait: float = ENGINE_START_TIMEOUT) -> EngineRecord:
     except PrerequisiteMissing as exc:
         unavailable(f"Docker is not installed and could not be installed: {exc}")
 
-    log = tempfile.NamedTemporaryFile(prefix="tempo-e2e-dockerd-", suffix=".log", delete=False)
-    # Own session: a Ctrl-C aimed at pytest does not kill the daemon half-way.
-    proc = subprocess.Popen(
-        ["dockerd"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.close()
+    with tempfile.NamedTemporaryFile(prefix="tempo-e2e-dockerd-", suffix=".log", delete=False) as log:
+        # Own session: a Ctrl-C aimed at pytest does not kill the daemon half-way.
+        proc = subprocess.Popen(
+            ["dockerd"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     record = EngineRecord(started=True, process=proc, log_path=log.name)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

@@ -24,3 +24,13 @@ def profiles_of_kind(kind: str) -> list[Path]:
     from tempo_gen.project import discover_profiles
 
     return [p for p in discover_profiles(REPO) if load_profile(p, REPO).profile.proxy.kind == kind]
+
+
+def tempo_gen_env(**extra: str) -> dict[str, str]:
+    """The environment for a `python -m tempo_gen` child: it imports this checkout's generator,
+    as the test process does (pytest's pythonpath), not whichever tempo_gen happens to be installed."""
+    import os
+
+    inherited = os.environ.get("PYTHONPATH")
+    path = str(REPO / "generator") + (os.pathsep + inherited if inherited else "")
+    return {**os.environ, "PYTHONPATH": path, **extra}

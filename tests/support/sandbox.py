@@ -5,6 +5,7 @@ test failed. Every wait here is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import uuid
 
@@ -50,19 +51,13 @@ class Sandbox:
 
     def close(self) -> None:
         for container in reversed(self.containers):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
         for vol in self.volumes:
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 vol.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self.network.remove()
-        except docker.errors.NotFound:
-            pass
 
     # -- observation
 
@@ -77,7 +72,7 @@ class Sandbox:
             return container.wait(timeout=timeout)["StatusCode"]
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             container.kill()
-            raise AssertionError(f"{container.name} still running after {timeout:.0f}s")
+            raise AssertionError(f"{container.name} still running after {timeout:.0f}s") from None
 
     @staticmethod
     def exec(container, *cmd: str, timeout: int = 30, env: dict | None = None) -> tuple[int, str]:

@@ -103,7 +103,7 @@ def _build_lock():
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError("another stand-in build held the lock for 30 min")
+                    raise TimeoutError("another stand-in build held the lock for 30 min") from None
                 time.sleep(1)
         try:
             yield
@@ -115,12 +115,11 @@ def _build_lock():
 
 
 def _one_line_sources(text: str):
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line.startswith("deb "):
+    for raw in text.splitlines():
+        entry = raw.split("#", 1)[0].strip()
+        if not entry.startswith("deb "):
             continue
-        line = re.sub(r"\[[^\]]*\]", " ", line)  # drop [arch=... signed-by=...]
-        fields = line.split()
+        fields = re.sub(r"\[[^\]]*\]", " ", entry).split()  # drop [arch=... signed-by=...]
         if len(fields) >= 4:
             yield fields[1], [fields[2]], fields[3:]
 
