@@ -8,20 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from support.project import REPO
 from tempo_gen.cli import main
-
-REPO = Path(__file__).resolve().parent.parent
-
-VALID_PROFILE = """\
-name: demo
-domain: tempo.example.com
-tempo:
-  allow_unpinned: true
-proxy:
-  publish_addresses: [203.0.113.10]
-firewall:
-  admin_cidrs: [198.51.100.0/24]
-"""
 
 
 @pytest.fixture
@@ -46,7 +34,7 @@ def cli(project: Path):
 @pytest.fixture(scope="session")
 def docker_engine():
     """A Docker daemon that answers for the whole session; stopped afterwards only if we started it."""
-    from tests.e2e.engine import ensure_engine, stop_engine
+    from support.engine import ensure_engine, stop_engine
 
     record = ensure_engine()
     yield record
@@ -73,11 +61,3 @@ def pytest_addoption(parser):
 @pytest.fixture
 def update_golden(request) -> bool:
     return request.config.getoption("--update-golden")
-
-
-def profiles_of_kind(kind: str) -> list[Path]:
-    """The example profiles whose proxy is `kind`, for tests that need that proxy's config."""
-    from tempo_gen.profile.loader import load_profile
-    from tempo_gen.project import discover_profiles
-
-    return [p for p in discover_profiles(REPO) if load_profile(p, REPO).profile.proxy.kind == kind]

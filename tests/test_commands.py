@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner, Result
-from tests.conftest import VALID_PROFILE
 
+from support.project import VALID_PROFILE
 from tempo_gen.cli import main
 from tempo_gen.reports.schema import json_schema
 

@@ -2,49 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import REPO, VALID_PROFILE
-from tests.e2e.engine import compose_command
 
-DIGEST = "@sha256:" + "ab" * 32
-PINNED_PROFILE = VALID_PROFILE.replace(
-    "  allow_unpinned: true\n",
-    f"""\
-  images:
-    api: ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}
-    frontend: ghcr.io/trevordavies095/tempo/frontend:v2.1.0{DIGEST}
-    postgres: postgres:16-alpine{DIGEST}
-""",
-).replace("proxy:\n", f"proxy:\n  image: nginxinc/nginx-unprivileged:1.28-alpine{DIGEST}\n")
-
-
-def render(cli, project: Path, text: str) -> Path:
-    (project / "profiles" / "demo.yaml").write_text(text)
-    result = cli("render")
-    assert result.exit_code == 0, result.output
-    return project / "out" / "demo"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: run the README's test command (it installs the test tools)")
-    return path
-
-
-def compose_lint(compose: Path) -> list[dict]:
-    result = subprocess.run(
-        [tool("compose-lint"), "check", "--format", "json", "--fail-on", "critical", str(compose)],
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(result.stdout)["findings"]
+from support.compose import DIGEST, PINNED_PROFILE, compose_lint, render, tool
+from support.engine import compose_command
+from support.project import REPO
 
 
 @pytest.fixture

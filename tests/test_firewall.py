@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.e2e.engine import unavailable
 
+from support.engine import unavailable
 from tempo_gen.cli import main
 from tempo_gen.errors import ProfileError
 from tempo_gen.models.profile import Profile

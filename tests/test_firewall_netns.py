@@ -22,12 +22,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.engine import unavailable
 
+from support.engine import unavailable
+from support.wait import wait_until
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import firewall
 from tempo_gen.targets.base import TargetInput
@@ -269,7 +269,7 @@ def measure(clients: dict[str, str]) -> dict[tuple[str, str], str | None]:
     for client, (labels, proc) in running.items():
         out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, err
-        matrix.update({(client, label): answer for label, answer in zip(labels, json.loads(out))})
+        matrix.update({(client, label): answer for label, answer in zip(labels, json.loads(out), strict=True)})
     return matrix
 
 
@@ -322,7 +322,8 @@ def docker_style_nat(lab: Lab, srv: str, published: dict[int, int]) -> None:
         ]
         if family == 4:
             rules += [
-                f"-A DOCKER -d 127.0.0.1/32 ! -i {BRIDGE} -p tcp --dport {host} -j DNAT --to-destination {container}:{inner}"
+                f"-A DOCKER -d 127.0.0.1/32 ! -i {BRIDGE} -p tcp --dport {host}"
+                f" -j DNAT --to-destination {container}:{inner}"
                 for host, inner in LOOPBACK_PUBLISHED.items()
             ]
         rules += [
@@ -474,14 +475,6 @@ def apply_script(lab: Lab, ns: str, rules: Path, state: Path, *args: str, wait: 
     )
 
 
-def wait_until(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def watchers():
     """Kill apply.sh's detached watchers a test leaves behind (found by their command line)."""
@@ -528,7 +521,7 @@ def test_apply_keeps_rules_when_confirmed(server):
     lab, srv, rules, state = server
     proc = apply_script(lab, srv, rules, state, "--timeout", "20", wait=False)
     try:
-        wait_until(lambda: "chain ssh" in (table(lab, srv) or ""), 10, "the new rules to load")
+        wait_until(lambda: "chain ssh" in (table(lab, srv) or ""), 10, "the new rules to load", interval=0.2)
         confirm = apply_script(lab, srv, rules, state, "--confirm")
         assert confirm.returncode == 0, confirm.stderr
         out, err = proc.communicate(timeout=10)
@@ -544,10 +537,10 @@ def test_watcher_rolls_back_when_the_session_dies(server):
     lab, srv, rules, state = server
     before = table(lab, srv)
     proc = apply_script(lab, srv, rules, state, "--timeout", "3", wait=False)
-    wait_until(lambda: "chain ssh" in (table(lab, srv) or ""), 10, "the new rules to load")
+    wait_until(lambda: "chain ssh" in (table(lab, srv) or ""), 10, "the new rules to load", interval=0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=TIMEOUT)
-    wait_until(lambda: table(lab, srv) == before, 15, "the watcher to restore the previous rules")
+    wait_until(lambda: table(lab, srv) == before, 15, "the watcher to restore the previous rules", interval=0.2)
 
 
 def test_apply_refuses_a_ruleset_that_does_not_check(server):
@@ -624,7 +617,7 @@ def test_docker_published_port(lab, tmp_path, busybox_image):
                 result.update(
                     {
                         (client, port): answer and answer.strip()
-                        for (_, _, port), answer in zip(attempts, json.loads(out))
+                        for (_, _, port), answer in zip(attempts, json.loads(out), strict=True)
                     }
                 )
             return result
@@ -635,7 +628,9 @@ def test_docker_published_port(lab, tmp_path, busybox_image):
             ("outside", 443): "ctr:8443",
             ("outside", STRAY): "ctr:8081",
         }
-        wait_until(lambda: probe() == everything, 20, "the published ports to answer every client (no rules yet)")
+        wait_until(
+            lambda: probe() == everything, 20, "the published ports to answer every client (no rules yet)", interval=0.2
+        )
 
         run(str(rules / "docker-user.sh"))
         chain = run("iptables", "-S", firewall.DOCKER_CHAIN).stdout

@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from tests.registry_server import REGISTRY_BIN, LocalRegistry, TokenService, free_port, sha256
 
+from support.registry import REGISTRY_BIN, LocalRegistry, TokenService, free_port, sha256
 from tempo_gen.errors import RegistryError
 from tempo_gen.ops.registry import Registry, locate
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-from tests.conftest import REPO, profiles_of_kind
-from tests.nginx_support import (
+
+from support.nginx import (
     context,
     for_local_nginx,
     make_profile,
@@ -22,7 +22,7 @@ from tests.nginx_support import (
     runtime,
     write_tree,
 )
-
+from support.project import REPO, profiles_of_kind
 from tempo_gen.bundle.jinja import nginx_string
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from support.project import REPO
 
 
 def test_wheel_install_renders_the_examples_identically(tmp_path: Path):

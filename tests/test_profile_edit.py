@@ -53,12 +53,13 @@ def test_several_values_land_in_order_in_one_new_mapping():
     text = "# head\ntempo:\n  version: 2.1.0\n\nproxy:\n  kind: nginx\n"
     values = {API: "a:1", ("tempo", "images", "frontend"): "f:1", ("proxy", "image"): "n:1"}
     assert set_scalars(text, values) == (
-        "# head\ntempo:\n  version: 2.1.0\n  images:\n    api: a:1\n    frontend: f:1\n\nproxy:\n  kind: nginx\n  image: n:1\n"
+        "# head\ntempo:\n  version: 2.1.0\n  images:\n    api: a:1\n    frontend: f:1\n\n"
+        "proxy:\n  kind: nginx\n  image: n:1\n"
     )
 
 
 def test_a_non_mapping_on_the_path_is_refused():
-    with pytest.raises(EditError, match="tempo.images is not a mapping"):
+    with pytest.raises(EditError, match=r"tempo\.images is not a mapping"):
         set_scalars("tempo:\n  images: [a]\n", {API: PIN})
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.conftest import VALID_PROFILE
+
+from support.project import VALID_PROFILE
 
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
-    for i in range(9)
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9)
 )
 
 
@@ -195,7 +195,8 @@ def test_malformed_profile_is_refused_with_a_located_message(cli, project, case_
 def test_every_problem_is_reported_not_just_the_first(cli, project):
     path = project / "profiles" / "bad.yaml"
     path.write_text(
-        "name: demo\ndomain: 'bad domain'\ntempo:\n  media_max_mb: 0\n  nope: 1\nproxy:\n  publish_addresses: [203.0.113.10]\n"
+        "name: demo\ndomain: 'bad domain'\ntempo:\n  media_max_mb: 0\n  nope: 1\n"
+        "proxy:\n  publish_addresses: [203.0.113.10]\n"
     )
     result = cli("validate", str(path))
     assert result.exit_code == 2

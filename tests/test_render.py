@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO, VALID_PROFILE
 
 import tempo_gen.targets
+from support.project import REPO, VALID_PROFILE, tempo_gen_env
 from tempo_gen import __version__
 
 
@@ -58,7 +58,7 @@ def test_output_is_byte_identical_across_runs_and_hash_seeds(demo, tmp_path):
     outputs = []
     for seed in ("0", "12345"):
         out = tmp_path / f"out-{seed}"
-        env = {**os.environ, "PYTHONHASHSEED": seed}
+        env = tempo_gen_env(PYTHONHASHSEED=seed)
         subprocess.run(
             [sys.executable, "-m", "tempo_gen", "--project", str(demo), "render", "--out", str(out)],
             check=True,
@@ -183,7 +183,11 @@ def test_dotenv_supplies_variables(cli, project):
 def test_repository_out_is_current():
     """The committed out/ is exactly what the committed profiles render (the GitOps promise)."""
     result = subprocess.run(
-        [sys.executable, "-m", "tempo_gen", "render", "--check"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "tempo_gen", "render", "--check"],
+        cwd=REPO,
+        env=tempo_gen_env(),
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

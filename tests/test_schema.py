@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import REPO
-
+from support.project import REPO
 from tempo_gen.reports.schema import REFERENCE_END, REFERENCE_START, json_schema, markdown_reference
 
 HOW = "run `python -m pytest tests/test_schema.py --update-golden` and commit"

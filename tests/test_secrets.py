@@ -9,8 +9,8 @@ import os
 import stat
 
 import pytest
-from tests.conftest import VALID_PROFILE
 
+from support.project import VALID_PROFILE
 from tempo_gen.ops.secrets.rotation import scram_verifier
 from tempo_gen.ops.secrets.values import weaknesses
 

@@ -12,10 +12,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
-from tests.conftest import REPO, VALID_PROFILE
-from tests.e2e.engine import compose_command
-from tests.test_compose import tool
 
+from support.compose import tool
+from support.engine import compose_command
+from support.project import REPO, VALID_PROFILE
 from tempo_gen.bundle.files import Bundle, RenderedFile
 from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-from tests.conftest import REPO, profiles_of_kind
-from tests.e2e.engine import compose_command
-from tests.proxy_support import context, free_ports
-from tests.test_compose import DIGEST, PINNED_PROFILE, compose_lint, tool
-from tests.test_compose import render as render_project
-from tests.traefik_support import (
+
+from support.compose import DIGEST, PINNED_PROFILE, compose_lint, tool
+from support.compose import render as render_project
+from support.engine import compose_command
+from support.project import REPO, profiles_of_kind
+from support.proxy import context, free_ports
+from support.traefik import (
     TRAEFIK,
     make_profile,
     needs_traefik,
@@ -23,7 +24,6 @@ from tests.traefik_support import (
     running_traefik,
     with_ping,
 )
-
 from tempo_gen.bundle.jinja import yaml_wrapped
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile

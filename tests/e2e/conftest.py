@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from .engine import PrerequisiteMissing, unavailable
+from support.engine import PrerequisiteMissing, unavailable
+from support.sandbox import Sandbox
+
 from .images.build import build_standins
-from .sandbox import Sandbox
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from tests.e2e.engine import compose
+from support.engine import compose
 
 COMPOSE = """\
 services:

@@ -18,9 +18,11 @@ from pathlib import Path
 import docker
 import pytest
 import trustme
-from tests.e2e.engine import compose
-from tests.e2e.sandbox import wait_until
-from tests.e2e.tls_client import https_request, plain_request
+
+from support.engine import compose
+from support.project import tempo_gen_env
+from support.tls_client import https_request, plain_request
+from support.wait import wait_until
 
 DOMAIN = "tempo.test"
 UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
@@ -36,6 +38,7 @@ def free_port() -> int:
 def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
+        env=tempo_gen_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -224,7 +227,7 @@ def test_every_service_is_healthy_and_runs_what_was_rendered(stack):
         assert container.attrs["State"]["Health"]["Status"] == "healthy", service
     # Compose labels each container with the hash of its service's config: what ran is what was rendered.
     hashes = stack.compose("config", "--hash", "*").stdout.split()
-    expected = dict(zip(hashes[0::2], hashes[1::2]))
+    expected = dict(zip(hashes[0::2], hashes[1::2], strict=True))
     for service in SERVICES:
         assert stack.container(service).labels["com.docker.compose.config-hash"] == expected[service], service
 

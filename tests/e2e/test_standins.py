@@ -9,7 +9,8 @@ import secrets
 
 import pytest
 
-from .sandbox import Sandbox, wait_until
+from support.sandbox import Sandbox
+from support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +50,9 @@ def wait_postgres(box: Sandbox, pg, timeout: float = 60) -> None:
 
 def api_environment(db_password: str, jwt_key: str | None, db_host: str = "postgres", **env) -> dict:
     environment = {
-        "ConnectionStrings__DefaultConnection": f"Host={db_host};Port=5432;Database=tempo;Username=postgres;Password={db_password}",
+        "ConnectionStrings__DefaultConnection": (
+            f"Host={db_host};Port=5432;Database=tempo;Username=postgres;Password={db_password}"
+        ),
         "ASPNETCORE_ENVIRONMENT": "Production",
         **env,
     }
@@ -167,7 +170,7 @@ def test_postgres_started_as_root_drops_to_uid_70(sandbox):
         environment={"POSTGRES_PASSWORD": secrets.token_urlsafe(16)},
     )
     wait_postgres(sandbox, pg)
-    code, out = sandbox.exec(pg, "ps", "-o", "uid=", "-p", "1")
+    _, out = sandbox.exec(pg, "ps", "-o", "uid=", "-p", "1")
     assert out.strip() == "70"
 
 

@@ -24,9 +24,10 @@ import docker
 import docker.errors
 import pytest
 import trustme
-from tests.e2e.engine import unavailable
-from tests.e2e.sandbox import wait_until
-from tests.e2e.tls_client import https_request
+
+from support.engine import unavailable
+from support.tls_client import https_request
+from support.wait import wait_until
 
 DOMAIN = "tempo.test"
 UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}

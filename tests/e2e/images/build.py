@@ -10,7 +10,7 @@ rootfs tarball is kept in CACHE_DIR keyed by the package-list hash, so even a
 pruned engine re-imports it in seconds instead of re-running debootstrap.
 The fixed tags the test profiles use (ROLE_TAGS) are re-pointed every time.
 
-    python -m tests.e2e.images.build      # prebuild from the repo root
+    PYTHONPATH=generator:tests python -m e2e.images.build      # prebuild from the repo root
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from ..engine import PrerequisiteMissing, require_tool
+from support.engine import PrerequisiteMissing, require_tool
 
 HERE = Path(__file__).resolve().parent
 CACHE_DIR = Path(os.environ.get("TEMPO_E2E_CACHE", "/var/cache/tempo-e2e"))
@@ -103,7 +103,7 @@ def _build_lock():
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError("another stand-in build held the lock for 30 min")
+                    raise TimeoutError("another stand-in build held the lock for 30 min") from None
                 time.sleep(1)
         try:
             yield
@@ -115,12 +115,11 @@ def _build_lock():
 
 
 def _one_line_sources(text: str):
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line.startswith("deb "):
+    for raw in text.splitlines():
+        entry = raw.split("#", 1)[0].strip()
+        if not entry.startswith("deb "):
             continue
-        line = re.sub(r"\[[^\]]*\]", " ", line)  # drop [arch=... signed-by=...]
-        fields = line.split()
+        fields = re.sub(r"\[[^\]]*\]", " ", entry).split()  # drop [arch=... signed-by=...]
         if len(fields) >= 4:
             yield fields[1], [fields[2]], fields[3:]
 

@@ -725,10 +725,7 @@ def reset_password(settings: Settings, args: list[str]) -> int:
             print(f"reset-password: unknown argument {arg!r}", file=sys.stderr)
             return 2
     migrate(settings)
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = secrets.token_urlsafe(12)
+    password = sys.stdin.readline().rstrip("\r\n") if from_stdin else secrets.token_urlsafe(12)
     if len(password) < 6:
         print("reset-password: the password must be at least 6 characters", file=sys.stderr)
         return 1

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 import trustme
-from tests.proxy_support import DOMAIN, context, dev_profile, free_ports, stop, write_pair
 
+from support.proxy import DOMAIN, context, dev_profile, free_ports, stop, write_pair
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import traefik
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 ENGINE_START_TIMEOUT = 60  # seconds dockerd may take to answer
 APT_TIMEOUT = 900  # seconds for one apt-get install
@@ -31,7 +32,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
 
 
-def unavailable(reason: str):
+def unavailable(reason: str) -> NoReturn:
     """Stop the e2e tests: an error in CI, a skip elsewhere."""
     if in_ci():
         raise PrerequisiteMissing(f"CI=true and {reason}")
@@ -40,7 +41,7 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
-def _run(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], timeout: float, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -88,7 +89,7 @@ class EngineRecord:
     """What ensure_engine() did, so stop_engine() undoes exactly that."""
 
     started: bool
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     log_path: str | None = None
 
 
@@ -104,16 +105,15 @@ def ensure_engine(wait: float = ENGINE_START_TIMEOUT) -> EngineRecord:
     except PrerequisiteMissing as exc:
         unavailable(f"Docker is not installed and could not be installed: {exc}")
 
-    log = tempfile.NamedTemporaryFile(prefix="tempo-e2e-dockerd-", suffix=".log", delete=False)
-    # Own session: a Ctrl-C aimed at pytest does not kill the daemon half-way.
-    proc = subprocess.Popen(
-        ["dockerd"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.close()
+    with tempfile.NamedTemporaryFile(prefix="tempo-e2e-dockerd-", suffix=".log", delete=False) as log:
+        # Own session: a Ctrl-C aimed at pytest does not kill the daemon half-way.
+        proc = subprocess.Popen(
+            ["dockerd"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     record = EngineRecord(started=True, process=proc, log_path=log.name)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -163,13 +163,13 @@ class ComposeError(subprocess.CalledProcessError):
 
 
 def compose(
-    project_dir: str | os.PathLike,
+    project_dir: str | os.PathLike[str],
     *args: str,
     project_name: str,
     check: bool = True,
     timeout: float = 300,
     env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     """Run `docker compose -p <project_name> <args>` in project_dir, text output.
 
     The project name is explicit so parallel tests never share containers.

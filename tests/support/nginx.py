@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import trustme
-from tests.proxy_support import context, dev_profile, write_pair
 
+from support.proxy import context, dev_profile, write_pair
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import nginx

@@ -23,19 +23,11 @@ from typing import Any
 import trustme
 
 from tempo_gen.models.profile import Profile
+from tempo_gen.profile.loader import _deep_merge as deep_merge  # the merge `extends:` uses
 from tempo_gen.targets.base import TargetInput
 
 DOMAIN = "tempo.test"
 MIB = 1024 * 1024
-
-
-def deep_merge(base: dict, overlay: dict) -> dict:
-    merged = dict(base)
-    for key, value in overlay.items():
-        merged[key] = (
-            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
-    return merged
 
 
 def dev_profile(kind: str, **overlay: Any) -> Profile:

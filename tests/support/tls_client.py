@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import ssl
+from typing import Any
 
 import trustme
 
@@ -21,7 +22,7 @@ def _read(
     cookie: str | None = None,
     content_type: str | None = None,
     raw: bool = False,
-):
+) -> tuple[int, dict[str, str], str | bytes]:
     headers = {"Host": host}
     if json_body is not None:
         body, content_type = json.dumps(json_body).encode(), "application/json"
@@ -47,8 +48,8 @@ def https_request(
     *,
     tls_version: ssl.TLSVersion | None = None,
     timeout: float = 30,
-    **kw,
-):
+    **kw: Any,
+) -> tuple[int, dict[str, str], str | bytes]:
     """(status, lower-cased headers, body) of one HTTPS request; the certificate must verify for `host`."""
     context = ssl.create_default_context()
     ca.configure_trust(context)
@@ -60,6 +61,8 @@ def https_request(
     return _read(connection, method, path, f"{host}:{port}", **kw)
 
 
-def plain_request(address: str, port: int, host: str, method: str, path: str, timeout: float = 10, **kw):
+def plain_request(
+    address: str, port: int, host: str, method: str, path: str, timeout: float = 10, **kw: Any
+) -> tuple[int, dict[str, str], str | bytes]:
     connection = http.client.HTTPConnection(address, port, timeout=timeout)
     return _read(connection, method, path, f"{host}:{port}", **kw)

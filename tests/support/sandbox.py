@@ -5,8 +5,8 @@ test failed. Every wait here is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
-import time
 import uuid
 
 import docker
@@ -15,18 +15,6 @@ import requests.exceptions
 
 LABEL = "org.tempo-gen.e2e"
 PROBE_LIFETIME = 900  # seconds: an orphaned probe container stops by itself
-
-
-def wait_until(check, timeout: float, what: str, interval: float = 0.5):
-    """Poll check() until it returns a truthy value; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 class Sandbox:
@@ -63,19 +51,13 @@ class Sandbox:
 
     def close(self) -> None:
         for container in reversed(self.containers):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
         for vol in self.volumes:
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 vol.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self.network.remove()
-        except docker.errors.NotFound:
-            pass
 
     # -- observation
 
@@ -90,7 +72,7 @@ class Sandbox:
             return container.wait(timeout=timeout)["StatusCode"]
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             container.kill()
-            raise AssertionError(f"{container.name} still running after {timeout:.0f}s")
+            raise AssertionError(f"{container.name} still running after {timeout:.0f}s") from None
 
     @staticmethod
     def exec(container, *cmd: str, timeout: int = 30, env: dict | None = None) -> tuple[int, str]:

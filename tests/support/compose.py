@@ -1,0 +1,50 @@
+"""Rendering a project through the CLI, and the external checkers (Compose, linters) tests run on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.project import VALID_PROFILE
+
+DIGEST = "@sha256:" + "ab" * 32
+PINNED_PROFILE = VALID_PROFILE.replace(
+    "  allow_unpinned: true\n",
+    f"""\
+  images:
+    api: ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}
+    frontend: ghcr.io/trevordavies095/tempo/frontend:v2.1.0{DIGEST}
+    postgres: postgres:16-alpine{DIGEST}
+""",
+).replace("proxy:\n", f"proxy:\n  image: nginxinc/nginx-unprivileged:1.28-alpine{DIGEST}\n")
+
+
+def render(cli: Callable[..., Any], project: Path, text: str) -> Path:
+    """Write `text` as profiles/demo.yaml, run `render`, and return the bundle folder."""
+    (project / "profiles" / "demo.yaml").write_text(text)
+    result = cli("render")
+    assert result.exit_code == 0, result.output
+    return project / "out" / "demo"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run the README's test command (it installs the test tools)")
+    return path
+
+
+def compose_lint(compose: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [tool("compose-lint"), "check", "--format", "json", "--fail-on", "critical", str(compose)],
+        capture_output=True,
+        text=True,
+    )
+    findings: list[dict[str, Any]] = json.loads(result.stdout)["findings"]
+    return findings

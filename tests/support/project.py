@@ -1,0 +1,36 @@
+"""The repository under test and the minimal valid profile most tests start from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+VALID_PROFILE = """\
+name: demo
+domain: tempo.example.com
+tempo:
+  allow_unpinned: true
+proxy:
+  publish_addresses: [203.0.113.10]
+firewall:
+  admin_cidrs: [198.51.100.0/24]
+"""
+
+
+def profiles_of_kind(kind: str) -> list[Path]:
+    """The example profiles whose proxy is `kind`, for tests that need that proxy's config."""
+    from tempo_gen.profile.loader import load_profile
+    from tempo_gen.project import discover_profiles
+
+    return [p for p in discover_profiles(REPO) if load_profile(p, REPO).profile.proxy.kind == kind]
+
+
+def tempo_gen_env(**extra: str) -> dict[str, str]:
+    """The environment for a `python -m tempo_gen` child: it imports this checkout's generator,
+    as the test process does (pytest's pythonpath), not whichever tempo_gen happens to be installed."""
+    import os
+
+    inherited = os.environ.get("PYTHONPATH")
+    path = str(REPO / "generator") + (os.pathsep + inherited if inherited else "")
+    return {**os.environ, "PYTHONPATH": path, **extra}
