@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from tests.nginx_support import make_profile as nginx_profile
-from tests.nginx_support import render_files as nginx_files
-from tests.traefik_support import make_profile as traefik_profile
-from tests.traefik_support import render_files as traefik_files
-
+from support.nginx import make_profile as nginx_profile
+from support.nginx import render_files as nginx_files
+from support.traefik import make_profile as traefik_profile
+from support.traefik import render_files as traefik_files
 from tempo_gen.policy.routes import API_ROUTES, routes_for, strip_regex
 
 
