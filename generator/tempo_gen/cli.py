@@ -102,7 +102,7 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
     """Render PROFILES (default: every profiles/*.yaml) into OUT/<name>/."""
     out_root = out or root / OUT_DIR
     if control_character(str(out_root)):
-        raise UsageError(f"--out {ascii(str(out_root))} contains a control character; choose another folder")
+        raise UsageError(f"--out {str(out_root)!a} contains a control character; choose another folder")
     loaded = load_all(profiles, root)
     rendered = [(item, out_root / item.profile.name) for item in loaded]
     outputs = [(item, target, render_bundle(item, root, target)) for item, target in rendered]

@@ -73,7 +73,7 @@ def _model_in(annotation: object) -> type[BaseModel] | None:
     return None
 
 
-def _type_name(annotation: object) -> str:  # noqa: PLR0911 (one return per kind of annotation)
+def _type_name(annotation: object) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0])
