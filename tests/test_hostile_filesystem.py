@@ -49,6 +49,14 @@ def run(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedP
 # 2. no command writes through a symlink
 
 
+def test_render_refuses_a_symlinked_gitignore(cli, demo, victim):
+    (demo / ".gitignore").symlink_to(victim)
+    result = cli("render")
+    assert result.exit_code == 2
+    assert f"{demo / '.gitignore'}: is a symlink, not a regular file; refusing to edit it" in result.output
+    assert victim.read_text() == SECRET + "\n"
+
+
 # 3. reads are bounded: FIFOs, devices and folders are refused with a located exit 2
 
 
@@ -93,3 +101,40 @@ def test_a_fifo_or_oversized_env_is_refused(demo):
 
 
 # 4. secrets.dir stays out of what git sees, and .gitignore names exactly that folder
+
+
+@pytest.mark.parametrize(
+    "folder, reason",
+    [
+        ("out/keys", "points into out/"),
+        ("out", "points into out/"),
+        ("profiles/keys", "points into profiles/"),
+        (".", "is the project folder itself"),
+        ("keys/../", "is the project folder itself"),
+        ("keys[1]", "treats specially"),
+        ("'#keys'", "treats specially"),
+    ],
+)
+def test_secrets_dir_inside_the_project_tree_is_refused_with_its_line(cli, project, folder, reason):
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + f"secrets:\n  dir: {folder}\n")
+    result = cli("validate")
+    assert result.exit_code == 2
+    line = len(VALID_PROFILE.splitlines()) + 2
+    assert f"profiles/demo.yaml:{line}: secrets.dir:" in result.output and reason in result.output
+
+
+def test_secrets_dir_inside_a_bundle_of_a_custom_out_is_refused(cli, project, tmp_path):
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "secrets:\n  dir: build/demo/keys\n")
+    result = cli("render", "--out", str(project / "build"))
+    assert result.exit_code == 2 and "secrets.dir" in result.output and "points into out/" in result.output
+    assert not (project / "build" / "demo").exists()
+
+
+def test_gitignore_names_exactly_the_secrets_folder(cli, project):
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "secrets:\n  dir: private/demo\n")
+    (project / "private").mkdir()
+    assert cli("render").exit_code == 0
+    lines = (project / ".gitignore").read_text().splitlines()
+    assert "/private/demo/" in lines and "/private/" not in lines
+    assert cli("render").exit_code == 0
+    assert (project / ".gitignore").read_text().count("/private/demo/") == 1

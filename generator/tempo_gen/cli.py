@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import click
 
@@ -20,7 +20,7 @@ from tempo_gen.bundle.writer import write_bundle
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
-from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored
+from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored, misplaced_secrets_dir
 from tempo_gen.reports.audit import checklist, weakenings
 from tempo_gen.reports.schema import json_schema, markdown_reference
 
@@ -96,17 +96,30 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
     out_root = out or root / OUT_DIR
     loaded = load_all(profiles, root)
     rendered = [(item, out_root / item.profile.name) for item in loaded]
+    _refuse_secrets_in_bundles(rendered, root)
     outputs = [(item, target, render_bundle(item, root, target)) for item, target in rendered]
     if check or show_diff:
         _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff)
         return
     for item, target, files in outputs:
-        ensure_ignored(root, item.profile.secrets_dir)
+        # Default folders (secrets/<name>) share the one rule /secrets/; a chosen secrets.dir gets its own.
+        ensure_ignored(root, PurePosixPath("secrets") if item.profile.secrets.dir is None else item.profile.secrets_dir)
         summary = write_bundle(files, target)
         click.echo(
             f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
             f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed"
         )
+
+
+def _refuse_secrets_in_bundles(rendered: list[tuple[LoadedProfile, Path]], root: Path) -> None:
+    """A secrets folder inside a bundle folder would be replaced (or committed) with it."""
+    problems = []
+    for item, _ in rendered:
+        for _, target in rendered:
+            if reason := misplaced_secrets_dir(item.profile.secrets_dir, root, target):
+                problems.append(Problem(item.display_path, None, "secrets.dir", f"{item.profile.secrets_dir} {reason}"))
+    if problems:
+        raise ProfileError(problems)
 
 
 def _report_drift(outputs, out_root: Path, all_profiles: bool, show_diff: bool) -> None:

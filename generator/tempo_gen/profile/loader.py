@@ -20,6 +20,7 @@ from tempo_gen.errors import Problem, ProfileError
 from tempo_gen.models.base import PLACEHOLDER_SECRET
 from tempo_gen.models.profile import Profile, RuleViolations
 from tempo_gen.profile.source import FieldPath, SourceMap, read_yaml
+from tempo_gen.project import misplaced_secrets_dir, unignorable
 from tempo_gen.safe_fs import UnsafeFile, read_bounded
 
 MAX_EXTENDS_DEPTH = 8
@@ -56,6 +57,7 @@ def load_profile(path: Path, project_root: Path, *, require_pins: bool = True) -
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ProfileError(_explain(exc, source, display)) from None
+    _check_secrets_dir(profile, project_root, source, display)
     return LoadedProfile(profile, path, display)
 
 
@@ -71,6 +73,18 @@ def _read_env(project_root: Path) -> dict[str, str | None]:
     except UnicodeDecodeError:
         raise ProfileError([Problem(".env", None, "", "file is not valid UTF-8 text")]) from None
     return dict(dotenv_values(stream=io.StringIO(text)))
+
+
+def _check_secrets_dir(profile: Profile, project_root: Path, source: SourceMap, display: str) -> None:
+    """secrets.dir must be a folder of its own, outside what git sees (out/, profiles/, the project root)."""
+    if profile.secrets.dir is None:
+        return
+    file, line = source.locate(("secrets", "dir"), display)
+    reason = misplaced_secrets_dir(profile.secrets_dir, project_root)
+    if reason is None and not profile.secrets_dir.is_absolute():
+        reason = unignorable(profile.secrets_dir)
+    if reason:
+        raise ProfileError([Problem(file, line, "secrets.dir", f"{profile.secrets.dir!r} {reason}")])
 
 
 def _display(path: Path, project_root: Path) -> str:
