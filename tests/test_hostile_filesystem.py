@@ -46,6 +46,54 @@ def run(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedP
 # 1. render --check never follows a symlink or reads a non-regular file inside out/
 
 
+def test_check_reports_a_symlinked_file_without_reading_it(cli, demo, victim):
+    assert cli("render").exit_code == 0
+    compose = demo / "out" / "demo" / "compose.yaml"
+    compose.unlink()
+    compose.symlink_to(victim)
+    result = cli("render", "--check", "--diff")
+    assert result.exit_code == 1
+    assert f"symlink: {compose}" in result.output
+    assert SECRET not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_never_descends_into_a_symlinked_folder_or_follows_the_bundle_itself(cli, demo, victim):
+    assert cli("render").exit_code == 0
+    bundle = demo / "out" / "demo"
+    folder = next(p for p in bundle.iterdir() if p.is_dir())
+    planted = victim.parent / "planted"
+    planted.mkdir()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            (planted / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+            (planted / path.relative_to(folder)).write_text(SECRET)
+    os.rename(folder, bundle / "moved-away")
+    folder.symlink_to(planted, target_is_directory=True)
+    result = cli("render", "--check", "--diff")
+    assert result.exit_code == 1
+    assert f"symlink: {folder}" in result.output and SECRET not in result.output
+
+    (bundle / "MANIFEST.json").unlink()
+    (bundle / "MANIFEST.json").symlink_to(victim)
+    os.rename(bundle, demo / "out" / "real")
+    bundle.symlink_to(planted, target_is_directory=True)
+    result = cli("render", "--check", "--diff")
+    assert result.exit_code == 1
+    assert f"symlink: {bundle}" in result.output and SECRET not in result.output
+
+
+def test_check_reports_a_fifo_without_opening_it(demo):
+    assert run(demo, "render").returncode == 0
+    compose = demo / "out" / "demo" / "compose.yaml"
+    compose.unlink()
+    os.mkfifo(compose)
+    result = run(demo, "render", "--check", "--diff", timeout=30)
+    assert result.returncode == 1
+    assert f"not a regular file: {compose}" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
 # 2. no command writes through a symlink
 
 
@@ -55,6 +103,16 @@ def test_render_refuses_a_symlinked_gitignore(cli, demo, victim):
     assert result.exit_code == 2
     assert f"{demo / '.gitignore'}: is a symlink, not a regular file; refusing to edit it" in result.output
     assert victim.read_text() == SECRET + "\n"
+
+
+def test_a_planted_old_folder_symlink_is_removed_not_followed(cli, demo, victim):
+    assert cli("render").exit_code == 0
+    (demo / "out" / ".demo.old").symlink_to(victim.parent, target_is_directory=True)
+    (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "other.example.com"))
+    result = cli("render")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == SECRET + "\n"
+    assert sorted(p.name for p in (demo / "out").iterdir()) == ["demo"]
 
 
 # 3. reads are bounded: FIFOs, devices and folders are refused with a located exit 2

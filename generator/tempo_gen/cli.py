@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 drift found by --check (or audit findings with --strict
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path, PurePosixPath
 
@@ -16,7 +17,7 @@ from tempo_gen import __version__
 from tempo_gen.bundle.drift import check_bundle
 from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.pipeline import render_bundle
-from tempo_gen.bundle.writer import write_bundle
+from tempo_gen.bundle.writer import check_replaceable, recover, write_bundle
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
@@ -101,6 +102,10 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
     if check or show_diff:
         _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff)
         return
+
+    for _, target, _ in outputs:  # refuse before writing any bundle
+        recover(target)
+        check_replaceable(target)
     for item, target, files in outputs:
         # Default folders (secrets/<name>) share the one rule /secrets/; a chosen secrets.dir gets its own.
         ensure_ignored(root, PurePosixPath("secrets") if item.profile.secrets.dir is None else item.profile.secrets_dir)
@@ -124,18 +129,21 @@ def _refuse_secrets_in_bundles(rendered: list[tuple[LoadedProfile, Path]], root:
 
 def _report_drift(outputs, out_root: Path, all_profiles: bool, show_diff: bool) -> None:
     drifted = 0
-    for item, target, files in outputs:
+    for _, target, files in outputs:
         for drift in check_bundle(files, target):
             drifted += 1
-            click.echo(f"{drift.kind}: {target / drift.path}")
+            click.echo(f"{drift.kind}: {os.path.normpath(target / drift.path)}")
             if show_diff and drift.diff:
                 click.echo(drift.diff, nl=False)
     if all_profiles and out_root.is_dir():
         expected = {target.name for _, target, _ in outputs}
-        for stray in sorted(p.name for p in out_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if stray not in expected:
+        for stray in sorted(p for p in out_root.iterdir() if not p.name.startswith(".")):
+            if stray.is_symlink():
                 drifted += 1
-                click.echo(f"extra: {out_root / stray}/ (no profile renders it)")
+                click.echo(f"symlink: {stray} (never followed)")
+            elif stray.is_dir() and stray.name not in expected:
+                drifted += 1
+                click.echo(f"extra: {stray}/ (no profile renders it)")
     if drifted:
         click.echo(f"{drifted} file(s) differ from a fresh render; run `tempo-gen render` and commit.", err=True)
         sys.exit(1)
