@@ -105,6 +105,21 @@ def test_render_refuses_a_symlinked_gitignore(cli, demo, victim):
     assert victim.read_text() == SECRET + "\n"
 
 
+def test_render_refuses_a_symlinked_out_and_bundle_folder(cli, demo, victim):
+    elsewhere = victim.parent / "elsewhere"
+    elsewhere.mkdir()
+    (demo / "out").symlink_to(elsewhere, target_is_directory=True)
+    result = cli("render")
+    assert result.exit_code == 2 and "is a symlink or not a folder; refusing to write through it" in result.output
+    assert list(elsewhere.iterdir()) == []
+    (demo / "out").unlink()
+    (demo / "out").mkdir()
+    (demo / "out" / "demo").symlink_to(elsewhere, target_is_directory=True)
+    result = cli("render")
+    assert result.exit_code == 2 and "out/demo is a symlink; refusing" in result.output
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_a_planted_old_folder_symlink_is_removed_not_followed(cli, demo, victim):
     assert cli("render").exit_code == 0
     (demo / "out" / ".demo.old").symlink_to(victim.parent, target_is_directory=True)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,56 @@ def test_check_reports_leftovers_and_the_next_render_recovers_a_fallback_kill(de
 
 
 # 6. two renders at once
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold_lock(out: Path, seconds: float) -> subprocess.Popen[str]:
+    out.mkdir(exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_a_second_render_says_plainly_that_another_holds_the_lock(cli, demo, monkeypatch):
+    monkeypatch.setattr("tempo_gen.bundle.outlock.LOCK_TIMEOUT", 0.5)
+    holder = _hold_lock(demo / "out", 30)
+    try:
+        result = cli("render")
+        assert result.exit_code == 2
+        assert "another tempo-gen render holds the lock" in result.output
+        assert not (demo / "out" / "demo").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_second_render_waits_for_the_first(cli, demo):
+    holder = _hold_lock(demo / "out", 1.5)
+    try:
+        started = time.monotonic()
+        result = cli("render")
+        assert result.exit_code == 0, result.output
+        assert "waiting for another tempo-gen render" in result.output
+        assert time.monotonic() - started >= 1
+    finally:
+        holder.wait()
+
+
+def test_two_concurrent_renders_both_finish_with_a_clean_bundle(demo):
+    env = {**os.environ, "PYTHONPATH": GENERATOR}
+    command = [sys.executable, "-m", "tempo_gen", "--project", str(demo), "render"]
+    both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [p.wait(timeout=60) for p in both] == [0, 0]
+    assert sorted(p.name for p in (demo / "out").iterdir()) == ["demo"]
+    assert run(demo, "render", "--check").returncode == 0
 
 
 # 7. a folder that is not one of our bundles is never replaced

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
 import click
@@ -16,6 +17,7 @@ import click
 from tempo_gen import __version__
 from tempo_gen.bundle.drift import check_bundle
 from tempo_gen.bundle.jinja import expand
+from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.bundle.writer import check_replaceable, recover, write_bundle
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError
@@ -100,20 +102,27 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
     _refuse_secrets_in_bundles(rendered, root)
     outputs = [(item, target, render_bundle(item, root, target)) for item, target in rendered]
     if check or show_diff:
-        _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff)
+        with render_lock(out_root, shared=True) if out_root.is_dir() else nullcontext():
+            _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff)
         return
 
-    for _, target, _ in outputs:  # refuse before writing any bundle
-        recover(target)
-        check_replaceable(target)
-    for item, target, files in outputs:
-        # Default folders (secrets/<name>) share the one rule /secrets/; a chosen secrets.dir gets its own.
-        ensure_ignored(root, PurePosixPath("secrets") if item.profile.secrets.dir is None else item.profile.secrets_dir)
-        summary = write_bundle(files, target)
-        click.echo(
-            f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
-            f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed"
-        )
+    def waiting() -> None:
+        click.echo(f"waiting for another tempo-gen render of {out_root} to finish...", err=True)
+
+    with render_lock(out_root, waiting=waiting):
+        for _, target, _ in outputs:  # refuse before writing any bundle
+            recover(target)
+            check_replaceable(target)
+        for item, target, files in outputs:
+            # Default folders (secrets/<name>) share the one rule /secrets/; a chosen secrets.dir gets its own.
+            ensure_ignored(
+                root, PurePosixPath("secrets") if item.profile.secrets.dir is None else item.profile.secrets_dir
+            )
+            summary = write_bundle(files, target)
+            click.echo(
+                f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
+                f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed"
+            )
 
 
 def _refuse_secrets_in_bundles(rendered: list[tuple[LoadedProfile, Path]], root: Path) -> None:
