@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,51 @@ def test_a_planted_old_folder_symlink_is_removed_not_followed(cli, demo, victim)
     assert result.exit_code == 0, result.output
     assert victim.read_text() == SECRET + "\n"
     assert sorted(p.name for p in (demo / "out").iterdir()) == ["demo"]
+
+
+PINNABLE = """\
+name: demo
+domain: tempo.example.com
+tempo:
+  images:
+    api: HOST/tempo/api:v1
+    frontend: HOST/tempo/frontend:v1
+    postgres: HOST/pg:16
+proxy:
+  placement: container
+  image: HOST/nginx:1
+  publish_addresses: [203.0.113.10]
+firewall:
+  admin_cidrs: [198.51.100.0/24]
+"""
+
+
+def test_lock_never_writes_its_temp_file_through_a_symlink(cli, project, victim):
+    class Registry(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            self.send_header("Docker-Content-Digest", "sha256:" + "a" * 64)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        profile = project / "profiles" / "demo.yaml"
+        profile.write_text(PINNABLE.replace("HOST", host))
+        (project / "profiles" / ".demo.yaml.lock-tmp").symlink_to(victim)
+        result = cli("lock", "--insecure-registry", host)
+        assert result.exit_code == 0, result.output
+        assert victim.read_text() == SECRET + "\n"
+        assert "@sha256:" + "a" * 64 in profile.read_text()
+        assert not os.path.lexists(project / "profiles" / ".demo.yaml.lock-tmp")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # 3. reads are bounded: FIFOs, devices and folders are refused with a located exit 2
