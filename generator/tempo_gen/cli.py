@@ -7,21 +7,24 @@ Exit codes: 0 success; 1 drift found by --check (or audit findings with --strict
 from __future__ import annotations
 
 import json
+import os
 import sys
-from pathlib import Path
+from contextlib import nullcontext
+from pathlib import Path, PurePosixPath
 
 import click
 
 from tempo_gen import __version__
 from tempo_gen.bundle.drift import check_bundle
 from tempo_gen.bundle.jinja import expand
+from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
-from tempo_gen.bundle.writer import write_bundle
+from tempo_gen.bundle.writer import check_replaceable, recover, write_bundle
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError
 from tempo_gen.models.base import control_character
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
-from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored
+from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored, misplaced_secrets_dir
 from tempo_gen.reports.audit import checklist, weakenings
 from tempo_gen.reports.schema import (
     json_schema,
@@ -105,36 +108,63 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
         raise UsageError(f"--out {str(out_root)!a} contains a control character; choose another folder")
     loaded = load_all(profiles, root)
     rendered = [(item, out_root / item.profile.name) for item in loaded]
+    _refuse_secrets_in_bundles(rendered, root)
     outputs = [(item, target, render_bundle(item, root, target)) for item, target in rendered]
     if check or show_diff:
-        _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff, root=root)
+        with render_lock(out_root, shared=True) if out_root.is_dir() else nullcontext():
+            _report_drift(outputs, out_root, all_profiles=not profiles, show_diff=show_diff, root=root)
         return
-    for item, target, files in outputs:
-        ensure_ignored(root, item.profile.secrets_dir)
-        summary = write_bundle(files, target)
-        click.echo(
-            f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
-            f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed"
-        )
-    schema = schema_file(root)
-    if schema.exists() and write_schema_file(schema):
-        click.echo(f"{schema}: refreshed to this version's profile schema")
+
+    def waiting() -> None:
+        click.echo(f"waiting for another tempo-gen render of {out_root} to finish...", err=True)
+
+    with render_lock(out_root, waiting=waiting):
+        for _, target, _ in outputs:  # refuse before writing any bundle
+            recover(target)
+            check_replaceable(target)
+        for item, target, files in outputs:
+            # Default folders (secrets/<name>) share the one rule /secrets/; a chosen secrets.dir gets its own.
+            ensure_ignored(
+                root, PurePosixPath("secrets") if item.profile.secrets.dir is None else item.profile.secrets_dir
+            )
+            summary = write_bundle(files, target)
+            click.echo(
+                f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
+                f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed"
+            )
+        schema = schema_file(root)
+        if schema.exists() and write_schema_file(schema):
+            click.echo(f"{schema}: refreshed to this version's profile schema")
+
+
+def _refuse_secrets_in_bundles(rendered: list[tuple[LoadedProfile, Path]], root: Path) -> None:
+    """A secrets folder inside a bundle folder would be replaced (or committed) with it."""
+    problems = []
+    for item, _ in rendered:
+        for _, target in rendered:
+            if reason := misplaced_secrets_dir(item.profile.secrets_dir, root, target):
+                problems.append(Problem(item.display_path, None, "secrets.dir", f"{item.profile.secrets_dir} {reason}"))
+    if problems:
+        raise ProfileError(problems)
 
 
 def _report_drift(outputs, out_root: Path, all_profiles: bool, show_diff: bool, root: Path) -> None:
     drifted = 0
-    for _item, target, files in outputs:
+    for _, target, files in outputs:
         for drift in check_bundle(files, target):
             drifted += 1
-            click.echo(f"{drift.kind}: {target / drift.path}")
+            click.echo(f"{drift.kind}: {os.path.normpath(target / drift.path)}")
             if show_diff and drift.diff:
                 click.echo(drift.diff, nl=False)
     if all_profiles and out_root.is_dir():
         expected = {target.name for _, target, _ in outputs}
-        for stray in sorted(p.name for p in out_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if stray not in expected:
+        for stray in sorted(p for p in out_root.iterdir() if not p.name.startswith(".")):
+            if stray.is_symlink():
                 drifted += 1
-                click.echo(f"extra: {out_root / stray}/ (no profile renders it)")
+                click.echo(f"symlink: {stray} (never followed)")
+            elif stray.is_dir() and stray.name not in expected:
+                drifted += 1
+                click.echo(f"extra: {stray}/ (no profile renders it)")
     # Like stray folders, only for a whole-project check: building the schema costs ~20 ms of a cold start.
     schema = schema_file(root)
     if all_profiles and schema.exists() and not schema_file_is_current(schema):

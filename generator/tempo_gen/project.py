@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import posixpath
 from pathlib import Path, PurePosixPath
+
+from tempo_gen.errors import UsageError
+from tempo_gen.safe_fs import UnsafeFile, read_bounded
 
 PROFILE_DIR = "profiles"
 OUT_DIR = "out"
+MAX_GITIGNORE_BYTES = 1024 * 1024
+_GITIGNORE_SPECIAL = set("*?[]!#\\")
 
 
 def discover_profiles(root: Path) -> list[Path]:
@@ -22,19 +29,73 @@ def compose_secrets_dir(secrets_dir: PurePosixPath, project_root: Path, bundle_d
     return PurePosixPath(os.path.relpath(absolute, bundle_dir.resolve())).as_posix()
 
 
-def ensure_ignored(root: Path, secrets_dir: PurePosixPath) -> None:
-    """Make sure git ignores the secrets folder when it sits inside the project."""
+def misplaced_secrets_dir(secrets_dir: PurePosixPath, project_root: Path, out_root: Path | None = None) -> str | None:
+    """Why `secrets_dir` may not hold secrets (the project root, or inside out/ or profiles/), or None."""
+    folder = (project_root / secrets_dir).resolve()
+    root = project_root.resolve()
+    if folder == root:
+        return "is the project folder itself; secrets need a folder of their own (e.g. secrets/<name>)"
+    for name, place in ((OUT_DIR, out_root or project_root / OUT_DIR), (PROFILE_DIR, project_root / PROFILE_DIR)):
+        resolved = place.resolve()
+        if folder == resolved or resolved in folder.parents:
+            return f"points into {name}/ ({place}), which is committed; keep secrets out of it"
+    return None
+
+
+def unignorable(secrets_dir: PurePosixPath) -> str | None:
+    """Why no .gitignore line can name `secrets_dir` literally, or None."""
+    for part in secrets_dir.parts:
+        if _GITIGNORE_SPECIAL & set(part) or part != part.strip():
+            return (
+                f"holds a character .gitignore treats specially in {part!r} "
+                "(* ? [ ] ! # \\ or leading/trailing spaces); choose a plain folder name"
+            )
+    return None
+
+
+def ignore_rule(secrets_dir: PurePosixPath) -> str | None:
+    """The .gitignore line that ignores exactly `secrets_dir`, or None when it lies outside the project."""
     if secrets_dir.is_absolute():
+        return None
+    normal = posixpath.normpath(secrets_dir.as_posix())
+    if normal in {".", ".."} or normal.startswith("../"):
+        return None
+    if reason := unignorable(PurePosixPath(normal)):
+        raise UsageError(f"secrets.dir {str(secrets_dir)!r} {reason}")
+    return f"/{normal}/"
+
+
+def ensure_ignored(root: Path, secrets_dir: PurePosixPath) -> None:
+    """Make sure git ignores the secrets folder when it sits inside the project; never writes through a symlink."""
+    rule = ignore_rule(secrets_dir)
+    if rule is None:
         return
-    rule = f"/{secrets_dir.parts[0]}/"
     gitignore = root / ".gitignore"
-    lines = gitignore.read_text().splitlines() if gitignore.exists() else []
-    if rule in lines or f"{secrets_dir.parts[0]}/" in lines:
+    try:
+        text = read_bounded(gitignore, MAX_GITIGNORE_BYTES, follow=False).decode("utf-8", errors="replace")
+    except UnsafeFile as exc:
+        if os.path.lexists(gitignore):
+            raise UsageError(f"{gitignore}: {exc.reason}; refusing to edit it") from None
+        text = ""
+    lines = [line.rstrip() for line in text.splitlines()]
+    parts = rule.strip("/").split("/")
+    covering = {f"{'/'.join(parts[:i])}/" for i in range(1, len(parts) + 1)}
+    if any(line in covering or line.removeprefix("/") in covering for line in lines):
         return
-    with gitignore.open("a") as f:
-        f.write(
-            ("\n" if lines and lines[-1] else "")
-            + "# Secret files (tempo-gen secrets init); never committed.\n"
-            + rule
-            + "\n"
-        )
+    addition = (
+        ("\n" if text and not text.endswith("\n") else "")
+        + ("\n" if lines and lines[-1] else "")
+        + "# Secret files (tempo-gen secrets init); never committed.\n"
+        + rule
+        + "\n"
+    )
+    try:
+        fd = os.open(gitignore, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{gitignore} is a symlink; refusing to write through it") from None
+        raise
+    try:
+        os.write(fd, addition.encode())
+    finally:
+        os.close(fd)

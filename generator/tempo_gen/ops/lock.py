@@ -21,6 +21,7 @@ from tempo_gen.ops.registry import Registry
 from tempo_gen.profile.edit import find, set_scalars
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.profile.source import FieldPath
+from tempo_gen.safe_fs import write_new
 
 FIELDS: dict[str, FieldPath] = {
     "api": ("tempo", "images", "api"),
@@ -124,9 +125,10 @@ def _write(plans: list[_Plan], root: Path) -> None:
                 raise ProfileError(
                     [Problem(plan.loaded.display_path, None, "", f"cannot write the pins: {exc}")]
                 ) from None
-            temp.write_bytes(text.encode("utf-8"))
-            shutil.copymode(path, temp)
+            temp.unlink(missing_ok=True)  # a stale temp file or a planted symlink: removed, never followed
+            write_new(temp, text.encode("utf-8"), 0o600)  # O_EXCL|O_NOFOLLOW: never written through a symlink
             staged.append((temp, plan))
+            shutil.copymode(path, temp)
             _check(temp, root, plan)
         for temp, plan in staged:
             os.replace(temp, plan.loaded.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import re
 import typing
@@ -19,8 +20,11 @@ from tempo_gen.errors import Problem, ProfileError
 from tempo_gen.models.base import PLACEHOLDER_SECRET, control_character
 from tempo_gen.models.profile import Profile, RuleViolations
 from tempo_gen.profile.source import FieldPath, SourceMap, read_yaml
+from tempo_gen.project import misplaced_secrets_dir, unignorable
+from tempo_gen.safe_fs import UnsafeFile, read_bounded
 
 MAX_EXTENDS_DEPTH = 8
+MAX_ENV_BYTES = 256 * 1024
 _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_WORDS = ("password", "secret", "token", "key", "credential")
 
@@ -41,7 +45,7 @@ def load_profile(path: Path, project_root: Path, *, require_pins: bool = True) -
     """
     display = _display(path, project_root)
     data, source = _read_with_extends(path, project_root, chain=())
-    env = {**dotenv_values(project_root / ".env"), **os.environ}
+    env = {**_read_env(project_root), **os.environ}
     problems: list[Problem] = []
     data = _interpolate(data, (), env, source, display, problems)
     _refuse_unsafe_strings(data, (), source, display, problems)
@@ -53,7 +57,34 @@ def load_profile(path: Path, project_root: Path, *, require_pins: bool = True) -
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ProfileError(_explain(exc, source, display)) from None
+    _check_secrets_dir(profile, project_root, source, display)
     return LoadedProfile(profile, path, display)
+
+
+def _read_env(project_root: Path) -> dict[str, str | None]:
+    """.env's variables, read by us (bounded, regular files only) so a FIFO or a huge file cannot stall the run."""
+    path = project_root / ".env"
+    if not os.path.lexists(path):
+        return {}
+    try:
+        text = read_bounded(path, MAX_ENV_BYTES).decode("utf-8")
+    except UnsafeFile as exc:
+        raise ProfileError([Problem(".env", None, "", exc.reason)]) from None
+    except UnicodeDecodeError:
+        raise ProfileError([Problem(".env", None, "", "file is not valid UTF-8 text")]) from None
+    return dict(dotenv_values(stream=io.StringIO(text)))
+
+
+def _check_secrets_dir(profile: Profile, project_root: Path, source: SourceMap, display: str) -> None:
+    """secrets.dir must be a folder of its own, outside what git sees (out/, profiles/, the project root)."""
+    if profile.secrets.dir is None:
+        return
+    file, line = source.locate(("secrets", "dir"), display)
+    reason = misplaced_secrets_dir(profile.secrets_dir, project_root)
+    if reason is None and not profile.secrets_dir.is_absolute():
+        reason = unignorable(profile.secrets_dir)
+    if reason:
+        raise ProfileError([Problem(file, line, "secrets.dir", f"{profile.secrets.dir!r} {reason}")])
 
 
 def _display(path: Path, project_root: Path) -> str:
@@ -87,7 +118,7 @@ def _read_with_extends(path: Path, root: Path, chain: tuple[Path, ...]) -> tuple
         raise ProfileError([Problem(display, line, "extends", f"{base_ref!r} extends itself (a cycle)")])
     if len(chain) >= MAX_EXTENDS_DEPTH:
         raise ProfileError([Problem(display, line, "extends", f"more than {MAX_EXTENDS_DEPTH} levels of extends")])
-    if not base_path.is_file():
+    if not os.path.lexists(base_path):
         raise ProfileError([Problem(display, line, "extends", f"base profile {base_ref!r} not found")])
     base, base_source = _read_with_extends(base_path, root, chain + (path.resolve(),))
     base.pop("extends", None)

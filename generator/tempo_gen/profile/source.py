@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tempo_gen.errors import Problem, ProfileError
+from tempo_gen.safe_fs import UnsafeFile, read_bounded
 
 MAX_PROFILE_BYTES = 1024 * 1024
 
@@ -61,11 +62,9 @@ def read_yaml(path: Path, display: str | None = None) -> tuple[dict[str, Any], S
     """Parse `path` into a mapping and its SourceMap, or raise ProfileError."""
     name = display or str(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _problem(name, None, f"cannot read file: {exc.strerror}") from None
-    if len(raw) > MAX_PROFILE_BYTES:
-        raise _problem(name, None, f"file is {len(raw)} bytes; a profile may be at most {MAX_PROFILE_BYTES} bytes")
+        raw = read_bounded(path, MAX_PROFILE_BYTES)  # type and size checked on the open file, before reading
+    except UnsafeFile as exc:
+        raise _problem(name, None, exc.reason) from None
     if b"\0" in raw:
         raise _problem(name, None, "file is binary (contains NUL bytes), not a YAML profile")
     try:

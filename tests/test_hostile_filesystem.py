@@ -1,0 +1,260 @@
+"""A checkout is untrusted input: symlinks, FIFOs, devices and misplaced secrets, through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO, VALID_PROFILE
+
+GENERATOR = str(REPO / "generator")
+SECRET = "TOP-SECRET-CONTENT-0123456789"
+
+
+@pytest.fixture
+def demo(project: Path) -> Path:
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
+    return project
+
+
+@pytest.fixture
+def victim(tmp_path_factory) -> Path:
+    """A file outside the project a planted symlink points at; nothing may read or change it."""
+    path = tmp_path_factory.mktemp("outside") / "shadow"
+    path.write_text(SECRET + "\n")
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process (a hang becomes a timeout failure, not a stuck suite)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
+        env={**os.environ, "PYTHONPATH": GENERATOR},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# 1. render --check never follows a symlink or reads a non-regular file inside out/
+
+
+def test_check_reports_a_symlinked_file_without_reading_it(cli, demo, victim):
+    assert cli("render").exit_code == 0
+    compose = demo / "out" / "demo" / "compose.yaml"
+    compose.unlink()
+    compose.symlink_to(victim)
+    result = cli("render", "--check", "--diff")
+    assert result.exit_code == 1
+    assert f"symlink: {compose}" in result.output
+    assert SECRET not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_never_descends_into_a_symlinked_folder_or_follows_the_bundle_itself(cli, demo, victim):
+    assert cli("render").exit_code == 0
+    bundle = demo / "out" / "demo"
+    folder = next(p for p in bundle.iterdir() if p.is_dir())
+    planted = victim.parent / "planted"
+    planted.mkdir()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            (planted / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
+            (planted / path.relative_to(folder)).write_text(SECRET)
+    os.rename(folder, bundle / "moved-away")
+    folder.symlink_to(planted, target_is_directory=True)
+    result = cli("render", "--check", "--diff")
+    assert result.exit_code == 1
+    assert f"symlink: {folder}" in result.output and SECRET not in result.output
+
+    (bundle / "MANIFEST.json").unlink()
+    (bundle / "MANIFEST.json").symlink_to(victim)
+    os.rename(bundle, demo / "out" / "real")
+    bundle.symlink_to(planted, target_is_directory=True)
+    result = cli("render", "--check", "--diff")
+    assert result.exit_code == 1
+    assert f"symlink: {bundle}" in result.output and SECRET not in result.output
+
+
+def test_check_reports_a_fifo_without_opening_it(demo):
+    assert run(demo, "render").returncode == 0
+    compose = demo / "out" / "demo" / "compose.yaml"
+    compose.unlink()
+    os.mkfifo(compose)
+    result = run(demo, "render", "--check", "--diff", timeout=30)
+    assert result.returncode == 1
+    assert f"not a regular file: {compose}" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+# 2. no command writes through a symlink
+
+
+def test_render_refuses_a_symlinked_gitignore(cli, demo, victim):
+    (demo / ".gitignore").symlink_to(victim)
+    result = cli("render")
+    assert result.exit_code == 2
+    assert f"{demo / '.gitignore'}: is a symlink, not a regular file; refusing to edit it" in result.output
+    assert victim.read_text() == SECRET + "\n"
+
+
+def test_render_refuses_a_symlinked_out_and_bundle_folder(cli, demo, victim):
+    elsewhere = victim.parent / "elsewhere"
+    elsewhere.mkdir()
+    (demo / "out").symlink_to(elsewhere, target_is_directory=True)
+    result = cli("render")
+    assert result.exit_code == 2 and "is a symlink or not a folder; refusing to write through it" in result.output
+    assert list(elsewhere.iterdir()) == []
+    (demo / "out").unlink()
+    (demo / "out").mkdir()
+    (demo / "out" / "demo").symlink_to(elsewhere, target_is_directory=True)
+    result = cli("render")
+    assert result.exit_code == 2 and "out/demo is a symlink; refusing" in result.output
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_planted_old_folder_symlink_is_removed_not_followed(cli, demo, victim):
+    assert cli("render").exit_code == 0
+    (demo / "out" / ".demo.old").symlink_to(victim.parent, target_is_directory=True)
+    (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "other.example.com"))
+    result = cli("render")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == SECRET + "\n"
+    assert sorted(p.name for p in (demo / "out").iterdir()) == ["demo"]
+
+
+PINNABLE = """\
+name: demo
+domain: tempo.example.com
+tempo:
+  images:
+    api: HOST/tempo/api:v1
+    frontend: HOST/tempo/frontend:v1
+    postgres: HOST/pg:16
+proxy:
+  placement: container
+  image: HOST/nginx:1
+  publish_addresses: [203.0.113.10]
+firewall:
+  admin_cidrs: [198.51.100.0/24]
+"""
+
+
+def test_lock_never_writes_its_temp_file_through_a_symlink(cli, project, victim):
+    class Registry(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            self.send_header("Docker-Content-Digest", "sha256:" + "a" * 64)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        profile = project / "profiles" / "demo.yaml"
+        profile.write_text(PINNABLE.replace("HOST", host))
+        (project / "profiles" / ".demo.yaml.lock-tmp").symlink_to(victim)
+        result = cli("lock", "--insecure-registry", host)
+        assert result.exit_code == 0, result.output
+        assert victim.read_text() == SECRET + "\n"
+        assert "@sha256:" + "a" * 64 in profile.read_text()
+        assert not os.path.lexists(project / "profiles" / ".demo.yaml.lock-tmp")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# 3. reads are bounded: FIFOs, devices and folders are refused with a located exit 2
+
+
+def test_a_fifo_profile_is_refused_not_waited_on(project):
+    os.mkfifo(project / "profiles" / "demo.yaml")
+    result = run(project, "validate", timeout=30)
+    assert result.returncode == 2
+    assert "profiles/demo.yaml: is a FIFO, not a regular file" in result.stderr
+
+
+def test_a_folder_profile_is_refused(project):
+    (project / "profiles" / "demo.yaml").mkdir()
+    result = run(project, "validate")
+    assert result.returncode == 2
+    assert "profiles/demo.yaml: is a directory, not a regular file" in result.stderr
+
+
+def test_a_fifo_or_device_as_extends_target_is_refused(project):
+    os.mkfifo(project / "profiles" / "_base.yaml")
+    (project / "profiles" / "demo.yaml").write_text("extends: _base.yaml\n" + VALID_PROFILE)
+    result = run(project, "validate", timeout=30)
+    assert result.returncode == 2
+    assert "profiles/_base.yaml: is a FIFO, not a regular file" in result.stderr
+    (project / "profiles" / "demo.yaml").write_text("extends: /dev/zero\n" + VALID_PROFILE)
+    result = run(project, "validate", timeout=30)
+    assert result.returncode == 2
+    assert "/dev/zero: is a device, not a regular file" in result.stderr
+
+
+def test_a_fifo_or_oversized_env_is_refused(demo):
+    os.mkfifo(demo / ".env")
+    result = run(demo, "validate", timeout=30)
+    assert result.returncode == 2
+    assert ".env: is a FIFO, not a regular file" in result.stderr
+    (demo / ".env").unlink()
+    (demo / ".env").write_text("A=1\n" * 100_000)
+    result = run(demo, "validate")
+    assert result.returncode == 2 and ".env: file is 400000 bytes; it may be at most" in result.stderr
+    (demo / ".env").write_text("DOMAIN=env.example.com\n")
+    (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "${DOMAIN}"))
+    assert run(demo, "validate").returncode == 0
+
+
+# 4. secrets.dir stays out of what git sees, and .gitignore names exactly that folder
+
+
+@pytest.mark.parametrize(
+    "folder, reason",
+    [
+        ("out/keys", "points into out/"),
+        ("out", "points into out/"),
+        ("profiles/keys", "points into profiles/"),
+        (".", "is the project folder itself"),
+        ("keys/../", "is the project folder itself"),
+        ("keys[1]", "treats specially"),
+        ("'#keys'", "treats specially"),
+    ],
+)
+def test_secrets_dir_inside_the_project_tree_is_refused_with_its_line(cli, project, folder, reason):
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + f"secrets:\n  dir: {folder}\n")
+    result = cli("validate")
+    assert result.exit_code == 2
+    line = len(VALID_PROFILE.splitlines()) + 2
+    assert f"profiles/demo.yaml:{line}: secrets.dir:" in result.output and reason in result.output
+
+
+def test_secrets_dir_inside_a_bundle_of_a_custom_out_is_refused(cli, project, tmp_path):
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "secrets:\n  dir: build/demo/keys\n")
+    result = cli("render", "--out", str(project / "build"))
+    assert result.exit_code == 2 and "secrets.dir" in result.output and "points into out/" in result.output
+    assert not (project / "build" / "demo").exists()
+
+
+def test_gitignore_names_exactly_the_secrets_folder(cli, project):
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "secrets:\n  dir: private/demo\n")
+    (project / "private").mkdir()
+    assert cli("render").exit_code == 0
+    lines = (project / ".gitignore").read_text().splitlines()
+    assert "/private/demo/" in lines and "/private/" not in lines
+    assert cli("render").exit_code == 0
+    assert (project / ".gitignore").read_text().count("/private/demo/") == 1
