@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO, VALID_PROFILE
+from support.project import REPO, VALID_PROFILE
 
 GENERATOR = str(REPO / "generator")
 

@@ -46,6 +46,17 @@ class UsageError(TempoGenError):
     exit_code = 2
 
 
+class UnsafeFile(TempoGenError):
+    """A path is not a regular file of bounded size, or is reached through a symlink: exit status 2."""
+
+    exit_code = 2
+
+    def __init__(self, path: object, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
 class EditError(TempoGenError):
     """A profile's text cannot take a value where asked (e.g. a list sits on the path)."""
 

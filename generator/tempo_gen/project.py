@@ -7,8 +7,8 @@ import os
 import posixpath
 from pathlib import Path, PurePosixPath
 
-from tempo_gen.errors import UsageError
-from tempo_gen.safe_fs import UnsafeFile, read_bounded
+from tempo_gen.errors import UnsafeFile, UsageError
+from tempo_gen.safe_fs import read_bounded
 
 PROFILE_DIR = "profiles"
 OUT_DIR = "out"

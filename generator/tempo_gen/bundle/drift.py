@@ -15,7 +15,8 @@ from pathlib import Path
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.bundle.manifest import recorded_hashes, sha256
 from tempo_gen.bundle.writer import leftovers
-from tempo_gen.safe_fs import UnsafeFile, kind_of, read_beneath, walk
+from tempo_gen.errors import UnsafeFile
+from tempo_gen.safe_fs import kind_of, read_beneath, walk
 
 MAX_BUNDLE_FILE_BYTES = 16 * 1024 * 1024
 

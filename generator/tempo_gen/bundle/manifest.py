@@ -8,7 +8,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tempo_gen.bundle.files import Bundle, RenderedFile
-from tempo_gen.safe_fs import UnsafeFile, read_beneath
+from tempo_gen.errors import UnsafeFile
+from tempo_gen.safe_fs import read_beneath
 
 MANIFEST = "MANIFEST.json"
 GENERATOR = "tempo-gen"

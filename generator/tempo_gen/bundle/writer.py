@@ -34,8 +34,8 @@ from pathlib import Path
 
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.bundle.manifest import is_our_bundle
-from tempo_gen.errors import UsageError
-from tempo_gen.safe_fs import UnsafeFile, open_dir_beneath, read_beneath, walk, write_new
+from tempo_gen.errors import UnsafeFile, UsageError
+from tempo_gen.safe_fs import open_dir_beneath, read_beneath, walk, write_new
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2

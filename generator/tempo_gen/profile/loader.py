@@ -16,12 +16,12 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from tempo_gen.errors import Problem, ProfileError
+from tempo_gen.errors import Problem, ProfileError, UnsafeFile
 from tempo_gen.models.base import PLACEHOLDER_SECRET, control_character
 from tempo_gen.models.profile import Profile, RuleViolations
 from tempo_gen.profile.source import FieldPath, SourceMap, read_yaml
 from tempo_gen.project import misplaced_secrets_dir, unignorable
-from tempo_gen.safe_fs import UnsafeFile, read_bounded
+from tempo_gen.safe_fs import read_bounded
 
 MAX_EXTENDS_DEPTH = 8
 MAX_ENV_BYTES = 256 * 1024

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from tempo_gen.errors import Problem, ProfileError
-from tempo_gen.safe_fs import UnsafeFile, read_bounded
+from tempo_gen.errors import Problem, ProfileError, UnsafeFile
+from tempo_gen.safe_fs import read_bounded
 
 MAX_PROFILE_BYTES = 1024 * 1024
 
