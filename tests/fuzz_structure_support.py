@@ -10,6 +10,7 @@ line count).
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import json
 import re
@@ -401,12 +402,15 @@ class Normalizer:
 
 def structure(loaded: LoadedProfile, files: list[RenderedFile]) -> Structure:
     """What every parser of the outputs sees, minus the values: equal for any two renders of one shape."""
-    norm = Normalizer(loaded.profile.name, loaded.profile.domain)
-    result: Structure = {}
-    for file in files:
-        path = norm(file.path.as_posix())
-        result[path] = file_structure(file.path, file.content, norm)
-    return result
+    name, domain = loaded.profile.name, loaded.profile.domain
+    norm = Normalizer(name, domain)
+    return {norm(file.path.as_posix()): _cached_structure(file.path, file.content, name, domain) for file in files}
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_structure(path: PurePosixPath, text: str, name: str, domain: str) -> dict[str, object]:
+    """A hostile value reaches a few files: the others are parsed once, not once per example."""
+    return file_structure(path, text, Normalizer(name, domain))
 
 
 def file_structure(path: PurePosixPath, text: str, norm: Normalizer) -> dict[str, object]:
@@ -472,9 +476,13 @@ def _key_paths(value: object, prefix: tuple[str, ...], norm: Normalizer) -> list
     return paths
 
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""yaml.safe_load's loader, in C when PyYAML has it."""
+
+
 def yaml_key_paths(text: str, norm: Normalizer) -> object:
     try:
-        documents = list(yaml.safe_load_all(text))
+        documents = list(yaml.load_all(text, Loader=_SAFE_LOADER))
     except yaml.YAMLError as exc:
         return f"YAML error: {type(exc).__name__}"
     return sorted(path for doc in documents for path in _key_paths(doc, (), norm))
