@@ -437,9 +437,16 @@ def file_structure(path: PurePosixPath, text: str, norm: Normalizer) -> dict[str
     return shape
 
 
+_FENCED = re.compile(r"^```.*?^```$", re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
 def html_comments(text: str) -> list[tuple[int, int]]:
     """(line it opens on, line it closes on) of each HTML comment, as Markdown reads them:
-    a `-->` outside a comment is text, a `<!--` hides everything up to the next `-->`."""
+    a `-->` outside a comment is text, a `<!--` hides everything up to the next `-->`; inside a
+    code span or a fenced block both are literal text (values are rendered in code spans)."""
+    text = _FENCED.sub(lambda m: "\n" * m[0].count("\n"), text)
+    text = _CODE_SPAN.sub("``", text)
     spans = []
     position = 0
     while (start := text.find("<!--", position)) >= 0:
