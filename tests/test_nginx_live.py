@@ -41,8 +41,9 @@ pytestmark = needs_nginx
 
 
 @contextlib.contextmanager
-def running_proxy(tls_profile: str = "intermediate", **profile_overlay):
-    """nginx with the profile's config on 127.0.0.1, in front of two stubs; stopped and cleaned up after."""
+def running_proxy(tls_profile: str = "intermediate", runtime_overrides: dict | None = None, **profile_overlay):
+    """nginx with the profile's config on 127.0.0.1, in front of two stubs; stopped and cleaned up after.
+    `runtime_overrides` replace Runtime fields (e.g. a resolver, for the container's upstreams)."""
     http_port, https_port = free_ports(2)
     profile = for_local_nginx(
         make_profile(
@@ -73,7 +74,9 @@ def running_proxy(tls_profile: str = "intermediate", **profile_overlay):
     try:
         arrivals: list[str] = []
         with stub("frontend", []) as frontend, stub("api", arrivals) as api:
-            conf = prepare_root(profile, root, ca, trustme.KeyType.RSA, frontend=frontend, api=api)
+            conf = prepare_root(
+                profile, root, ca, trustme.KeyType.RSA, frontend=frontend, api=api, **(runtime_overrides or {})
+            )
             for folder in root.rglob("*"):
                 if folder.is_dir():
                     folder.chmod(0o755)
