@@ -1,5 +1,6 @@
 """nginx hardening: upstreams that follow recreated containers, gixy-next over every rendered config,
-misdirected requests answered 421."""
+misdirected requests answered 421,
+look-alike forwarded headers dropped."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ PROXY = "proxy/nginx/tempo-gen/proxy.conf"
 API = "proxy/nginx/tempo-gen/api.conf"
 CONTAINER = {"placement": "container", "publish_addresses": ["127.0.0.1"]}
 LOOPBACK_UPSTREAMS = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"}
+LOOK_ALIKES = {
+    "X_Forwarded_Proto": "http",
+    "X_Forwarded_For": "6.6.6.6",
+    "X-Forwarded_Host": "evil.test",
+    "X_Auth_User": "admin",
+    "X.Auth.User": "admin",
+}
 
 needs_gixy = pytest.mark.skipif(importlib.util.find_spec("gixy") is None, reason="gixy-next is not installed")
 
@@ -114,7 +122,7 @@ def test_variable_proxy_pass_still_strips_the_api_prefix():
         assert seen["upstream"] == "frontend" and seen["path"] == "/workouts/1?x=1"
 
 
-# --- misdirected requests, live --------------------------------------------------------------------------
+# --- misdirected requests, look-alike headers, live -----------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +138,18 @@ def test_request_for_another_host_on_our_connection_gets_421(proxy):
     response = proxy.request("GET", "/api/health", headers={"Host": "other.test"}, source="127.0.0.21")
     assert response.status == 421
     assert proxy.api_arrivals[start:] == []
+
+
+@needs_nginx
+def test_look_alike_forwarded_headers_never_reach_the_api(proxy):
+    """underscores_in_headers off and ignore_invalid_headers on (nginx's defaults) drop them: no backend
+    that maps header names to variables reads X_Forwarded_Proto as X-Forwarded-Proto."""
+    response = proxy.request("GET", "/api/health", headers=LOOK_ALIKES, source="127.0.0.22")
+    assert response.status == 200
+    headers = json.loads(response.body)["headers"]
+    assert not [name for name in headers if "_" in name or "." in name], headers
+    assert headers["X-Forwarded-Proto"] == "https" and headers["X-Forwarded-For"] == "127.0.0.22"
+    assert headers["X-Forwarded-Host"] == "tempo.test" and "X-Auth-User" not in headers
 
 
 # --- gixy-next ----------------------------------------------------------------------------------------

@@ -181,6 +181,27 @@ def test_api_gets_stripped_path_and_trusted_forwarded_headers(proxy):
     assert_security_headers(response, proxy.profile, None)
 
 
+# Look-alikes of headers Traefik sets, and of one it does not (which Traefik would forward by itself).
+LOOK_ALIKES = {
+    "X_Forwarded_Proto": "http",
+    "X_Forwarded_For": "6.6.6.6",
+    "X-Forwarded_Host": "evil.test",
+    "X_Auth_User": "admin",
+    "X.Auth.User": "admin",
+}
+
+
+def test_look_alike_forwarded_headers_never_reach_the_api(proxy):
+    response = proxy.request("GET", "/api/health", headers=LOOK_ALIKES, source="127.0.0.17")
+    assert response.status == 200
+    headers = json.loads(response.body)["headers"]
+    assert not [name for name in headers if "_" in name or "." in name], headers
+    assert headers["X-Forwarded-Proto"] == "https" and headers["X-Forwarded-For"] == "127.0.0.17"
+    assert headers["X-Forwarded-Host"] == DOMAIN and "X-Auth-User" not in headers
+    # aliasHeadersStrategy is set on every entry point: Traefik no longer warns at start.
+    assert "aliasHeadersStrategy" not in (proxy.root / "traefik.log").read_text()
+
+
 def test_everything_else_reaches_the_frontend(proxy):
     for path in ("/workouts/1", "/api", "/apifoo"):  # /api without a slash is not an API path, as with nginx
         seen = json.loads(proxy.request("GET", path, source="127.0.0.5").body)
