@@ -236,7 +236,8 @@ def test_ocsp_stapling_is_opt_in():
             proxy={"placement": "container", "publish_addresses": ["127.0.0.1"], "tls": {"ocsp_stapling": True}}
         )
     )
-    assert "ssl_stapling on;" in files[TLS] and "resolver 127.0.0.11 " in files[TLS]
+    # In a container Docker's DNS, http-level in nginx.conf, resolves the responder and the upstreams.
+    assert "ssl_stapling on;" in files[TLS] and "resolver 127.0.0.11 " in files["proxy/nginx/nginx.conf"]
     assert "ssl_trusted_certificate" in files[SITE]
 
 

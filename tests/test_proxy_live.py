@@ -171,6 +171,26 @@ def test_api_gets_stripped_path_and_trusted_forwarded_headers(proxy: LiveProxy, 
 FRONTEND_PATHS = {"nginx": ("/workouts/1", "/apifoo"), "traefik": ("/workouts/1", "/api", "/apifoo")}
 
 
+# Look-alikes of headers the proxy sets, and of one it does not: a backend that maps header names to
+# variables (CGI-style) would read X_Forwarded_Proto as X-Forwarded-Proto.
+LOOK_ALIKES = {
+    "X_Forwarded_Proto": "http",
+    "X_Forwarded_For": "6.6.6.6",
+    "X-Forwarded_Host": "evil.test",
+    "X_Auth_User": "admin",
+    "X.Auth.User": "admin",
+}
+
+
+def test_look_alike_forwarded_headers_never_reach_the_api(proxy: LiveProxy) -> None:
+    response = proxy.request("GET", "/api/health", headers=LOOK_ALIKES, source="127.0.0.22")
+    assert response.status == 200
+    headers = json.loads(response.body)["headers"]
+    assert not [name for name in headers if "_" in name or "." in name], headers
+    assert headers["X-Forwarded-Proto"] == "https" and headers["X-Forwarded-For"] == "127.0.0.22"
+    assert headers["X-Forwarded-Host"] == DOMAIN and "X-Auth-User" not in headers
+
+
 def test_everything_else_reaches_the_frontend(proxy: LiveProxy, kind: str) -> None:
     for path in FRONTEND_PATHS[kind]:
         seen = json.loads(proxy.request("GET", path, source="127.0.0.5").body)

@@ -84,7 +84,9 @@ def test_static_configuration_in_a_container():
     assert "forwardedHeaders" not in web and "forwardedHeaders" not in websecure
     assert "middlewares" not in web["http"] and websecure["http"]["middlewares"] == ["security-headers@file"]
     assert set(websecure["http"]["encodedCharacters"].values()) == {False}
-    assert ping == {"address": "127.0.0.1:8081"} and static["ping"] == {"entryPoint": "ping"}
+    # Look-alike headers (X_Forwarded_Proto for X-Forwarded-Proto) dropped on every entry point.
+    assert {ep["http"]["aliasHeadersStrategy"] for ep in (web, websecure, ping)} == {"delete"}
+    assert ping["address"] == "127.0.0.1:8081" and static["ping"] == {"entryPoint": "ping"}
     assert static["providers"] == {"file": {"directory": "/etc/traefik/dynamic"}}
     assert "api" not in static  # no dashboard
     acme = static["certificatesResolvers"]["acme"]["acme"]

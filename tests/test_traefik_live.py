@@ -23,3 +23,8 @@ def proxy() -> Iterator[LiveProxy]:
 def test_encoded_path_characters_are_refused(proxy: LiveProxy) -> None:
     assert proxy.request("POST", "/api/auth%2Flogin", body=b"{}", source="127.0.0.16").status == 400
     assert proxy.request("GET", "/api/workouts/..%2F..%2Fetc", source="127.0.0.16").status == 400
+
+
+def test_alias_headers_strategy_is_set_on_every_entry_point(proxy: LiveProxy) -> None:
+    """Traefik warns at start about every entry point that leaves aliasHeadersStrategy unset."""
+    assert "aliasHeadersStrategy" not in (proxy.root / "traefik.log").read_text()

@@ -47,15 +47,19 @@ def _proxy_settings(kind: str, tls_profile: str, overlay: dict[str, Any]) -> dic
 
 
 @contextlib.contextmanager
-def running_proxy(kind: str, tls_profile: str = "intermediate", **overlay: Any) -> Iterator[LiveProxy]:
-    """Proxy `kind` with the profile's config (proxy settings `overlay`) on 127.0.0.1; stopped and cleaned up after."""
-    runner = {"nginx": _running_nginx, "traefik": _running_traefik}[kind]
-    with runner(_proxy_settings(kind, tls_profile, overlay)) as running:
+def running_proxy(
+    kind: str, tls_profile: str = "intermediate", runtime: dict[str, Any] | None = None, **overlay: Any
+) -> Iterator[LiveProxy]:
+    """Proxy `kind` with the profile's config (proxy settings `overlay`) on 127.0.0.1; stopped and cleaned up after.
+    `runtime` replaces Runtime fields of nginx's render (e.g. a resolver, for a container's upstreams)."""
+    settings = _proxy_settings(kind, tls_profile, overlay)
+    runner = _running_nginx(settings, runtime or {}) if kind == "nginx" else _running_traefik(settings)
+    with runner as running:
         yield running
 
 
 @contextlib.contextmanager
-def _running_nginx(proxy: dict[str, Any]) -> Iterator[LiveProxy]:
+def _running_nginx(proxy: dict[str, Any], runtime: dict[str, Any]) -> Iterator[LiveProxy]:
     profile = nginx.for_local_nginx(nginx.make_profile(proxy=proxy))
     ca = trustme.CA()
     # Not pytest's tmp_path: its parents are private to root, and nginx workers run as www-data.
@@ -66,7 +70,7 @@ def _running_nginx(proxy: dict[str, Any]) -> Iterator[LiveProxy]:
         arrivals: list[str] = []
         with stub("frontend", []) as frontend, stub("api", arrivals) as api:
             # An RSA certificate: a refused RSA-key-exchange cipher is then refused by policy, not by key type.
-            conf = nginx.prepare_root(profile, root, ca, trustme.KeyType.RSA, frontend=frontend, api=api)
+            conf = nginx.prepare_root(profile, root, ca, trustme.KeyType.RSA, frontend=frontend, api=api, **runtime)
             for folder in root.rglob("*"):
                 if folder.is_dir():
                     folder.chmod(0o755)

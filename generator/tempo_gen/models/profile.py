@@ -72,8 +72,8 @@ class Deploy(StrictModel):
         description=(
             "Swarm mode: how services reach each other. `vip`: a stable virtual address per service "
             "(needs the kernel's IPVS, ip_vs). `dnsrr`: DNS returns the task's own address, for "
-            "kernels without IPVS; nginx resolves its upstreams only when it starts, so restart the "
-            "proxy service whenever an API or frontend task is replaced."
+            "kernels without IPVS; nginx re-resolves its upstreams every 5 s, so a replaced API or "
+            "frontend task is followed without restarting the proxy."
         ),
     )
 

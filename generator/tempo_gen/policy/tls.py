@@ -113,6 +113,8 @@ NGINX_HTTP2_DIRECTIVE = (1, 25, 1)
 """`http2 on;` replaces the `listen ... http2` parameter (deprecated from here)."""
 NGINX_TICKET_KEY_ROTATION = (1, 23, 2)
 """nginx rotates session ticket keys itself; Mozilla turns tickets off only before this."""
+NGINX_UPSTREAM_RESOLVE = (1, 27, 3)
+"""`server name resolve` in an upstream (with a `zone`) follows DNS changes; before, only a variable proxy_pass does."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,10 @@ name = "nginx"
 CONF_DIR = "proxy/nginx"
 # Snippets under tempo-gen/, included by paths relative to nginx.conf so the tree works wherever it is mounted.
 SNIPPETS = ("tls", "security", "proxy", "api", "letsencrypt")
+DOCKER_DNS = "127.0.0.11"
+"""Docker's embedded DNS, in every container: Compose service names resolve to the container's current address."""
+RESOLVER_VALID = "5s"
+"""How long nginx keeps an upstream's address: a recreated container is followed within this."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +42,8 @@ class Runtime(ProxyRuntime):
     error_log: str
     access_log: str
     health_listen: str | None
+    resolver: str | None = None
+    """DNS server that upstream names are re-resolved through (container: Docker's); None: fixed addresses."""
 
     def path(self, path: str) -> str:
         # stderr and /dev/ are the same in any root.
@@ -59,6 +65,7 @@ def runtime_for(profile: Profile) -> Runtime:
             frontend=place.frontend,
             api=place.api,
             health_listen=place.health,
+            resolver=DOCKER_DNS,
         )
     return Runtime(
         http_listen=_listen(place, place.http_port),
@@ -71,6 +78,32 @@ def runtime_for(profile: Profile) -> Runtime:
         frontend=place.frontend,
         api=place.api,
         health_listen=place.health,
+    )
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """How proxy_pass reaches the frontend and the API, resolved from the Runtime and the nginx version."""
+
+    resolver: str | None
+    """Names are re-resolved through this server every RESOLVER_VALID; None: addresses fixed at start."""
+    resolve_param: bool
+    """nginx >= 1.27.3: `server name resolve` in an upstream with a zone (keepalive kept)."""
+    valid: str = RESOLVER_VALID
+
+    @property
+    def variable(self) -> bool:
+        """Older nginx re-resolves only a proxy_pass with a variable: no upstream block, no keepalive."""
+        return self.resolver is not None and not self.resolve_param
+
+    def proxy_pass(self, upstream: str) -> str:
+        return f"http://$tempo_{upstream}" if self.variable else f"http://tempo_{upstream}"
+
+
+def upstreams_for(runtime: Runtime, nginx_version: tuple[int, ...]) -> Upstreams:
+    return Upstreams(
+        resolver=runtime.resolver,
+        resolve_param=runtime.resolver is not None and nginx_version >= tls_policy.NGINX_UPSTREAM_RESOLVE,
     )
 
 
@@ -94,6 +127,7 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
         ),
         "guidelines": f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
         "headers": proxy.security_headers(),
+        "upstreams": upstreams_for(runtime, version_tuple(proxy.nginx_version)),
         "routes": routes_for(profile),
         "api_prefix": API_PREFIX,
         "strip_regex": strip_regex(API_PREFIX),
