@@ -415,16 +415,16 @@ def _cached_structure(path: PurePosixPath, text: str, name: str, domain: str) ->
 
 def file_structure(path: PurePosixPath, text: str, norm: Normalizer) -> dict[str, object]:
     lines = text.split("\n")
-    shape: dict[str, object] = {
-        "lines": len(lines),
-        "splitlines": len(text.splitlines()),
-        "header": header_lines(lines),
-        "first_words": [norm(line.split(None, 1)[0]) for line in lines if line.strip() and _not_comment(line)],
-    }
+    shape: dict[str, object] = {"header": header_lines(lines)}
     name = path.name
     if name.endswith((".yaml", ".yml")):
+        # What YAML parsers see: long double-quoted values are deliberately folded over lines.
         shape["yaml"] = yaml_key_paths(text, norm)
-    elif name.endswith(".json"):
+        return shape
+    shape["lines"] = len(lines)
+    shape["splitlines"] = len(text.splitlines())
+    shape["first_words"] = [norm(line.split(None, 1)[0]) for line in lines if line.strip() and _not_comment(line)]
+    if name.endswith(".json"):
         shape["json"] = _key_paths(json.loads(text), (), norm)
     elif name.endswith(".conf") and "nginx" in path.parts:
         shape["nginx"] = nginx_shape(text)

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from support.project import REPO, VALID_PROFILE
 
 GENERATOR = str(REPO / "generator")

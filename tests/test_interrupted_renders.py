@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from support.project import REPO, VALID_PROFILE
 
 GENERATOR = str(REPO / "generator")

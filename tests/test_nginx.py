@@ -1,4 +1,5 @@
-"""The nginx target: what it renders, that Debian's nginx accepts it, and that no profile value can inject a directive."""
+"""The nginx target: what it renders, that Debian's nginx accepts it, and that no profile value can
+inject a directive."""
 
 from __future__ import annotations
 
@@ -224,7 +225,7 @@ def test_mozilla_table_is_consistent():
     assert tls_policy.GUIDELINES_VERSION == "6.0"
     assert intermediate.min_version == "1.2" and tls_policy.CONFIGURATIONS["modern"].min_version == "1.3"
     assert len(intermediate.ciphers_openssl) == len(intermediate.ciphers_iana) == 6
-    for openssl, iana in zip(intermediate.ciphers_openssl, intermediate.ciphers_iana):
+    for openssl, iana in zip(intermediate.ciphers_openssl, intermediate.ciphers_iana, strict=True):
         assert ("ECDSA" in openssl) == ("ECDSA" in iana) and ("CHACHA20" in openssl) == ("CHACHA20" in iana)
     assert all(g in tls_policy.GO_GROUP_NAMES for g in intermediate.tls_curves)
 
@@ -493,7 +494,7 @@ def test_self_signed_script_makes_a_pair_nginx_accepts(tmp_path):
     script = tmp_path / "self-signed-cert.sh"
     script.write_text(files["proxy/self-signed-cert.sh"])
     subprocess.run(["sh", str(script)], check=True, capture_output=True)
-    cert_file, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
+    _, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
     assert oct(key_file.stat().st_mode & 0o777) == "0o400"
     assert subprocess.run(["sh", str(script)], capture_output=True).returncode == 1  # never replaces a pair
     conf = write_tree(profile, tmp_path, rt)

@@ -319,7 +319,7 @@ def test_profile_variants_run_in_traefik(tmp_path, ca, name):
 def test_traefik_refuses_an_unknown_static_key(tmp_path, ca):
     """The check above can fail: the static file is decoded strictly, and dynamic errors are logged."""
     profile = make_profile(proxy=FILES)
-    rt, conf = prepare_root(profile, tmp_path, ca, **with_ping())
+    _, conf = prepare_root(profile, tmp_path, ca, **with_ping())
     conf.write_text(
         conf.read_text().replace(
             "  sendAnonymousUsage: false\n", "  sendAnonymousUsage: false\n  sendAnonymousUsag: false\n"

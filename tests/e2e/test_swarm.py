@@ -9,6 +9,8 @@ local (the images Swarm runs directly are tagged under `.invalid`, so its pull a
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -118,7 +120,7 @@ class Deployment:
 
     def wait_healthy(self, *services: str) -> None:
         for service in services:
-            wait_until(lambda: self.healthy(service), UP_TIMEOUT, f"{service} healthy", interval=2)
+            wait_until(functools.partial(self.healthy, service), UP_TIMEOUT, f"{service} healthy", interval=2)
 
     def exec(self, service: str, *cmd: str, user: str = "") -> tuple[int, str]:
         code, out = self.container(service).exec_run(list(cmd), user=user, demux=False)
@@ -228,10 +230,8 @@ def deployed(swarm, docker_client, standin_images, tmp_path_factory):
         for secret in docker_client.secrets.list(filters={"label": f"{LABEL}={name}"}):
             secret.remove()
         for image in (*built, *local_tags):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 docker_client.images.remove(image, force=True)
-            except docker.errors.NotFound:
-                pass
 
 
 def _remove_stack(client: docker.DockerClient, name: str) -> None:
@@ -396,7 +396,7 @@ def test_rotation_moves_every_consumer_to_a_new_version(deployed):
     # The profile now names the versions that run: render, and redeploying changes nothing about the secrets.
     deployed.tempo_gen("render")
     assert f"name: {deployed.name}_jwt_key_v2" in (deployed.bundle / "compose.yaml").read_text()
-    deploy = [c for c in header_commands(deployed.bundle) if c[1] == "stack"][0]
+    deploy = next(c for c in header_commands(deployed.bundle) if c[1] == "stack")
     result = run(deploy, cwd=deployed.bundle)
     assert result.returncode == 0, result.stderr
     deployed.wait_healthy("api")

@@ -89,15 +89,16 @@ def _check_secrets_dir(profile: Profile, project_root: Path, source: SourceMap, 
 
 def _display(path: Path, project_root: Path) -> str:
     """The path as every message and file header names it. A control character or backslash
-    in it could end the header comment of a generated file, so such a name is refused."""
+    in it could end the header comment of a generated file, and a brace could open template
+    syntax (which the output checks refuse), so such a name is refused."""
     try:
         display = path.resolve().relative_to(project_root.resolve()).as_posix()
     except ValueError:
         display = path.as_posix()
-    if control_character(display) or "\\" in display:
+    if control_character(display) or any(c in display for c in "\\{}"):
         shown = ascii(display)
         raise ProfileError(
-            [Problem(shown, None, "", "the file name has a control character or a backslash; rename it")]
+            [Problem(shown, None, "", "the file name has a control character, a backslash or a brace; rename it")]
         )
     return display
 
