@@ -16,6 +16,7 @@ import click
 
 from tempo_gen import __version__
 from tempo_gen.bundle.drift import check_bundle
+from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
@@ -63,8 +64,12 @@ def load_all(paths: tuple[str, ...], root: Path) -> list[LoadedProfile]:
     return loaded
 
 
+# One profile's render: the profile, the folder it renders to, and the files.
+Rendered = tuple[LoadedProfile, Path, list[RenderedFile]]
+
+
 class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except TempoGenError as exc:
@@ -148,7 +153,7 @@ def _refuse_secrets_in_bundles(rendered: list[tuple[LoadedProfile, Path]], root:
         raise ProfileError(problems)
 
 
-def _report_drift(outputs, out_root: Path, all_profiles: bool, show_diff: bool, root: Path) -> None:
+def _report_drift(outputs: list[Rendered], out_root: Path, all_profiles: bool, show_diff: bool, root: Path) -> None:
     drifted = 0
     for _, target, files in outputs:
         for drift in check_bundle(files, target):
