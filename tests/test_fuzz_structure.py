@@ -21,7 +21,7 @@ from dotenv import dotenv_values
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fuzz_structure_support import (
+from support.fuzz_structure import (
     HOSTILE_CHARS,
     HOSTILE_FRAGMENTS,
     FieldCase,

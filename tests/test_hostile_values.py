@@ -85,11 +85,12 @@ def test_env_values_with_control_characters_are_refused(project, cli):
 
 
 @pytest.mark.parametrize(
-    "name", ["demo\n.yaml", "demo\r.yaml", "de\\mo.yaml", "demo\u2028.yaml", "{{.yaml", "{%x.yaml"]
+    "name", ["demo\n.yaml", "demo\r.yaml", "de\\mo.yaml", "demo\u2028.yaml", "{{.yaml", "{%x.yaml", "-->.yaml"]
 )
 def test_a_profile_file_name_cannot_reach_a_header(project, cli, name):
     """A newline in the name would end the header comment of every generated file, scripts included;
-    a brace would put template syntax into it. Both are refused before anything renders."""
+    `-->` would end Markdown's, a brace would put template syntax into it. All are refused before
+    anything renders."""
     path = write(project, PROFILE, name)
     result = cli("render", str(path))
     assert_refused(result, "file name")

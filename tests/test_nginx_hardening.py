@@ -16,13 +16,12 @@ import pytest
 import trustme
 
 from support.live import running_proxy
-from support.nginx import make_profile, needs_nginx, nginx_t, prepare_root, render_files
+from support.nginx import VARIANTS, make_profile, needs_nginx, nginx_t, prepare_root, render_files
 from support.project import REPO, profiles_of_kind
 from support.proxy import LiveProxy
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import load_profile
 from tempo_gen.targets import nginx
-from test_nginx import VARIANTS
 
 SITE = "proxy/nginx/sites-available/tempo.test.conf"
 CONF = "proxy/nginx/nginx.conf"

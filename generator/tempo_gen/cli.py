@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 import click
 
 from tempo_gen import __version__
-from tempo_gen.bundle.drift import check_bundle
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.outlock import render_lock
@@ -27,6 +26,7 @@ from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored, misplaced_secrets_dir
 from tempo_gen.reports.audit import checklist, weakenings
+from tempo_gen.reports.drift import check_bundle
 from tempo_gen.reports.schema import (
     json_schema,
     markdown_reference,

@@ -96,3 +96,42 @@ def for_local_nginx(profile: Profile) -> Profile:
     data = profile.model_dump(mode="json")
     data["proxy"].update(update)
     return Profile.model_validate(data)
+
+
+# Profile overlays that cover every branch of the nginx templates.
+VARIANTS = {
+    "host-intermediate-acme": {},
+    "host-modern-files": {
+        "proxy": {
+            "tls": {
+                "profile": "modern",
+                "certificate": {"source": "files", "cert_file": "/srv/tls/chain.pem", "key_file": "/srv/tls/key.pem"},
+            }
+        }
+    },
+    "host-self-signed-ocsp-preload": {
+        "proxy": {
+            "tls": {
+                "certificate": {"source": "self-signed"},
+                "ocsp_stapling": True,
+                "ocsp_resolvers": ["127.0.0.1", "::1"],
+            },
+            "hsts": {"preload": True},
+            "publish_addresses": ["127.0.0.1", "::1"],
+        }
+    },
+    "container-custom-headers-limits": {
+        "proxy": {
+            "placement": "container",
+            "publish_addresses": ["127.0.0.1"],
+            "headers": {
+                "x_xss_protection": "1; mode=block",
+                "frame_options": "DENY",
+                "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://api.example.org"]}]},
+            },
+            "rate_limits": {"login_per_minute": 3, "login_burst": 0, "api_per_second": 1, "api_burst": 0},
+            "body_max_kb": 64,
+        },
+        "tempo": {"media_max_mb": 5, "import_max_mb": 4096, "import_timeout_minutes": 120},
+    },
+}

@@ -87,6 +87,41 @@ def body_limits(profile: Profile) -> dict[BodyLimit, Size]:
 
 
 @dataclass(frozen=True)
+class RateLimitView:
+    """One per-IP request limit resolved for a profile, in each proxy's spelling."""
+
+    name: RateLimit
+    requests: int
+    per: Literal["minute", "second"]
+    burst: int
+    """Requests above the rate served at once (nginx's meaning of burst)."""
+
+    @property
+    def nginx_rate(self) -> str:
+        """nginx's rate syntax: `10r/m`."""
+        return f"{self.requests}r/{self.per[0]}"
+
+    @property
+    def traefik_period(self) -> str:
+        """Traefik's period for `average`: `1m`."""
+        return f"1{self.per[0]}"
+
+    @property
+    def traefik_burst(self) -> int:
+        """Traefik's burst counts the first request too: 1 + nginx's burst."""
+        return self.burst + 1
+
+
+def rate_limits_for(profile: Profile) -> dict[RateLimit, RateLimitView]:
+    """Every per-IP limit by name, in RateLimit's order: logins, then every API call."""
+    limits = profile.proxy.rate_limits
+    return {
+        "login": RateLimitView("login", limits.login_per_minute, "minute", limits.login_burst),
+        "api": RateLimitView("api", limits.api_per_second, "second", limits.api_burst),
+    }
+
+
+@dataclass(frozen=True)
 class RouteView:
     """One route resolved for a profile: everything a proxy template prints about it."""
 
@@ -100,8 +135,8 @@ class RouteView:
     """Removed from the path before the upstream sees it (the API's routes have no /api)."""
     body: BodyLimit
     body_max: Size
-    rate: RateLimit | None
-    """Per-IP rate-limit zone; None: not limited."""
+    rate: RateLimitView | None
+    """The per-IP limit; None: not limited."""
     priority: int
     """Higher wins (Traefik); nginx's regex locations are listed in this order, most specific first."""
     detail: str = ""
@@ -148,6 +183,7 @@ def routes_for(profile: Profile) -> tuple[RouteView, ...]:
     """Every route for `profile`, highest priority first: the special API routes, every other
     API call, then the frontend."""
     tempo = profile.tempo
+    rate_limits = rate_limits_for(profile)
     special = tuple(
         RouteView(
             name=route.name,
@@ -162,13 +198,15 @@ def routes_for(profile: Profile) -> tuple[RouteView, ...]:
             body_max=body_size(profile, route.body),
             streamed=route.body == "import",
             timeout_minutes=tempo.import_timeout_minutes if route.body == "import" else None,
-            rate=route.rate,
+            rate=rate_limits[route.rate],
             priority=30,
         )
         for route in API_ROUTES
     )
     default = body_size(profile, "default")
-    api = RouteView("api", "Every other API call", f"{API_PREFIX}/", "api", API_PREFIX, "default", default, "api", 20)
+    api = RouteView(
+        "api", "Every other API call", f"{API_PREFIX}/", "api", API_PREFIX, "default", default, rate_limits["api"], 20
+    )
     frontend = RouteView("frontend", "Everything else", "/", "frontend", None, "default", default, None, 10)
     return (*special, api, frontend)
 

@@ -87,18 +87,28 @@ def _check_secrets_dir(profile: Profile, project_root: Path, source: SourceMap, 
         raise ProfileError([Problem(file, line, "secrets.dir", f"{profile.secrets.dir!r} {reason}")])
 
 
+_UNSAFE_IN_HEADER = "\\{}<>"
+
+
 def _display(path: Path, project_root: Path) -> str:
-    """The path as every message and file header names it. A control character or backslash
-    in it could end the header comment of a generated file, and a brace could open template
-    syntax (which the output checks refuse), so such a name is refused."""
+    """The path as every message and file header names it. A control character, backslash or
+    `>` in it could end the header comment of a generated file (`-->` ends Markdown's), and a
+    brace could open template syntax (which the output checks refuse), so such a name is refused."""
     try:
         display = path.resolve().relative_to(project_root.resolve()).as_posix()
     except ValueError:
         display = path.as_posix()
-    if control_character(display) or any(c in display for c in "\\{}"):
+    if control_character(display) or any(c in display for c in _UNSAFE_IN_HEADER):
         shown = ascii(display)
         raise ProfileError(
-            [Problem(shown, None, "", "the file name has a control character, a backslash or a brace; rename it")]
+            [
+                Problem(
+                    shown,
+                    None,
+                    "",
+                    f"the file name has a control character or one of {' '.join(_UNSAFE_IN_HEADER)}; rename it",
+                )
+            ]
         )
     return display
 

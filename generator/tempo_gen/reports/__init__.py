@@ -1,1 +1,1 @@
-"""Reports on profiles: the audit of weakened defaults and the profile's schema and reference."""
+"""Reports: the audit of weakened defaults, the profile's schema and reference, and the drift of out/."""

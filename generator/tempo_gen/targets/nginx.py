@@ -13,7 +13,7 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy import tls as tls_policy
-from tempo_gen.policy.routes import API_PREFIX, body_size, routes_for, strip_regex
+from tempo_gen.policy.routes import API_PREFIX, body_size, rate_limits_for, routes_for, strip_regex
 from tempo_gen.targets.base import TargetInput
 from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for
 
@@ -26,6 +26,10 @@ DOCKER_DNS = "127.0.0.11"
 """Docker's embedded DNS, in every container: Compose service names resolve to the container's current address."""
 RESOLVER_VALID = "5s"
 """How long nginx keeps an upstream's address: a recreated container is followed within this."""
+RATE_ZONE_MEMORY = "10m"
+"""Shared memory per limit_req zone: about 160,000 client addresses."""
+UPSTREAM_ZONE_MEMORY = "64k"
+"""Shared memory per re-resolved upstream block: its few servers and their state."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +133,9 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
         "headers": proxy.security_headers(),
         "upstreams": upstreams_for(runtime, version_tuple(proxy.nginx_version)),
         "routes": routes_for(profile),
+        "rate_limits": rate_limits_for(profile),
+        "rate_zone_memory": RATE_ZONE_MEMORY,
+        "upstream_zone_memory": UPSTREAM_ZONE_MEMORY,
         "api_prefix": API_PREFIX,
         "strip_regex": strip_regex(API_PREFIX),
         "default_body": body_size(profile, "default"),

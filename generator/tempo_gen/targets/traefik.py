@@ -15,7 +15,15 @@ from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
-from tempo_gen.policy.routes import API_PREFIX, RouteView, Size, body_limits, body_size, routes_for
+from tempo_gen.policy.routes import (
+    API_PREFIX,
+    RouteView,
+    Size,
+    body_limits,
+    body_size,
+    rate_limits_for,
+    routes_for,
+)
 from tempo_gen.targets.base import TargetInput
 from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for
 
@@ -111,7 +119,7 @@ def _router(route: RouteView, host: str) -> Router:
         rule = host
     # The rate limit first, so a refused client's body is never read; the prefix is stripped last.
     middlewares = (
-        *((f"ratelimit-{route.rate}",) if route.rate else ()),
+        *((f"ratelimit-{route.rate.name}",) if route.rate else ()),
         f"body-{route.body}",
         *(("strip-api-prefix", "api-request") if route.upstream == "api" else ()),
     )
@@ -136,6 +144,7 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
         "custom_headers": custom_headers,
         "routers": routers(profile),
         "routes": routes_for(profile),
+        "rate_limits": rate_limits_for(profile),
         "api_prefix": API_PREFIX,
         "body_limits": body_limits(profile),
         "default_body": body_size(profile, "default"),

@@ -28,13 +28,13 @@ import yaml
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from support.project import REPO
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.errors import TempoGenError
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 
-REPO = Path(__file__).resolve().parent.parent
 FieldPath = tuple[str | int, ...]
 Structure = dict[str, object]
 
