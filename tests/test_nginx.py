@@ -463,3 +463,16 @@ def test_self_signed_script_makes_a_pair_nginx_accepts(tmp_path):
     conf = write_tree(profile, tmp_path, rt)
     result = nginx_t(tmp_path, conf)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_container_proxy_is_built_with_its_temp_folder_owned_by_the_configured_uid():
+    """The image's own /var/cache/nginx belongs to its default user (101): any other uid could not write
+    its request-body temp files into the volume Docker seeds from it."""
+    profile = make_profile(
+        proxy={"placement": "container", "publish_addresses": ["127.0.0.1"]}, containers={"users": {"proxy": 2567}}
+    )
+    dockerfile = render_files(profile)["proxy/nginx.Dockerfile"]
+    assert f"FROM {profile.proxy.image_ref()}\n" in dockerfile
+    assert "chown 2567:2567 /var/cache/nginx" in dockerfile
+    assert [line for line in dockerfile.splitlines() if line.startswith("USER ")] == ["USER 0:0", "USER 2567:2567"]
+    assert "proxy/nginx.Dockerfile" not in render_files(make_profile())  # a host nginx is Debian's

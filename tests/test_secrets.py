@@ -43,6 +43,43 @@ def test_init_creates_strong_private_files_and_never_overwrites(cli, demo):
     assert {name: (folder / name).read_text() for name in values} == values
 
 
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to other users")
+
+
+@needs_root
+def test_init_as_root_gives_kept_secrets_the_new_owners_after_a_uid_change(cli, demo):
+    assert cli("secrets", "init").exit_code == 0
+    folder = demo / "secrets" / "demo"
+    values = {name: (folder / name).read_text() for name in ("db_password", "jwt_key")}
+    os.chmod(folder / "jwt_key", 0o444)
+    profile = demo / "profiles" / "demo.yaml"
+    profile.write_text(profile.read_text() + "containers:\n  users:\n    api: 2571\n    postgres: 2570\n")
+    result = cli("secrets", "init")
+    assert result.exit_code == 0, result.output
+    assert "sudo" not in result.output and "not running as root" not in result.output
+    assert "owner 1654:1654 -> 2571:2571, mode 444 -> 400" in result.output
+    assert "owner 1654:70 -> 2571:2570" in result.output
+    for name, (mode, uid, gid) in {"jwt_key": (0o400, 2571, 2571), "db_password": (0o440, 2571, 2570)}.items():
+        info = (folder / name).stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (mode, uid, gid), name
+    assert {name: (folder / name).read_text() for name in values} == values
+    assert cli("secrets", "check").exit_code == 0
+
+
+@needs_root
+def test_init_never_reowns_through_a_symlink(cli, demo, tmp_path):
+    assert cli("secrets", "init").exit_code == 0
+    target = tmp_path / "host-file"
+    target.write_text("not a secret")
+    os.chmod(target, 0o600)
+    (demo / "secrets" / "demo" / "jwt_key").unlink()
+    (demo / "secrets" / "demo" / "jwt_key").symlink_to(target)
+    result = cli("secrets", "init")
+    assert result.exit_code == 2 and "not a regular file" in result.output
+    info = target.stat()
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
+
+
 def test_check_passes_fresh_secrets_and_reports_every_problem(cli, demo):
     cli("secrets", "init")
     assert cli("secrets", "check").exit_code == 0

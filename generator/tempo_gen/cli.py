@@ -328,7 +328,8 @@ def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
     for item in load_all(profiles, root):
         store = secret_store(item, root, root / OUT_DIR / item.profile.name)
         for entry in store.init():
-            click.echo(f"{'created' if entry.created else 'kept   '} {entry.where}")
+            fixed = f" ({entry.fixed})" if entry.fixed else ""
+            click.echo(f"{'created' if entry.created else 'kept   '} {entry.where}{fixed}")
         for line in store.init_hints():
             click.echo(line)
 

@@ -15,7 +15,7 @@ from tempo_gen.models.profile import Profile
 from tempo_gen.policy import tls as tls_policy
 from tempo_gen.policy.routes import API_PREFIX, body_size, rate_limits_for, routes_for, strip_regex
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for
+from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for, proxy_image
 
 name = "nginx"
 
@@ -157,6 +157,16 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
             files.append(
                 target_input.file(f"{CONF_DIR}/tempo-gen/{snippet}.conf", f"nginx/tempo-gen/{snippet}.conf.j2", values)
             )
+    if proxy.placement == "container":
+        files.append(
+            proxy_image(
+                target_input,
+                "nginx",
+                title="nginx",
+                folders=(runtime.temp_dir,),
+                writes="its temp files (request bodies, buffered responses)",
+            )
+        )
     # Key owner: the container's uid, or root for a host nginx (its master reads keys before dropping privileges).
     owner = key_owner(profile)
     if cert.source in ("acme", "self-signed"):  # acme needs a first pair before nginx can answer the challenge

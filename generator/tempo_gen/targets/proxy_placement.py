@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
+from tempo_gen.targets.base import TargetInput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,3 +79,14 @@ def placement_for(profile: Profile) -> Placement:
 
 def key_owner(profile: Profile) -> int:
     return placement_for(profile).key_owner
+
+
+def proxy_image(
+    target_input: TargetInput, kind: str, *, title: str, folders: tuple[str, ...], writes: str, tmpdir: str = ""
+) -> RenderedFile:
+    """`proxy/<kind>.Dockerfile`: the pinned image plus `folders` owned by the proxy's uid. The
+    image's own folders belong to its default user, so any other uid could not write them."""
+    values = {"title": title, "uid": target_input.profile.containers.users.proxy, "folders": folders}
+    return target_input.file(
+        f"proxy/{kind}.Dockerfile", "proxy/Dockerfile.j2", {**values, "writes": writes, "tmpdir": tmpdir}
+    )

@@ -25,7 +25,7 @@ from tempo_gen.policy.routes import (
     routes_for,
 )
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for
+from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for, proxy_image
 
 name = "traefik"
 
@@ -167,10 +167,13 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
     ]
     if proxy.placement == "container":
         files.append(
-            target_input.file(
-                "proxy/traefik.Dockerfile",
-                "traefik/traefik.Dockerfile.j2",
-                {**values, "uid": profile.containers.users.proxy},
+            proxy_image(
+                target_input,
+                "traefik",
+                title="Traefik",
+                folders=(TEMP_DIR, STATE_DIR),
+                writes="its spooled request bodies (TMPDIR) and its ACME account and certificates",
+                tmpdir=TEMP_DIR,
             )
         )
     if cert.source == "self-signed":

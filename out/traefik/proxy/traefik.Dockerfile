@@ -5,8 +5,8 @@
 FROM traefik:v3.7
 
 # Runs as root only to prepare folders owned by the proxy's uid; Docker copies a
-# folder's ownership into a fresh named volume, so the proxy can write its
-# spooled request bodies (TMPDIR) and its ACME account and certificates.
+# folder's ownership into a fresh named volume, so the proxy can write
+# its spooled request bodies (TMPDIR) and its ACME account and certificates.
 USER 0:0
 RUN mkdir -p /var/cache/traefik /var/lib/traefik \
  && chown 101:101 /var/cache/traefik /var/lib/traefik \

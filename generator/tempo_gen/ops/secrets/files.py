@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from tempo_gen.errors import UnsafeFile
 from tempo_gen.models.profile import Profile
 from tempo_gen.ops.secrets.store import Created, SecretProblem, secret_to_rotate
 from tempo_gen.ops.secrets.values import SECRET_NAMES, new_value, weaknesses
@@ -51,8 +52,8 @@ def init_secrets(profile: Profile, root: Path) -> list[Created]:
     result: list[Created] = []
     for name in SECRET_NAMES:
         path = folder / name
-        if path.exists():
-            result.append(Created(str(path), False))
+        if path.exists() or path.is_symlink():
+            result.append(Created(str(path), False, _reown(path, ownership(profile, name))))
             continue
         write_secret(path, new_value(), ownership(profile, name))
         result.append(Created(str(path), True))
@@ -70,6 +71,35 @@ def write_secret(path: Path, value: str, owner: Ownership) -> None:
         os.close(fd)
     _own(temporary, owner)
     os.replace(temporary, path)
+
+
+_NOT_A_FILE = "not a regular file; remove it and run `tempo-gen secrets init`"
+
+
+def _reown(path: Path, owner: Ownership) -> str:
+    """As root, give a kept secret file the owner and mode the profile wants now (a uid may have
+    changed since it was made); what changed, or "". Opened without following a symlink, so a
+    planted link never hands its target to a container user."""
+    if os.geteuid() != 0:
+        return ""  # only root can chown: init_hints says what to run
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        raise UnsafeFile(path, _NOT_A_FILE) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile(path, _NOT_A_FILE)
+        changes = []
+        if (info.st_uid, info.st_gid) != (owner.uid, owner.gid):
+            os.fchown(fd, owner.uid, owner.gid)
+            changes.append(f"owner {info.st_uid}:{info.st_gid} -> {owner.uid}:{owner.gid}")
+        if stat.S_IMODE(info.st_mode) != owner.mode:
+            os.fchmod(fd, owner.mode)
+            changes.append(f"mode {stat.S_IMODE(info.st_mode):o} -> {owner.mode:o}")
+        return ", ".join(changes)
+    finally:
+        os.close(fd)
 
 
 def read_secret(path: Path) -> str:

@@ -30,6 +30,8 @@ class Created:
 
     where: str
     created: bool
+    fixed: str = ""
+    """What init corrected on a kept secret, e.g. its owner after a uid change; empty: nothing."""
 
 
 @dataclass(frozen=True)
