@@ -24,7 +24,7 @@ from tempo_gen.targets.swarm_stack import stack_bundle
 
 SWARM_PROFILE = VALID_PROFILE.replace("203.0.113.10", "0.0.0.0") + "deploy:\n  mode: swarm\n"
 UIDS = {"postgres": "70", "api": "1654", "frontend": "1000", "proxy": "101"}
-HASH_TAG = re.compile(r"^tempo-gen\.invalid/demo-(api|frontend|proxy):[0-9a-f]{12}$")
+HASH_TAG = re.compile(r"^tempo-gen\.invalid/demo-(api|frontend|postgres|proxy):[0-9a-f]{12}$")
 
 
 def render(cli, project: Path, text: str) -> Path:
@@ -69,12 +69,12 @@ def test_every_service_keeps_its_hardening_in_swarm_terms(stack):
 
 def test_built_images_are_named_by_content_under_a_domain_no_registry_serves(stack, cli, project):
     doc = document(stack)
-    api, frontend = doc["services"]["api"]["image"], doc["services"]["frontend"]["image"]
-    assert HASH_TAG.match(api) and HASH_TAG.match(frontend)
-    assert doc["services"]["postgres"]["image"] == "postgres:16-alpine"
+    images = {name: service["image"] for name, service in doc["services"].items()}
+    assert all(HASH_TAG.match(image) for image in images.values()), images
     header = (stack / "compose.yaml").read_text().split("\nversion:")[0]
-    assert f"#   docker build -t {api} -f tempo/api.Dockerfile tempo\n" in header
-    assert f"#   docker build -t {frontend} -f tempo/frontend.Dockerfile tempo\n" in header
+    for service in ("api", "frontend", "postgres"):
+        assert f"#   docker build -t {images[service]} -f tempo/{service}.Dockerfile tempo\n" in header
+    api = images["api"]
     assert "#   docker stack deploy --resolve-image never -c compose.yaml demo" in header
     # Same profile, same tag; a change to the build context (the API's uid) is a new tag.
     assert document(render(cli, project, SWARM_PROFILE))["services"]["api"]["image"] == api

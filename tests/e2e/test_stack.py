@@ -26,6 +26,9 @@ from support.wait import wait_until
 
 DOMAIN = "tempo.test"
 UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
+# Every uid field set away from its image's default: the bundle must still come up (built images own
+# their folders by these uids, secrets init gives the secret files to them).
+OWN_UIDS = {"postgres": 2570, "api": 2571, "frontend": 2572, "proxy": 2567}
 UP_TIMEOUT = 300
 
 
@@ -46,8 +49,16 @@ def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def profile_text(
-    name: str, kind: str, images: dict[str, str], address: str, http_port: int, https_port: int, tls: Path
+    name: str,
+    kind: str,
+    images: dict[str, str],
+    address: str,
+    http_port: int,
+    https_port: int,
+    tls: Path,
+    uids: dict[str, int] = UIDS,
 ) -> str:
+    users = "".join(f"    {service}: {uid}\n" for service, uid in uids.items() if UIDS[service] != uid)
     return f"""\
 name: {name}
 domain: {DOMAIN}
@@ -74,7 +85,7 @@ proxy:
       key_file: {tls}/privkey.pem
 firewall:
   enabled: false
-"""
+""" + (f"containers:\n  users:\n{users}" if users else "")
 
 
 class World:
@@ -145,8 +156,10 @@ class ComposeProject:
         world: World,
         http_port: int,
         https_port: int,
+        uids: dict[str, int],
     ):
         self.root, self.name, self.kind, self.client, self.ca, self.world = root, name, kind, client, ca, world
+        self.uids = uids
         self.http_port, self.https_port = http_port, https_port
         self.bundle = root / "out" / name
         self.profile = root / "profiles" / f"{name}.yaml"
@@ -184,9 +197,10 @@ class ComposeProject:
         wait_until(healthy, UP_TIMEOUT, f"{service} healthy")
 
 
-@pytest.fixture(scope="module", params=["nginx", "traefik"])
+@pytest.fixture(scope="module", params=["nginx", "traefik", "nginx-own-uids"])
 def stack(request, docker_client, standin_images, tmp_path_factory, network_namespaces):
-    kind = request.param
+    kind = request.param.removesuffix("-own-uids")
+    uids = OWN_UIDS if request.param.endswith("-own-uids") else UIDS
     root = tmp_path_factory.mktemp(f"stack-{kind}")
     tag = uuid.uuid4().hex[:8]
     name = f"e2e-{tag}"
@@ -197,17 +211,17 @@ def stack(request, docker_client, standin_images, tmp_path_factory, network_name
     cert.private_key_and_cert_chain_pem.write_to_path(tls / "fullchain.pem")
     cert.private_key_pem.write_to_path(tls / "privkey.pem")
     os.chmod(tls / "privkey.pem", 0o640)
-    os.chown(tls / "privkey.pem", 0, UIDS["proxy"])  # readable by the proxy's uid only
+    os.chown(tls / "privkey.pem", 0, uids["proxy"])  # readable by the proxy's uid only
     (root / "profiles").mkdir()
     http_port, https_port = free_port(), free_port()
     (root / "profiles" / f"{name}.yaml").write_text(
-        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls)
+        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls, uids)
     )
     for command in (("secrets", "init"), ("render",)):
         result = tempo_gen(root, *command)
         assert result.returncode == 0, result.stdout + result.stderr
     world = World(tag)
-    running = ComposeProject(root, name, kind, docker_client, ca, world, http_port, https_port)
+    running = ComposeProject(root, name, kind, docker_client, ca, world, http_port, https_port, uids)
     try:
         running.up()
         yield running
@@ -236,7 +250,8 @@ def test_every_service_is_healthy_and_runs_what_was_rendered(stack):
 def test_container_is_non_root_capless_read_only_and_limited(stack, service):
     container = stack.container(service)
     host = container.attrs["HostConfig"]
-    assert container.attrs["Config"]["User"] == f"{UIDS[service]}:{UIDS[service]}"
+    uid = stack.uids[service]
+    assert container.attrs["Config"]["User"] == f"{uid}:{uid}"
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
     assert "no-new-privileges:true" in host["SecurityOpt"]
@@ -246,7 +261,7 @@ def test_container_is_non_root_capless_read_only_and_limited(stack, service):
     code, out = stack.exec(service, "sh", "-c", "cat /proc/[0-9]*/status")
     assert code == 0, out
     uids = [line.split()[1:] for line in out.splitlines() if line.startswith("Uid:")]
-    assert uids and all(int(u) == UIDS[service] for row in uids for u in row), uids
+    assert uids and all(int(u) == uid for row in uids for u in row), uids
     cap_eff = [line.split()[1] for line in out.splitlines() if line.startswith("CapEff:")]
     assert cap_eff and set(cap_eff) == {"0000000000000000"}
     assert all(line.split()[1] == "1" for line in out.splitlines() if line.startswith("NoNewPrivs:"))
@@ -392,6 +407,46 @@ def _cookie(stack) -> str:
     return headers["set-cookie"].split(";")[0]
 
 
+def _status(stack, path: str) -> int | None:
+    """The status of GET `path` through the proxy; None when the connection fails."""
+    try:
+        return stack.https("GET", path)[0]
+    except OSError:
+        return None
+
+
+def _shared_network(stack, service: str) -> str:
+    """The network the proxy reaches `service` on."""
+    proxy = stack.container("proxy").attrs["NetworkSettings"]["Networks"]
+    return next(name for name in stack.container(service).attrs["NetworkSettings"]["Networks"] if name in proxy)
+
+
+def test_the_proxy_follows_a_recreated_api_to_its_new_address(stack, standin_images):
+    """A rotation, an upgrade or a crash replacement recreates the API; Docker may give it another
+    address. The proxy is not touched: it re-resolves `api` and answers 200 again within seconds."""
+    proxy = stack.container("proxy")
+    started = proxy.attrs["State"]["StartedAt"]
+    network = _shared_network(stack, "api")
+    old = stack.container("api").attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    stack.compose("rm", "--stop", "--force", "api", timeout=120)
+    # The engine hands out the lowest free address: a placeholder takes the API's old one.
+    placeholder = stack.client.containers.run(
+        standin_images["tools"], ["sleep", "600"], detach=True, network=network, read_only=True, cap_drop=["ALL"]
+    )
+    try:
+        stack.compose("up", "-d", "--no-deps", "api", timeout=UP_TIMEOUT)
+        stack.wait_healthy("api")
+        new = stack.container("api").attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        assert new != old, "the recreated API kept its address; the test proves nothing"
+        wait_until(lambda: _status(stack, "/api/health") == 200, 30, "a 200 from the recreated API", interval=1)
+    finally:
+        placeholder.remove(force=True)
+    # The same proxy container, never restarted: nothing but its own resolver followed the move.
+    after = stack.container("proxy")
+    assert after.id == proxy.id and after.attrs["State"]["StartedAt"] == started
+    assert after.attrs["RestartCount"] == 0
+
+
 def test_nothing_is_lost_across_down_up_and_a_killed_api(stack):
     stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
     workout, media_id, payload = _login_and_upload(stack)
@@ -435,7 +490,7 @@ def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp
         detach=True,
         volumes=mounts,
         read_only=True,
-        user=f"{UIDS['api']}:{UIDS['api']}",
+        user=f"{stack.uids['api']}:{stack.uids['api']}",
         network_mode="none",
         environment={"TEMPO_DB_HOST": "postgres", "TEMPO_DB_NAME": "tempo", "TEMPO_DB_USER": "tempo"},
     )

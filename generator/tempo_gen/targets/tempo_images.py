@@ -1,4 +1,5 @@
-"""tempo/: the Tempo images rebuilt from the pinned release, non-root, with the secrets entrypoint."""
+"""tempo/: the Tempo images rebuilt from the pinned release, non-root, with the secrets entrypoint,
+and the pinned PostgreSQL image with its data folder owned by the configured uid."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
     return [
         target_input.file("tempo/api.Dockerfile", "tempo/api.Dockerfile.j2", {"uid": users.api}),
         target_input.file("tempo/frontend.Dockerfile", "tempo/frontend.Dockerfile.j2", {"uid": users.frontend}),
+        target_input.file("tempo/postgres.Dockerfile", "tempo/postgres.Dockerfile.j2", {"uid": users.postgres}),
         target_input.file(
             "tempo/api-entrypoint.sh",
             "tempo/api-entrypoint.sh.j2",
