@@ -104,6 +104,8 @@ CASES = [
     ("duplicate-key", VALID_PROFILE + "domain: other.example.com\n", 9, ["duplicate key 'domain'", "line 2"]),
     ("tabs", "name: demo\ntempo:\n\tversion: 2.1.0\n", 3, ["tabs"]),
     ("billion-laughs", BILLION_LAUGHS, 1, ["anchors and aliases are not allowed"]),
+    ("deep-flow-nesting", "name: demo\nx: " + "[" * 50_000 + "]" * 50_000 + "\n", 2, ["nested more than 32 levels"]),
+    ("deep-block-nesting", "name: demo\nx:\n" + "".join("  " * i + "k:\n" for i in range(1, 40)), 33, ["nested"]),
     ("ten-megabytes", "name: demo\n" + "# padding\n" * 1_000_000, None, ["at most 1048576 bytes"]),
     ("binary-garbage", bytes(range(256)) * 4, None, ["binary"]),
     ("invalid-utf8", b"name: demo\ndomain: \xff\xfe.example.com\n", 2, ["not valid UTF-8"]),

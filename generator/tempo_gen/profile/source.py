@@ -37,8 +37,15 @@ class SourceMap:
         return default_file, None
 
 
+MAX_NESTING = 32
+"""Deepest nesting of mappings and lists: a profile needs about 5; PyYAML's composer recurses per level."""
+
+
 class _NoAliasLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses anchors and aliases before anything expands."""
+    """A SafeLoader that refuses anchors and aliases before anything expands, and nesting
+    deep enough to exhaust the composer's recursion."""
+
+    depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -47,7 +54,15 @@ class _NoAliasLoader(yaml.SafeLoader):
                 problem="anchors and aliases are not allowed in profiles (use `extends:` to share values)",
                 problem_mark=event.start_mark,
             )
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_NESTING:
+            raise yaml.MarkedYAMLError(
+                problem=f"nested more than {MAX_NESTING} levels deep", problem_mark=event.start_mark
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _problem(file: str, line: int | None, message: str, fieldpath: str = "") -> ProfileError:
