@@ -130,6 +130,12 @@ CASES = [
         ["tempo.media_max_mb", "greater than or equal to 1"],
     ),
     (
+        "memory-under-dockers-floor",
+        VALID_PROFILE + "containers:\n  limits:\n    proxy: {memory: 4m, cpus: 0.5, pids: 100}\n",
+        11,
+        ["containers.limits.proxy.memory", "Docker refuses a memory limit under 6m; got 4m"],
+    ),
+    (
         "root-uid",
         with_("containers:\n  users:\n    api: 0\n"),
         11,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from tempo_gen.models.base import Size, StrictModel, Uid
+from tempo_gen.models.base import Size, StrictModel, Uid, size_bytes
+
+DOCKER_MIN_MEMORY = "6m"
+"""The engine refuses to start a container with a lower memory limit."""
 
 
 class Limits(StrictModel):
@@ -15,6 +18,13 @@ class Limits(StrictModel):
     memory: Size = Field(description="Memory ceiling, e.g. 512m (deploy.resources.limits.memory).")
     cpus: float = Field(gt=0, le=64, description="CPU ceiling in cores.")
     pids: int = Field(ge=16, le=65536, description="Most processes/threads at once (pids_limit).")
+
+    @field_validator("memory")
+    @classmethod
+    def _engine_accepts(cls, memory: str) -> str:
+        if size_bytes(memory) < size_bytes(DOCKER_MIN_MEMORY):
+            raise ValueError(f"Docker refuses a memory limit under {DOCKER_MIN_MEMORY}; got {memory}")
+        return memory
 
 
 class Users(StrictModel):
