@@ -7,8 +7,12 @@ FROM postgres:16-alpine
 # The image's data folder belongs to its own postgres user (70 in the *-alpine
 # images, 999 in the Debian ones). Docker copies that owner into the fresh
 # volume, and initdb must own the folder: it goes to the configured uid.
+# initdb also refuses a uid without a passwd entry; the official entrypoint
+# fakes one only where nss_wrapper is installed, so the entry is made here.
 USER 0:0
 RUN chown 70:70 /var/lib/postgresql/data \
- && chmod 0700 /var/lib/postgresql/data
+ && chmod 0700 /var/lib/postgresql/data \
+ && (getent group 70 || echo "tempo-db:x:70:" >> /etc/group) \
+ && (getent passwd 70 || echo "tempo-db:x:70:70:PostgreSQL:/var/lib/postgresql:/sbin/nologin" >> /etc/passwd)
 
 USER 70:70
