@@ -363,6 +363,7 @@ def _login(deployed) -> str:
 def test_rotation_moves_every_consumer_to_a_new_version(deployed):
     deployed.https("POST", "/api/auth/register", json_body=USER)
     old_cookie, before = _login(deployed), deployed.secret_values()
+    proxy = deployed.container("proxy").id
     for which in ("jwt", "db"):
         result = deployed.tempo_gen("secrets", "rotate", which, str(deployed.profile))
         assert "run `tempo-gen render`" in result.stdout
@@ -379,6 +380,8 @@ def test_rotation_moves_every_consumer_to_a_new_version(deployed):
     assert status == 401, "sessions signed with the old key end"
     status, _, _ = deployed.https("GET", "/api/auth/me", cookie=_login(deployed))
     assert status == 200
+    # The proxy task was never replaced: it followed the API's new task through Docker's DNS.
+    assert deployed.container("proxy").id == proxy
     # Postgres accepts the new password and no longer the old one.
     check = (
         "IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -tA --host=127.0.0.1 "

@@ -15,8 +15,8 @@ waits until the new task is healthy); if the API cannot move, it is rolled back
 and the old password is set again. Once the API runs on the new secret the
 profile records its version. Postgres is moved last (it reads the file only to
 initialise an empty volume) so the old secret is no longer used and can go.
-With endpoint_mode dnsrr the proxy is restarted too: nginx resolved the old
-API task's address when it started.
+The proxy is not touched: it re-resolves the API's name (Docker's DNS, a few
+seconds' validity), so it follows the new task to its new address.
 """
 
 from __future__ import annotations
@@ -191,10 +191,6 @@ class SwarmProject(RunningStack):
             service_name(self.profile, service),
         )
 
-    def restart(self, service: str) -> None:
-        """Replace the service's task (same spec) and wait until it converged."""
-        _docker("service", "update", "--detach=false", "--quiet", "--force", service_name(self.profile, service))
-
     def roll_back(self, service: str) -> None:
         _docker(
             "service",
@@ -250,9 +246,6 @@ def rotate(loaded: LoadedProfile, root: Path, which: str, client: DockerClient) 
             # Postgres reads its copy only to initialise an empty volume; moving it frees the old secret.
             stack.swap_secret("postgres", old, new)
             stack.wait_healthy("postgres")
-        if profile.deploy.endpoint_mode == "dnsrr":
-            # nginx resolved the old API task's address when it started; the new task has another one.
-            stack.restart("proxy")
         stack.wait_healthy("api")
         if (previous := _find(client, old)) is not None:
             previous.remove()
