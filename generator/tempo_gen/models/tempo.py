@@ -36,7 +36,10 @@ class Images(StrictModel):
         ),
     )
     postgres: ImageRef = Field(
-        "postgres:16-alpine", description=("PostgreSQL image, run as is (its entrypoint supports a non-root user).")
+        "postgres:16-alpine",
+        description=(
+            "PostgreSQL image; the bundle builds FROM it, giving the data folder to containers.users.postgres."
+        ),
     )
 
 
