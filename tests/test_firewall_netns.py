@@ -170,7 +170,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab(netns_ready, request):
+def lab(netns_ready, request: pytest.FixtureRequest):
     labs: list[Lab] = []
 
     def make(tag: str = "") -> Lab:
@@ -377,7 +377,7 @@ def difference(measured: dict, expected: dict) -> str:
 
 @pytest.mark.parametrize("placement", ["container", "host"])
 @pytest.mark.parametrize("layer", ["none", "full", "nftables", "docker-user", "ufw"])
-def test_reachability_matrix(lab, tmp_path, placement, layer):
+def test_reachability_matrix(lab, tmp_path: Path, placement, layer) -> None:
     """`none` shows every listener reachable without rules (the harness works, the attack on
     127.0.0.1 included); `full` and `nftables` must give exactly the profile's matrix;
     `docker-user` and `ufw` filter forwarded traffic only, so only the container's rows change."""
@@ -411,7 +411,7 @@ def open_answer(placement: str, label: str) -> str:
     return f"srv:{port}"
 
 
-def test_loopback_guard_drops_before_nat(lab, tmp_path):
+def test_loopback_guard_drops_before_nat(lab, tmp_path: Path) -> None:
     """The raw-priority guard itself drops the forged 127.0.0.1 packets (not only the forward chain)."""
     lab = lab("g")
     srv, clients = server_world(lab, "host")
@@ -423,7 +423,7 @@ def test_loopback_guard_drops_before_nat(lab, tmp_path):
     assert "counter packets 0 " not in listing, listing
 
 
-def test_ssh_rate_limit_per_source(lab, tmp_path):
+def test_ssh_rate_limit_per_source(lab, tmp_path: Path) -> None:
     """Beyond the burst, new SSH connections from one source are dropped; established ones are not affected."""
     lab = lab("r")
     srv, clients = server_world(lab, "container")
@@ -490,7 +490,7 @@ def watchers():
 
 
 @pytest.fixture
-def server(lab, tmp_path, watchers):
+def server(lab, tmp_path: Path, watchers):
     """A bare server namespace holding a previous table, plus the rendered rules."""
     lab = lab("a")
     srv = lab.ns("srv")
@@ -500,7 +500,7 @@ def server(lab, tmp_path, watchers):
     return lab, srv, rules, tmp_path / "state"
 
 
-def test_apply_rolls_back_without_confirmation(server):
+def test_apply_rolls_back_without_confirmation(server) -> None:
     lab, srv, rules, state = server
     before = table(lab, srv)
     done = apply_script(lab, srv, rules, state, "--timeout", "2")
@@ -509,7 +509,7 @@ def test_apply_rolls_back_without_confirmation(server):
     assert table(lab, srv) == before
 
 
-def test_apply_removes_a_table_that_did_not_exist(server):
+def test_apply_removes_a_table_that_did_not_exist(server) -> None:
     lab, srv, rules, state = server
     lab.exec(srv, "nft", "delete", "table", "inet", "tempo_gen")
     done = apply_script(lab, srv, rules, state, "--timeout", "1")
@@ -517,7 +517,7 @@ def test_apply_removes_a_table_that_did_not_exist(server):
     assert table(lab, srv) is None
 
 
-def test_apply_keeps_rules_when_confirmed(server):
+def test_apply_keeps_rules_when_confirmed(server) -> None:
     lab, srv, rules, state = server
     proc = apply_script(lab, srv, rules, state, "--timeout", "20", wait=False)
     try:
@@ -532,7 +532,7 @@ def test_apply_keeps_rules_when_confirmed(server):
     assert "chain ssh" in kept and "previous_rules" not in kept
 
 
-def test_watcher_rolls_back_when_the_session_dies(server):
+def test_watcher_rolls_back_when_the_session_dies(server) -> None:
     """The operator's SSH session drops (apply.sh is killed): the detached watcher restores alone."""
     lab, srv, rules, state = server
     before = table(lab, srv)
@@ -543,7 +543,7 @@ def test_watcher_rolls_back_when_the_session_dies(server):
     wait_until(lambda: table(lab, srv) == before, 15, "the watcher to restore the previous rules", interval=0.2)
 
 
-def test_apply_refuses_a_ruleset_that_does_not_check(server):
+def test_apply_refuses_a_ruleset_that_does_not_check(server) -> None:
     lab, srv, rules, state = server
     before = table(lab, srv)
     (rules / "nftables.conf").write_text("table inet tempo_gen {\n\tchain input { nonsense }\n}\n")
@@ -574,7 +574,7 @@ def busybox_image(netns_ready, docker_engine):
         tar.wait(timeout=TIMEOUT)
 
 
-def test_docker_published_port(lab, tmp_path, busybox_image):
+def test_docker_published_port(lab, tmp_path: Path, busybox_image) -> None:
     """A container publishes a site port and a stray port; with docker-user.sh applied, the site
     port answers only the allowed network and the stray port nobody. IPv4 only: this dockerd
     runs without IPv6, so it forwards nothing over IPv6."""

@@ -45,11 +45,11 @@ API = ("tempo", "images", "api")
         ("tempo: {}\n", f"tempo: {{images: {{api: {PIN}}}}}\n"),
     ],
 )
-def test_set_scalars_splices_the_text(before, after):
+def test_set_scalars_splices_the_text(before, after) -> None:
     assert set_scalars(before, {API: PIN}) == after
 
 
-def test_several_values_land_in_order_in_one_new_mapping():
+def test_several_values_land_in_order_in_one_new_mapping() -> None:
     text = "# head\ntempo:\n  version: 2.1.0\n\nproxy:\n  kind: nginx\n"
     values = {API: "a:1", ("tempo", "images", "frontend"): "f:1", ("proxy", "image"): "n:1"}
     assert set_scalars(text, values) == (
@@ -58,12 +58,12 @@ def test_several_values_land_in_order_in_one_new_mapping():
     )
 
 
-def test_a_non_mapping_on_the_path_is_refused():
+def test_a_non_mapping_on_the_path_is_refused() -> None:
     with pytest.raises(EditError, match=r"tempo\.images is not a mapping"):
         set_scalars("tempo:\n  images: [a]\n", {API: PIN})
 
 
-def test_find_returns_the_written_node_or_none():
+def test_find_returns_the_written_node_or_none() -> None:
     text = "tempo:\n  images:\n    api: a:1\n"
     assert find(text, API).value == "a:1" and find(text, API).start_mark.line == 2
     assert find(text, ("proxy", "image")) is None

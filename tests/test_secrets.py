@@ -7,21 +7,22 @@ import hashlib
 import hmac
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
-from support.project import VALID_PROFILE
+from support.project import VALID_PROFILE, RunCli
 from tempo_gen.ops.secrets.rotation import scram_verifier
 from tempo_gen.ops.secrets.values import weaknesses
 
 
 @pytest.fixture
-def demo(project):
+def demo(project: Path):
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
     return project
 
 
-def test_init_creates_strong_private_files_and_never_overwrites(cli, demo):
+def test_init_creates_strong_private_files_and_never_overwrites(cli: RunCli, demo) -> None:
     result = cli("secrets", "init")
     assert result.exit_code == 0, result.output
     folder = demo / "secrets" / "demo"
@@ -43,7 +44,7 @@ def test_init_creates_strong_private_files_and_never_overwrites(cli, demo):
     assert {name: (folder / name).read_text() for name in values} == values
 
 
-def test_check_passes_fresh_secrets_and_reports_every_problem(cli, demo):
+def test_check_passes_fresh_secrets_and_reports_every_problem(cli: RunCli, demo) -> None:
     cli("secrets", "init")
     assert cli("secrets", "check").exit_code == 0
     folder = demo / "secrets" / "demo"
@@ -61,7 +62,7 @@ def test_check_passes_fresh_secrets_and_reports_every_problem(cli, demo):
     assert "jwt_key: missing" in cli("secrets", "check").output
 
 
-def test_render_makes_git_ignore_the_secrets_folder(cli, demo):
+def test_render_makes_git_ignore_the_secrets_folder(cli: RunCli, demo) -> None:
     cli("render")
     assert "/secrets/" in (demo / ".gitignore").read_text().splitlines()
     cli("render")
@@ -76,11 +77,11 @@ def test_render_makes_git_ignore_the_secrets_folder(cli, demo):
         ("CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE", "placeholder"),
     ],
 )
-def test_weak_values_are_named(value, problem):
+def test_weak_values_are_named(value, problem) -> None:
     assert any(problem in w for w in weaknesses("jwt_key", value))
 
 
-def test_scram_verifier_matches_rfc_7677():
+def test_scram_verifier_matches_rfc_7677() -> None:
     """RFC 7677's example: password 'pencil', salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 iterations."""
     salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
     verifier = scram_verifier("pencil", salt, 4096)

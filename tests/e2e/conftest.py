@@ -21,7 +21,7 @@ def standin_images(docker_client) -> dict[str, str]:
 
 
 @pytest.fixture
-def sandbox(docker_client, standin_images, request):
+def sandbox(docker_client, standin_images, request: pytest.FixtureRequest):
     """A private network for one test; its containers and volumes go with it."""
     prefix = "tempo-e2e-" + request.node.name.split("[")[0][-20:].strip("_").replace("_", "-")
     box = Sandbox(docker_client, prefix=prefix.lower())

@@ -185,7 +185,13 @@ class ComposeProject:
 
 
 @pytest.fixture(scope="module", params=["nginx", "traefik"])
-def stack(request, docker_client, standin_images, tmp_path_factory, network_namespaces):
+def stack(
+    request: pytest.FixtureRequest,
+    docker_client,
+    standin_images,
+    tmp_path_factory: pytest.TempPathFactory,
+    network_namespaces,
+):
     kind = request.param
     root = tmp_path_factory.mktemp(f"stack-{kind}")
     tag = uuid.uuid4().hex[:8]
@@ -221,7 +227,7 @@ def stack(request, docker_client, standin_images, tmp_path_factory, network_name
 SERVICES = sorted(UIDS)
 
 
-def test_every_service_is_healthy_and_runs_what_was_rendered(stack):
+def test_every_service_is_healthy_and_runs_what_was_rendered(stack) -> None:
     for service in SERVICES:
         container = stack.container(service)
         assert container.attrs["State"]["Health"]["Status"] == "healthy", service
@@ -233,7 +239,7 @@ def test_every_service_is_healthy_and_runs_what_was_rendered(stack):
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_container_is_non_root_capless_read_only_and_limited(stack, service):
+def test_container_is_non_root_capless_read_only_and_limited(stack, service) -> None:
     container = stack.container(service)
     host = container.attrs["HostConfig"]
     assert container.attrs["Config"]["User"] == f"{UIDS[service]}:{UIDS[service]}"
@@ -258,7 +264,7 @@ def _addresses(stack, service: str) -> list[str]:
     return [n["IPAddress"] for n in stack.container(service).attrs["NetworkSettings"]["Networks"].values()]
 
 
-def test_from_outside_only_the_proxy_answers(stack):
+def test_from_outside_only_the_proxy_answers(stack) -> None:
     world = stack.world
     assert world.connects(World.HOST, stack.http_port) and world.connects(World.HOST, stack.https_port)
     for port in (22, 3000, 3004, 5001, 5432):
@@ -282,7 +288,7 @@ def _probe_in(stack, service: str, script: str) -> str:
     return output.decode()
 
 
-def test_the_proxy_cannot_reach_postgres(stack):
+def test_the_proxy_cannot_reach_postgres(stack) -> None:
     postgres = _addresses(stack, "postgres")
     reach = " ; ".join(f"nc -z -w 3 {address} 5432 && echo REACHED {address}" for address in postgres)
     assert "REACHED" not in _probe_in(stack, "proxy", f"{reach} ; nc -z -w 3 postgres 5432 && echo REACHED ; true")
@@ -290,7 +296,7 @@ def test_the_proxy_cannot_reach_postgres(stack):
     assert "REACHED" in _probe_in(stack, "api", reach)
 
 
-def test_the_backend_network_has_no_route_out(stack):
+def test_the_backend_network_has_no_route_out(stack) -> None:
     world_port = free_port()
     listener = stack.world.listen(world_port)
     try:
@@ -302,7 +308,7 @@ def test_the_backend_network_has_no_route_out(stack):
         listener.wait(timeout=10)
 
 
-def test_https_redirect_headers_and_a_secure_login_cookie(stack):
+def test_https_redirect_headers_and_a_secure_login_cookie(stack) -> None:
     status, headers, _ = plain_request(World.HOST, stack.http_port, DOMAIN, "GET", "/workouts?page=2")
     assert status == {"nginx": 308, "traefik": 301}[stack.kind]  # Traefik's permanent redirect: 301 for GET
     assert headers["location"] == f"https://{DOMAIN}:{stack.https_port}/workouts?page=2"
@@ -330,7 +336,7 @@ def test_https_redirect_headers_and_a_secure_login_cookie(stack):
     assert cookie.startswith("authtoken=") and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
 
 
-def test_secrets_reach_only_the_services_that_need_them(stack):
+def test_secrets_reach_only_the_services_that_need_them(stack) -> None:
     for service in ("api", "postgres"):
         code, out = stack.exec(service, "sh", "-c", "cat /run/secrets/db_password > /dev/null && echo READ")
         assert "READ" in out, (service, out)
@@ -342,7 +348,7 @@ def test_secrets_reach_only_the_services_that_need_them(stack):
         assert all(value not in out for value in stack.secret_values().values()), service
 
 
-def test_secret_values_appear_nowhere(stack):
+def test_secret_values_appear_nowhere(stack) -> None:
     values = stack.secret_values()
     places = {
         "docker inspect": json.dumps(
@@ -392,7 +398,7 @@ def _cookie(stack) -> str:
     return headers["set-cookie"].split(";")[0]
 
 
-def test_nothing_is_lost_across_down_up_and_a_killed_api(stack):
+def test_nothing_is_lost_across_down_up_and_a_killed_api(stack) -> None:
     stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
     workout, media_id, payload = _login_and_upload(stack)
     stack.compose("down", timeout=180)
@@ -418,7 +424,9 @@ ENTRYPOINT_REFUSALS = [
 @pytest.mark.parametrize(
     "secret, value, message", ENTRYPOINT_REFUSALS, ids=["missing", "empty", "short", "placeholder", "semicolon"]
 )
-def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp_path, secret, value, message):
+def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(
+    stack, tmp_path: Path, secret, value, message
+) -> None:
     good = stack.secret_values()
     mounts = {}
     for name in ("db_password", "jwt_key"):
@@ -448,7 +456,7 @@ def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp
     assert all(v not in output for v in good.values()) and (not value or value not in output)
 
 
-def test_a_failed_database_rotation_changes_nothing(stack):
+def test_a_failed_database_rotation_changes_nothing(stack) -> None:
     before = stack.secret_values()
     stack.compose("stop", "postgres")
     try:
@@ -464,7 +472,7 @@ def test_a_failed_database_rotation_changes_nothing(stack):
     assert _cookie(stack)
 
 
-def test_rotating_both_secrets_keeps_data_and_login(stack):
+def test_rotating_both_secrets_keeps_data_and_login(stack) -> None:
     stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
     workout, media_id, payload = _login_and_upload(stack)
     before = stack.secret_values()

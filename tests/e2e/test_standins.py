@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from pathlib import Path
 
 import pytest
 
@@ -102,7 +103,7 @@ def cookie_attributes(headers: dict) -> tuple[str, set[str]]:
 # ---------------------------------------------------------------- postgres
 
 
-def test_postgres_initialises_from_password_file_as_uid_70_read_only(sandbox, tmp_path):
+def test_postgres_initialises_from_password_file_as_uid_70_read_only(sandbox, tmp_path: Path) -> None:
     password = secrets.token_urlsafe(24)
     secret = tmp_path / "db_password"
     secret.write_text(password + "\n")  # trailing newline: editors add one
@@ -142,7 +143,7 @@ def test_postgres_initialises_from_password_file_as_uid_70_read_only(sandbox, tm
     assert not leaked, "postgres logged its password"
 
 
-def test_postgres_rejects_password_and_password_file_together(sandbox, tmp_path):
+def test_postgres_rejects_password_and_password_file_together(sandbox, tmp_path: Path) -> None:
     password = secrets.token_urlsafe(24)
     secret = tmp_path / "db_password"
     secret.write_text(password)
@@ -163,7 +164,7 @@ def test_postgres_rejects_password_and_password_file_together(sandbox, tmp_path)
     assert not leaked, "postgres logged its password"
 
 
-def test_postgres_started_as_root_drops_to_uid_70(sandbox):
+def test_postgres_started_as_root_drops_to_uid_70(sandbox) -> None:
     pg = sandbox.run(
         "tempo-e2e/postgres:16-alpine",
         "postgres",
@@ -178,7 +179,7 @@ def test_postgres_started_as_root_drops_to_uid_70(sandbox):
 
 
 @pytest.mark.parametrize("kind", ["missing", "placeholder", "31-chars"])
-def test_api_refuses_to_start_without_a_proper_jwt_key(sandbox, kind):
+def test_api_refuses_to_start_without_a_proper_jwt_key(sandbox, kind) -> None:
     db_password = secrets.token_urlsafe(16)
     key = {"missing": None, "placeholder": PLACEHOLDER_KEY, "31-chars": secrets.token_urlsafe(32)[:31]}[
         kind
@@ -193,7 +194,7 @@ def test_api_refuses_to_start_without_a_proper_jwt_key(sandbox, kind):
         assert not leaked, "api logged a secret"
 
 
-def test_api_with_a_32_char_key_passes_the_key_check_and_needs_postgres(sandbox):
+def test_api_with_a_32_char_key_passes_the_key_check_and_needs_postgres(sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     key = secrets.token_urlsafe(32)[:32]
     api = start_api(sandbox, "api", db_password, key, db_host="no-such-host")
@@ -206,7 +207,7 @@ def test_api_with_a_32_char_key_passes_the_key_check_and_needs_postgres(sandbox)
         assert not leaked, "api logged a secret"
 
 
-def test_api_ready_follows_postgres_while_health_stays_up(sandbox):
+def test_api_ready_follows_postgres_while_health_stays_up(sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
@@ -224,7 +225,7 @@ def test_api_ready_follows_postgres_while_health_stays_up(sandbox):
     assert api.status == "running"
 
 
-def test_login_cookie_is_secure_only_for_forwarded_https(sandbox):
+def test_login_cookie_is_secure_only_for_forwarded_https(sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
@@ -266,7 +267,7 @@ def test_login_cookie_is_secure_only_for_forwarded_https(sandbox):
             assert not leaked, "api logged a secret"
 
 
-def test_api_reset_password_verb_reads_the_password_from_stdin(sandbox):
+def test_api_reset_password_verb_reads_the_password_from_stdin(sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
@@ -302,7 +303,7 @@ def test_api_reset_password_verb_reads_the_password_from_stdin(sandbox):
 # ---------------------------------------------------------------- frontend
 
 
-def test_frontend_serves_the_page_and_rewrites_api_to_the_api_service(sandbox):
+def test_frontend_serves_the_page_and_rewrites_api_to_the_api_service(sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
@@ -334,7 +335,7 @@ def test_frontend_serves_the_page_and_rewrites_api_to_the_api_service(sandbox):
 # ---------------------------------------------------------------- proxies
 
 
-def test_proxy_images_start(sandbox):
+def test_proxy_images_start(sandbox) -> None:
     nginx = sandbox.run("tempo-e2e/nginx:1.22", "nginx")
     wait_until(lambda: sandbox.http_status("http://nginx/") == 200, 30, "nginx default site")
     code, out = sandbox.exec(nginx, "nginx", "-v")

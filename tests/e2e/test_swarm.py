@@ -184,7 +184,7 @@ def header_commands(bundle: Path) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def deployed(swarm, docker_client, standin_images, tmp_path_factory):
+def deployed(swarm, docker_client, standin_images, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("swarm")
     name = f"e2e-swarm-{uuid.uuid4().hex[:6]}"
     # Images Swarm runs as they are get a tag no registry can serve (see generator/swarm.py image_name).
@@ -253,7 +253,7 @@ def _remove_stack(client: docker.DockerClient, name: str) -> None:
     wait_until(volumes_removed, 60, f"{name}'s volumes removed", interval=1)
 
 
-def test_secrets_init_creates_labelled_secrets_once_and_prints_no_value(deployed):
+def test_secrets_init_creates_labelled_secrets_once_and_prints_no_value(deployed) -> None:
     init = deployed.outputs[0]
     assert f"created Swarm secret {deployed.name}_db_password_v1" in init
     assert f"created Swarm secret {deployed.name}_jwt_key_v1" in init
@@ -267,7 +267,7 @@ def test_secrets_init_creates_labelled_secrets_once_and_prints_no_value(deployed
 
 
 @pytest.mark.parametrize("service", sorted(UIDS))
-def test_each_service_holds_exactly_its_own_copy_of_its_secrets(deployed, service):
+def test_each_service_holds_exactly_its_own_copy_of_its_secrets(deployed, service) -> None:
     uid = UIDS[service]
     code, out = deployed.exec(service, "sh", "-c", "cd /run/secrets 2>/dev/null && stat -c '%n %u %g %a' *")
     listed = {line.split()[0]: line.split()[1:] for line in out.splitlines() if code == 0}
@@ -278,7 +278,7 @@ def test_each_service_holds_exactly_its_own_copy_of_its_secrets(deployed, servic
 
 
 @pytest.mark.parametrize("service", sorted(UIDS))
-def test_each_task_keeps_the_hardening_swarm_can_apply(deployed, service):
+def test_each_task_keeps_the_hardening_swarm_can_apply(deployed, service) -> None:
     container = deployed.container(service)
     host = container.attrs["HostConfig"]
     assert container.attrs["Config"]["User"] == f"{UIDS[service]}:{UIDS[service]}"
@@ -319,7 +319,7 @@ def _ready_inside(deployed) -> str:
         probe.remove(force=True)
 
 
-def test_the_api_started_with_its_secrets(deployed):
+def test_the_api_started_with_its_secrets(deployed) -> None:
     ready = _ready_inside(deployed)
     assert ready.endswith(" 200"), f"the API reaches Postgres with the secret password: {ready!r}"
     status, _, body = deployed.https("GET", "/api/ready")
@@ -330,7 +330,7 @@ def test_the_api_started_with_its_secrets(deployed):
     assert status == 200 and headers["set-cookie"].lower().startswith("authtoken="), "tokens are signed with jwt_key"
 
 
-def test_secret_values_appear_nowhere(deployed):
+def test_secret_values_appear_nowhere(deployed) -> None:
     values = deployed.secret_values()
     namespace = {"label": f"com.docker.stack.namespace={deployed.name}"}
     client = deployed.client
@@ -360,7 +360,7 @@ def _login(deployed) -> str:
     return headers["set-cookie"].split(";")[0]
 
 
-def test_rotation_moves_every_consumer_to_a_new_version(deployed):
+def test_rotation_moves_every_consumer_to_a_new_version(deployed) -> None:
     deployed.https("POST", "/api/auth/register", json_body=USER)
     old_cookie, before = _login(deployed), deployed.secret_values()
     for which in ("jwt", "db"):
@@ -405,6 +405,6 @@ def test_rotation_moves_every_consumer_to_a_new_version(deployed):
     test_secret_values_appear_nowhere(deployed)
 
 
-def test_docker_stack_rm_leaves_the_secrets(deployed):
+def test_docker_stack_rm_leaves_the_secrets(deployed) -> None:
     _remove_stack(deployed.client, deployed.name)
     assert deployed.swarm_secrets() == [f"{deployed.name}_db_password_v2", f"{deployed.name}_jwt_key_v2"]
