@@ -18,7 +18,7 @@ def pinned(cli: RunCli, project: Path) -> Path:
     return render(cli, project, PINNED_PROFILE)
 
 
-def test_every_service_is_hardened(pinned) -> None:
+def test_every_service_is_hardened(pinned: Path) -> None:
     services = yaml.safe_load((pinned / "compose.yaml").read_text())["services"]
     assert set(services) == {"postgres", "api", "frontend", "proxy"}
     for name, service in services.items():
@@ -35,7 +35,7 @@ def test_every_service_is_hardened(pinned) -> None:
         assert "privileged" not in service and "network_mode" not in service, name
 
 
-def test_only_the_proxy_is_published_and_backends_are_internal(pinned) -> None:
+def test_only_the_proxy_is_published_and_backends_are_internal(pinned: Path) -> None:
     document = yaml.safe_load((pinned / "compose.yaml").read_text())
     published = {name for name, s in document["services"].items() if s.get("ports")}
     assert published == {"proxy"}
@@ -56,7 +56,7 @@ def test_host_placement_publishes_upstreams_on_loopback_only(cli: RunCli, projec
     assert "ports" not in services["postgres"]
 
 
-def test_secrets_are_files_outside_the_bundle_and_never_values(pinned) -> None:
+def test_secrets_are_files_outside_the_bundle_and_never_values(pinned: Path) -> None:
     document = yaml.safe_load((pinned / "compose.yaml").read_text())
     assert document["secrets"] == {
         "db_password": {"file": "../../secrets/demo/db_password"},
@@ -70,21 +70,21 @@ def test_secrets_are_files_outside_the_bundle_and_never_values(pinned) -> None:
     assert "CHANGE_THIS" not in (pinned / "compose.yaml").read_text()
 
 
-def test_docker_compose_accepts_it(pinned) -> None:
+def test_docker_compose_accepts_it(pinned: Path) -> None:
     result = subprocess.run(
         [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
 
-def test_yamllint_strict_is_clean(pinned) -> None:
+def test_yamllint_strict_is_clean(pinned: Path) -> None:
     result = subprocess.run(
         [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_compose_lint_finds_nothing_when_images_are_pinned(pinned) -> None:
+def test_compose_lint_finds_nothing_when_images_are_pinned(pinned: Path) -> None:
     assert compose_lint(pinned / "compose.yaml") == []
 
 
@@ -94,14 +94,14 @@ def test_compose_lint_flags_only_digest_pins_on_the_unpinned_example() -> None:
     assert {f["rule_id"] for f in findings} == {"CL-0019"}
 
 
-def test_hadolint_accepts_the_dockerfiles(pinned) -> None:
+def test_hadolint_accepts_the_dockerfiles(pinned: Path) -> None:
     dockerfiles = sorted((pinned / "tempo").glob("*.Dockerfile"))
     assert len(dockerfiles) == 2
     result = subprocess.run([tool("hadolint"), *map(str, dockerfiles)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
-def test_dockerfiles_build_from_the_pinned_release_and_end_non_root(pinned) -> None:
+def test_dockerfiles_build_from_the_pinned_release_and_end_non_root(pinned: Path) -> None:
     api = (pinned / "tempo" / "api.Dockerfile").read_text()
     assert f"FROM ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}\n" in api
     assert api.rstrip().splitlines()[-1].startswith("ENTRYPOINT")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 
 from support.project import RunCli
 
@@ -55,7 +56,7 @@ def write(project: Path, text: str, name: str = "demo.yaml") -> Path:
     return path
 
 
-def assert_refused(result, *fragments: str) -> None:
+def assert_refused(result: Result, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     for fragment in fragments:
@@ -64,20 +65,20 @@ def assert_refused(result, *fragments: str) -> None:
 
 @pytest.mark.parametrize(("case", "extra", "field", "fragment"), VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
 def test_control_characters_are_refused_in_every_field(
-    project: Path, cli: RunCli, case, extra, field, fragment
+    project: Path, cli: RunCli, case: str, extra: str, field: str, fragment: str
 ) -> None:
     path = write(project, PROFILE + extra)
     assert_refused(cli("validate", str(path)), "profiles/demo.yaml:", field, fragment)
 
 
 @pytest.mark.parametrize("origin", ORIGIN_CASES)
-def test_cors_origins_are_exactly_scheme_host_port(project: Path, cli: RunCli, origin) -> None:
+def test_cors_origins_are_exactly_scheme_host_port(project: Path, cli: RunCli, origin: str) -> None:
     text = PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
     assert_refused(cli("validate", str(write(project, text))), "tempo.cors_origins.0")
 
 
 @pytest.mark.parametrize("origin", ["https://a.example.com", "https://a.example.com:8443", "https://[2001:db8::1]"])
-def test_well_formed_origins_are_accepted(project: Path, cli: RunCli, origin) -> None:
+def test_well_formed_origins_are_accepted(project: Path, cli: RunCli, origin: str) -> None:
     text = PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
     assert cli("validate", str(write(project, text))).exit_code == 0
 
@@ -91,7 +92,7 @@ def test_env_values_with_control_characters_are_refused(project: Path, cli: RunC
 @pytest.mark.parametrize(
     "name", ["demo\n.yaml", "demo\r.yaml", "de\\mo.yaml", "demo\u2028.yaml", "{{.yaml", "{%x.yaml"]
 )
-def test_a_profile_file_name_cannot_reach_a_header(project: Path, cli: RunCli, name) -> None:
+def test_a_profile_file_name_cannot_reach_a_header(project: Path, cli: RunCli, name: str) -> None:
     """A newline in the name would end the header comment of every generated file, scripts included;
     a brace would put template syntax into it. Both are refused before anything renders."""
     path = write(project, PROFILE, name)
@@ -107,7 +108,7 @@ def test_an_extends_value_with_a_newline_is_refused(project: Path, cli: RunCli) 
 
 
 @pytest.mark.parametrize("folder", ["secrets/a b", "secrets/*", "secrets/#x", "sec!rets", "a\\b"])
-def test_secrets_dir_is_a_plain_path(project: Path, cli: RunCli, folder) -> None:
+def test_secrets_dir_is_a_plain_path(project: Path, cli: RunCli, folder: str) -> None:
     path = write(project, PROFILE + f"secrets:\n  dir: '{folder}'\n")
     assert_refused(cli("validate", str(path)), "secrets.dir")
 

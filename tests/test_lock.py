@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -57,7 +58,7 @@ proxy:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     if not REGISTRY_BIN.exists():
         pytest.skip("Debian's docker-registry is not installed")
     workdir = tmp_path_factory.mktemp("registry")
@@ -82,7 +83,9 @@ def _images(name: str, api: str, frontend: str, postgres: str) -> str:
 
 
 @needs_registry
-def test_lock_writes_the_registry_digests_and_keeps_everything_else(registry, cli: RunCli, project: Path) -> None:
+def test_lock_writes_the_registry_digests_and_keeps_everything_else(
+    registry: LocalRegistry, cli: RunCli, project: Path
+) -> None:
     host = registry.host
     api, api_index = registry.push_index("tempo/api", "v2.1.0", b"api")
     frontend, _ = registry.push_image("tempo/frontend", "v2.1.0", b"frontend")
@@ -128,7 +131,7 @@ def test_lock_writes_the_registry_digests_and_keeps_everything_else(registry, cl
 
 
 @needs_registry
-def test_pinned_images_are_kept_unless_update(registry, cli: RunCli, project: Path) -> None:
+def test_pinned_images_are_kept_unless_update(registry: LocalRegistry, cli: RunCli, project: Path) -> None:
     old, _ = registry.push_image("tempo/moving", "v1", b"first")
     new, _ = registry.push_image("tempo/moving", "v1", b"second")  # the tag moves on
     steady, _ = registry.push_image("tempo/steady", "v1", b"steady")
@@ -146,7 +149,9 @@ def test_pinned_images_are_kept_unless_update(registry, cli: RunCli, project: Pa
 
 
 @needs_registry
-def test_an_unresolvable_image_writes_nothing_anywhere_and_exits_2(registry, cli: RunCli, project: Path) -> None:
+def test_an_unresolvable_image_writes_nothing_anywhere_and_exits_2(
+    registry: LocalRegistry, cli: RunCli, project: Path
+) -> None:
     registry.push_image("tempo/api", "v7", b"api7")
     good = _write(project, "good.yaml", _images("good", *["HOST/tempo/api:v7"] * 3), registry.host)
     bad = _write(
@@ -184,7 +189,9 @@ def test_an_unreachable_registry_is_a_message_not_a_traceback(cli: RunCli, proje
 
 
 @needs_registry
-def test_https_to_a_plain_http_registry_suggests_insecure_registry(registry, cli: RunCli, project: Path) -> None:
+def test_https_to_a_plain_http_registry_suggests_insecure_registry(
+    registry: LocalRegistry, cli: RunCli, project: Path
+) -> None:
     path = _write(project, "tls.yaml", _images("tls", *["HOST/p:1"] * 3), registry.host)
     result = cli("lock", str(path))
     assert result.exit_code == 2
@@ -192,7 +199,7 @@ def test_https_to_a_plain_http_registry_suggests_insecure_registry(registry, cli
 
 
 @needs_registry
-def test_anonymous_bearer_token_auth(registry, cli: RunCli, project: Path, tmp_path: Path) -> None:
+def test_anonymous_bearer_token_auth(registry: LocalRegistry, cli: RunCli, project: Path, tmp_path: Path) -> None:
     """Like Docker Hub and GHCR: a 401 names a token realm that hands out anonymous pull tokens."""
     digest, _ = registry.push_index("tempo/api", "v3.0.0", b"api3")
     with TokenService(tmp_path) as tokens, LocalRegistry(tmp_path, registry.storage, tokens.registry_auth()) as secured:
@@ -204,7 +211,9 @@ def test_anonymous_bearer_token_auth(registry, cli: RunCli, project: Path, tmp_p
 
 
 @needs_registry
-def test_a_value_from_a_variable_is_left_for_its_definition(registry, cli: RunCli, project: Path) -> None:
+def test_a_value_from_a_variable_is_left_for_its_definition(
+    registry: LocalRegistry, cli: RunCli, project: Path
+) -> None:
     digest, _ = registry.push_image("tempo/var", "v1", b"var")
     path = _write(
         project, "var.yaml", _images("var", "${API_IMAGE}", "HOST/tempo/var:v1", "HOST/tempo/var:v1"), registry.host
@@ -230,24 +239,24 @@ def test_a_value_from_a_variable_is_left_for_its_definition(registry, cli: RunCl
         ("127.0.0.1:5000/a/b", ("127.0.0.1:5000", "a/b")),
     ],
 )
-def test_image_names_map_to_registry_and_repository_like_docker(name, expected) -> None:
+def test_image_names_map_to_registry_and_repository_like_docker(name: str, expected: tuple[str, str]) -> None:
     assert locate(name) == expected
 
 
 @pytest.mark.parametrize("claimed", [None, "sha256:" + "f" * 64])
-def test_without_a_digest_header_the_manifest_body_is_hashed(claimed) -> None:
+def test_without_a_digest_header_the_manifest_body_is_hashed(claimed: str | None) -> None:
     """Some registries omit Docker-Content-Digest: hash what was sent, and refuse a header that disagrees."""
     manifest = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
 
     class Handler(BaseHTTPRequestHandler):
-        def do_HEAD(self):
+        def do_HEAD(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
             if claimed:
                 self.send_header("Docker-Content-Digest", "not-a-digest")  # unusable: GET decides
             self.end_headers()
 
-        def do_GET(self):
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
             self.send_header("Content-Length", str(len(manifest)))
@@ -256,7 +265,7 @@ def test_without_a_digest_header_the_manifest_body_is_hashed(claimed) -> None:
             self.end_headers()
             self.wfile.write(manifest)
 
-        def log_message(self, *args):
+        def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

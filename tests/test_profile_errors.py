@@ -180,7 +180,7 @@ CASES[10] = (
 
 @pytest.mark.parametrize("case_id, content, line, fragments", CASES, ids=[c[0] for c in CASES])
 def test_malformed_profile_is_refused_with_a_located_message(
-    cli: RunCli, project: Path, case_id, content, line, fragments
+    cli: RunCli, project: Path, case_id: str, content: str | bytes, line: int, fragments: list[str]
 ) -> None:
     path = project / "profiles" / "bad.yaml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())

@@ -8,12 +8,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 import tempo_gen.targets
 from support.project import REPO, VALID_PROFILE, RunCli, tempo_gen_env
 from tempo_gen import __version__
+from tempo_gen.targets.base import TargetInput
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorOrPath
 
 
 @pytest.fixture
@@ -26,7 +31,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_render_writes_the_bundle_and_a_manifest(cli: RunCli, demo) -> None:
+def test_render_writes_the_bundle_and_a_manifest(cli: RunCli, demo: Path) -> None:
     result = cli("render")
     assert result.exit_code == 0, result.output
     assert "profiles/demo.yaml ->" in result.output and "written" in result.output
@@ -41,7 +46,7 @@ def test_render_writes_the_bundle_and_a_manifest(cli: RunCli, demo) -> None:
     assert "version" in manifest["generator"]
 
 
-def test_every_file_names_its_profile_and_says_do_not_edit_without_a_version(cli: RunCli, demo) -> None:
+def test_every_file_names_its_profile_and_says_do_not_edit_without_a_version(cli: RunCli, demo: Path) -> None:
     cli("render")
     for name, data in snapshot(demo / "out" / "demo").items():
         text = data.decode()
@@ -54,7 +59,7 @@ def test_every_file_names_its_profile_and_says_do_not_edit_without_a_version(cli
         assert __version__ not in head, name
 
 
-def test_output_is_byte_identical_across_runs_and_hash_seeds(demo, tmp_path: Path) -> None:
+def test_output_is_byte_identical_across_runs_and_hash_seeds(demo: Path, tmp_path: Path) -> None:
     outputs = []
     for seed in ("0", "12345"):
         out = tmp_path / f"out-{seed}"
@@ -69,7 +74,7 @@ def test_output_is_byte_identical_across_runs_and_hash_seeds(demo, tmp_path: Pat
     assert outputs[0] == outputs[1]
 
 
-def test_unchanged_files_keep_their_mtime_and_inode(cli: RunCli, demo) -> None:
+def test_unchanged_files_keep_their_mtime_and_inode(cli: RunCli, demo: Path) -> None:
     cli("render")
     compose = demo / "out" / "demo" / "compose.yaml"
     os.utime(compose, (1_000_000, 1_000_000))
@@ -78,7 +83,7 @@ def test_unchanged_files_keep_their_mtime_and_inode(cli: RunCli, demo) -> None:
     assert compose.stat().st_mtime == 1_000_000
 
 
-def test_changed_profile_changes_only_affected_files(cli: RunCli, demo) -> None:
+def test_changed_profile_changes_only_affected_files(cli: RunCli, demo: Path) -> None:
     cli("render")
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "containers:\n  restart: always\n")
     result = cli("render")
@@ -87,12 +92,12 @@ def test_changed_profile_changes_only_affected_files(cli: RunCli, demo) -> None:
 
 
 def test_a_failure_mid_render_leaves_the_previous_output_untouched(
-    cli: RunCli, demo, monkeypatch: pytest.MonkeyPatch
+    cli: RunCli, demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cli("render")
     before = snapshot(demo / "out" / "demo")
 
-    def explode(ctx):
+    def explode(ctx: TargetInput) -> NoReturn:
         raise RuntimeError("target failed mid-render")
 
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "containers:\n  restart: always\n")
@@ -108,7 +113,7 @@ def test_a_failure_mid_render_leaves_the_previous_output_untouched(
 
 
 def test_a_failure_while_writing_leaves_the_previous_output_untouched(
-    cli: RunCli, demo, monkeypatch: pytest.MonkeyPatch
+    cli: RunCli, demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cli("render")
     before = snapshot(demo / "out" / "demo")
@@ -116,11 +121,13 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(
     real_chmod = os.chmod
     calls = {"n": 0}
 
-    def failing_chmod(path, mode, *a, **k):
+    def failing_chmod(
+        path: FileDescriptorOrPath, mode: int, *, dir_fd: int | None = None, follow_symlinks: bool = True
+    ) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError(28, "No space left on device")
-        return real_chmod(path, mode, *a, **k)
+        return real_chmod(path, mode, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
 
     monkeypatch.setattr(os, "chmod", failing_chmod)
     result = cli("render")
@@ -130,7 +137,7 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(
     assert [p.name for p in (demo / "out").iterdir()] == ["demo"]
 
 
-def test_check_passes_on_a_fresh_render_and_lists_every_kind_of_drift(cli: RunCli, demo) -> None:
+def test_check_passes_on_a_fresh_render_and_lists_every_kind_of_drift(cli: RunCli, demo: Path) -> None:
     cli("render")
     assert cli("render", "--check").exit_code == 0
     out = demo / "out" / "demo"
@@ -153,7 +160,7 @@ def test_check_passes_on_a_fresh_render_and_lists_every_kind_of_drift(cli: RunCl
     assert f"changed: {out / 'compose.yaml'}" in result.output
 
 
-def test_render_removes_files_no_longer_rendered(cli: RunCli, demo) -> None:
+def test_render_removes_files_no_longer_rendered(cli: RunCli, demo: Path) -> None:
     cli("render")
     (demo / "out" / "demo" / "old.conf").write_text("x\n")
     result = cli("render")
@@ -196,7 +203,7 @@ def test_repository_out_is_current() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_an_unusable_output_folder_is_a_message_not_a_traceback(cli: RunCli, demo, tmp_path: Path) -> None:
+def test_an_unusable_output_folder_is_a_message_not_a_traceback(cli: RunCli, demo: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     result = cli("render", "--out", str(blocker / "out"))

@@ -10,14 +10,14 @@ from tempo_gen.reports.schema import REFERENCE_END, REFERENCE_START, json_schema
 HOW = "run `python -m pytest tests/test_schema.py --update-golden` and commit"
 
 
-def test_committed_schema_is_current(update_golden) -> None:
+def test_committed_schema_is_current(update_golden: bool) -> None:
     path = REPO / "profiles" / "schema.json"
     if update_golden:
         path.write_text(json_schema())
     assert path.read_text() == json_schema(), HOW
 
 
-def test_profile_reference_is_current(update_golden) -> None:
+def test_profile_reference_is_current(update_golden: bool) -> None:
     path = REPO / "docs" / "profile-reference.md"
     text = path.read_text()
     start, end = text.index(REFERENCE_START), text.index(REFERENCE_END) + len(REFERENCE_END) + 1

@@ -17,12 +17,12 @@ from tempo_gen.ops.secrets.values import weaknesses
 
 
 @pytest.fixture
-def demo(project: Path):
+def demo(project: Path) -> Path:
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
     return project
 
 
-def test_init_creates_strong_private_files_and_never_overwrites(cli: RunCli, demo) -> None:
+def test_init_creates_strong_private_files_and_never_overwrites(cli: RunCli, demo: Path) -> None:
     result = cli("secrets", "init")
     assert result.exit_code == 0, result.output
     folder = demo / "secrets" / "demo"
@@ -44,7 +44,7 @@ def test_init_creates_strong_private_files_and_never_overwrites(cli: RunCli, dem
     assert {name: (folder / name).read_text() for name in values} == values
 
 
-def test_check_passes_fresh_secrets_and_reports_every_problem(cli: RunCli, demo) -> None:
+def test_check_passes_fresh_secrets_and_reports_every_problem(cli: RunCli, demo: Path) -> None:
     cli("secrets", "init")
     assert cli("secrets", "check").exit_code == 0
     folder = demo / "secrets" / "demo"
@@ -62,7 +62,7 @@ def test_check_passes_fresh_secrets_and_reports_every_problem(cli: RunCli, demo)
     assert "jwt_key: missing" in cli("secrets", "check").output
 
 
-def test_render_makes_git_ignore_the_secrets_folder(cli: RunCli, demo) -> None:
+def test_render_makes_git_ignore_the_secrets_folder(cli: RunCli, demo: Path) -> None:
     cli("render")
     assert "/secrets/" in (demo / ".gitignore").read_text().splitlines()
     cli("render")
@@ -77,7 +77,7 @@ def test_render_makes_git_ignore_the_secrets_folder(cli: RunCli, demo) -> None:
         ("CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE", "placeholder"),
     ],
 )
-def test_weak_values_are_named(value, problem) -> None:
+def test_weak_values_are_named(value: str, problem: str) -> None:
     assert any(problem in w for w in weaknesses("jwt_key", value))
 
 
