@@ -7,13 +7,13 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 import yaml
 
 from support.nginx import (
-    context,
     for_local_nginx,
     make_profile,
     needs_nginx,
@@ -24,6 +24,7 @@ from support.nginx import (
     write_tree,
 )
 from support.project import REPO, profiles_of_kind
+from support.proxy import context
 from tempo_gen.bundle.jinja import nginx_string
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile
@@ -40,7 +41,7 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> str:
+def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides: Any) -> str:
     """`nginx -t` on the profile's tree; returns nginx's output, failing on any problem but OCSP warnings."""
     conf = prepare_root(profile, tmp_path, ca, **overrides)
     result = nginx_t(tmp_path, conf)
@@ -61,7 +62,7 @@ def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> str:
 
 @needs_nginx
 @pytest.mark.parametrize("path", profiles_of_kind("nginx"), ids=lambda p: p.name)
-def test_every_example_profile_passes_nginx_t(tmp_path: Path, ca, path) -> None:
+def test_every_example_profile_passes_nginx_t(tmp_path: Path, ca: trustme.CA, path: Path) -> None:
     profile = load_profile(path, REPO).profile
     # Compose service names resolve only on the Compose network; nginx -t resolves upstreams.
     upstreams = (
@@ -70,7 +71,7 @@ def test_every_example_profile_passes_nginx_t(tmp_path: Path, ca, path) -> None:
     check(tmp_path, for_local_nginx(profile), ca, **upstreams)
 
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "host-intermediate-acme": {},
     "host-modern-files": {
         "proxy": {
@@ -110,7 +111,7 @@ VARIANTS = {
 
 @needs_nginx
 @pytest.mark.parametrize("name", VARIANTS)
-def test_profile_variants_pass_nginx_t(tmp_path: Path, ca, name) -> None:
+def test_profile_variants_pass_nginx_t(tmp_path: Path, ca: trustme.CA, name: str) -> None:
     profile = for_local_nginx(make_profile(**VARIANTS[name]))
     upstreams = (
         {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"} if profile.proxy.placement == "container" else {}
@@ -119,7 +120,7 @@ def test_profile_variants_pass_nginx_t(tmp_path: Path, ca, name) -> None:
 
 
 @needs_nginx
-def test_nginx_t_catches_a_broken_config(tmp_path: Path, ca) -> None:
+def test_nginx_t_catches_a_broken_config(tmp_path: Path, ca: trustme.CA) -> None:
     """The check above can fail: a directive nginx does not know is reported."""
     conf = prepare_root(make_profile(proxy={"nginx_version": "1.25.1"}), tmp_path, ca)
     result = nginx_t(tmp_path, conf)
@@ -182,7 +183,7 @@ def test_certificate_sources_render_their_own_helpers() -> None:
         ("1.28", "listen 443 ssl;", True),
     ],
 )
-def test_http2_syntax_follows_the_nginx_version(version, listen, directive) -> None:
+def test_http2_syntax_follows_the_nginx_version(version: str, listen: str, directive: bool) -> None:
     site = render_files(make_profile(proxy={"nginx_version": version}))[SITE]
     assert listen in site
     assert ("http2 on;" in site) is directive
@@ -191,7 +192,7 @@ def test_http2_syntax_follows_the_nginx_version(version, listen, directive) -> N
 @pytest.mark.parametrize(
     ("version", "tickets_off"), [("1.22", True), ("1.23.1", True), ("1.23.2", False), ("1.28", False)]
 )
-def test_session_tickets_off_only_before_key_rotation(version, tickets_off) -> None:
+def test_session_tickets_off_only_before_key_rotation(version: str, tickets_off: bool) -> None:
     tls = render_files(make_profile(proxy={"nginx_version": version}))[TLS]
     assert ("ssl_session_tickets off;" in tls) is tickets_off
 
@@ -204,7 +205,7 @@ def test_session_tickets_off_only_before_key_rotation(version, tickets_off) -> N
         ("3.5", "X25519MLKEM768:X25519:prime256v1:secp384r1"),
     ],
 )
-def test_post_quantum_group_only_with_openssl_3_5(openssl, curves) -> None:
+def test_post_quantum_group_only_with_openssl_3_5(openssl: str, curves: str) -> None:
     tls = render_files(make_profile(proxy={"openssl_version": openssl}))[TLS]
     assert f"ssl_ecdh_curve {curves};" in tls
 
@@ -320,9 +321,10 @@ def test_server_tokens_off_and_upstream_identity_hidden() -> None:
 # --- placement ----------------------------------------------------------------------------------------
 
 
-def compose_doc(profile: Profile) -> dict:
+def compose_doc(profile: Profile) -> dict[str, Any]:
     (file,) = compose.files_for(context(profile))
-    return yaml.safe_load(file.content)
+    doc: dict[str, Any] = yaml.safe_load(file.content)
+    return doc
 
 
 def test_container_placement_is_the_only_public_service_and_unprivileged() -> None:
@@ -381,7 +383,7 @@ def test_certificate_files_are_mounted_read_only_in_the_container() -> None:
 # --- refused values -----------------------------------------------------------------------------------
 
 
-BAD = {
+BAD: dict[str, tuple[dict[str, Any], str]] = {
     "domain with a space": ({"domain": "tempo example.com"}, "domain"),
     "domain with ;": ({"domain": "tempo.example.com;"}, "domain"),
     "domain with a directive": ({"domain": "a.com; include /etc/passwd"}, "domain"),
@@ -434,9 +436,14 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_values_are_refused_with_a_clear_error(tmp_path: Path, case) -> None:
+def test_bad_values_are_refused_with_a_clear_error(tmp_path: Path, case: str) -> None:
     overlay, expected = BAD[case]
-    document = {"name": "bad", "domain": "tempo.test", "environment": "development", "proxy": {"kind": "nginx"}}
+    document: dict[str, Any] = {
+        "name": "bad",
+        "domain": "tempo.test",
+        "environment": "development",
+        "proxy": {"kind": "nginx"},
+    }
     for key, value in overlay.items():
         document[key] = {**document.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / "bad.yaml"
@@ -469,7 +476,7 @@ def test_self_signed_only_in_development(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ['a"b', "a\\b", "$host", "a\nb", "{", "}"])
-def test_quote_is_a_second_lock(value) -> None:
+def test_quote_is_a_second_lock(value: str) -> None:
     with pytest.raises(RenderError):
         nginx_string(value)
     assert nginx_string("default-src 'self'; img-src data:") == "\"default-src 'self'; img-src data:\""

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 import trustme
@@ -30,7 +30,16 @@ CONF = "proxy/nginx/nginx.conf"
 PROXY = "proxy/nginx/tempo-gen/proxy.conf"
 API = "proxy/nginx/tempo-gen/api.conf"
 CONTAINER = {"placement": "container", "publish_addresses": ["127.0.0.1"]}
-LOOPBACK_UPSTREAMS = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"}
+
+
+class Upstreams(TypedDict):
+    """Runtime overrides naming the upstreams' addresses."""
+
+    frontend: str
+    api: str
+
+
+LOOPBACK_UPSTREAMS: Upstreams = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"}
 
 needs_gixy = pytest.mark.skipif(importlib.util.find_spec("gixy") is None, reason="gixy-next is not installed")
 
@@ -54,7 +63,7 @@ def test_host_upstreams_are_fixed_loopback_addresses() -> None:
 
 
 @pytest.mark.parametrize("version", ["1.27.3", "1.28"])
-def test_new_nginx_re_resolves_upstream_servers(version) -> None:
+def test_new_nginx_re_resolves_upstream_servers(version: str) -> None:
     files = render_files(container(nginx_version=version))
     assert "resolver 127.0.0.11 valid=5s ipv6=off;" in files[CONF] and "resolver_timeout 5s;" in files[CONF]
     site = files[SITE]
@@ -66,7 +75,7 @@ def test_new_nginx_re_resolves_upstream_servers(version) -> None:
 
 
 @pytest.mark.parametrize("version", ["1.22", "1.27.2"])
-def test_older_nginx_re_resolves_a_variable_proxy_pass(version) -> None:
+def test_older_nginx_re_resolves_a_variable_proxy_pass(version: str) -> None:
     files = render_files(container(nginx_version=version))
     site = files[SITE]
     assert not re.search(r"^upstream ", site, re.MULTILINE)
@@ -97,7 +106,7 @@ def test_the_capability_decides_not_the_template() -> None:
     [{"nginx_version": "1.22"}, {"nginx_version": "1.22", "tls": {"ocsp_stapling": True}}],
     ids=["variable", "variable-ocsp"],
 )
-def test_variable_upstreams_pass_nginx_t(tmp_path: Path, ca, proxy) -> None:
+def test_variable_upstreams_pass_nginx_t(tmp_path: Path, ca: trustme.CA, proxy: dict[str, Any]) -> None:
     conf = prepare_root(container(**proxy), tmp_path, ca, **LOOPBACK_UPSTREAMS)
     result = nginx_t(tmp_path, conf)
     assert result.returncode == 0, result.stderr
@@ -126,7 +135,7 @@ def proxy() -> Iterator[LiveProxy]:
 
 
 @needs_nginx
-def test_request_for_another_host_on_our_connection_gets_421(proxy) -> None:
+def test_request_for_another_host_on_our_connection_gets_421(proxy: LiveProxy) -> None:
     """HTTP/2 connection reuse: TLS for our name, then a request for another host; no upstream sees it."""
     start = len(proxy.api_arrivals)
     response = proxy.request("GET", "/api/health", headers={"Host": "other.test"}, source="127.0.0.21")
@@ -157,7 +166,7 @@ GIXY_PROFILES = _gixy_profiles()
 
 @needs_gixy
 @pytest.mark.parametrize("name", GIXY_PROFILES)
-def test_gixy_finds_nothing(tmp_path: Path, ca, name) -> None:
+def test_gixy_finds_nothing(tmp_path: Path, ca: trustme.CA, name: str) -> None:
     conf = prepare_root(GIXY_PROFILES[name], tmp_path, ca)
     result = subprocess.run(
         [sys.executable, "-m", "gixy", "-f", "json", str(conf)], capture_output=True, text=True, timeout=120

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 import yaml
@@ -39,11 +41,12 @@ def stack(cli: RunCli, project: Path) -> Path:
     return render(cli, project, SWARM_PROFILE)
 
 
-def document(bundle: Path) -> dict:
-    return yaml.safe_load((bundle / "compose.yaml").read_text())
+def document(bundle: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((bundle / "compose.yaml").read_text())
+    return doc
 
 
-def test_every_service_keeps_its_hardening_in_swarm_terms(stack) -> None:
+def test_every_service_keeps_its_hardening_in_swarm_terms(stack: Path) -> None:
     doc = document(stack)
     assert "name" not in doc and doc["version"] == "3.9", "the stack name is given to docker stack deploy"
     assert set(doc["services"]) == set(UIDS)
@@ -67,7 +70,9 @@ def test_every_service_keeps_its_hardening_in_swarm_terms(stack) -> None:
     }
 
 
-def test_built_images_are_named_by_content_under_a_domain_no_registry_serves(stack, cli: RunCli, project: Path) -> None:
+def test_built_images_are_named_by_content_under_a_domain_no_registry_serves(
+    stack: Path, cli: RunCli, project: Path
+) -> None:
     doc = document(stack)
     api, frontend = doc["services"]["api"]["image"], doc["services"]["frontend"]["image"]
     assert HASH_TAG.match(api) and HASH_TAG.match(frontend)
@@ -82,7 +87,7 @@ def test_built_images_are_named_by_content_under_a_domain_no_registry_serves(sta
     assert changed["services"]["api"]["image"] != api
 
 
-def test_each_consumer_gets_its_own_copy_of_external_versioned_secrets(stack) -> None:
+def test_each_consumer_gets_its_own_copy_of_external_versioned_secrets(stack: Path) -> None:
     doc = document(stack)
     assert doc["secrets"] == {
         "db_password": {"external": True, "name": "demo_db_password_v1"},
@@ -106,7 +111,7 @@ def test_secret_versions_name_the_secrets(cli: RunCli, project: Path) -> None:
     assert doc["secrets"]["db_password"]["name"] == "demo_db_password_v1"
 
 
-def test_networks_are_overlays_and_only_the_proxy_publishes_in_host_mode(stack) -> None:
+def test_networks_are_overlays_and_only_the_proxy_publishes_in_host_mode(stack: Path) -> None:
     doc = document(stack)
     assert doc["networks"]["db"] == {"internal": True, "driver": "overlay"}
     assert doc["networks"]["app"] == {"internal": True, "driver": "overlay"}
@@ -126,7 +131,9 @@ def test_dnsrr_is_written_and_explained(cli: RunCli, project: Path) -> None:
     assert "docker service update --force demo_proxy" in (bundle / "compose.yaml").read_text()
 
 
-def test_the_frontend_image_gets_a_cache_folder_a_root_owned_tmpfs_can_serve(stack, cli: RunCli, project: Path) -> None:
+def test_the_frontend_image_gets_a_cache_folder_a_root_owned_tmpfs_can_serve(
+    stack: Path, cli: RunCli, project: Path
+) -> None:
     assert "chmod 1777 /app/.next/cache" in (stack / "tempo" / "frontend.Dockerfile").read_text()
     compose = render(cli, project, VALID_PROFILE)
     assert "/app/.next/cache" not in (compose / "tempo" / "frontend.Dockerfile").read_text()
@@ -155,7 +162,9 @@ def test_explicit_compose_mode_renders_the_same_bundle(cli: RunCli, project: Pat
         (lambda t: t + "secrets:\n  dir: /srv/secrets\n", "secrets.dir", "keeps the secrets in the swarm"),
     ],
 )
-def test_swarm_refuses_what_it_cannot_honour(cli: RunCli, project: Path, change, field, fragment) -> None:
+def test_swarm_refuses_what_it_cannot_honour(
+    cli: RunCli, project: Path, change: Callable[[str], str], field: str, fragment: str
+) -> None:
     (project / "profiles" / "demo.yaml").write_text(change(SWARM_PROFILE))
     result = cli("validate")
     assert result.exit_code == 2
@@ -212,33 +221,34 @@ def test_profile_edits_take_integers() -> None:
     )
 
 
-def test_yamllint_strict_is_clean(stack) -> None:
+def test_yamllint_strict_is_clean(stack: Path) -> None:
     result = subprocess.run(
         [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(stack)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_hadolint_accepts_the_swarm_dockerfiles(stack) -> None:
+def test_hadolint_accepts_the_swarm_dockerfiles(stack: Path) -> None:
     result = subprocess.run(
         [tool("hadolint"), *map(str, sorted((stack / "tempo").glob("*.Dockerfile")))], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_docker_compose_accepts_it(stack) -> None:
+def test_docker_compose_accepts_it(stack: Path) -> None:
     result = subprocess.run(
         [*compose_command(), "-f", str(stack / "compose.yaml"), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
 
-def test_docker_stack_config_accepts_it_without_warnings(stack) -> None:
+def test_docker_stack_config_accepts_it_without_warnings(stack: Path) -> None:
     """The stack parser itself (Docker CLI >= 20.10's `docker stack config`; it needs no engine)."""
     docker = shutil.which("docker")
     usage = subprocess.run([docker, "stack", "--help"], capture_output=True, text=True).stdout if docker else ""
     if not re.search(r"^\s+config\s", usage, re.M):
         pytest.skip("this Docker CLI has no `docker stack config` (added in 20.10.x releases after Debian 12's)")
+    assert docker is not None, "without a docker CLI the usage is empty and the test was skipped"
     result = subprocess.run(
         [docker, "stack", "config", "-c", str(stack / "compose.yaml")],
         capture_output=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -41,7 +42,7 @@ CONTAINER = {"placement": "container", "publish_addresses": ["192.0.2.7"]}
 FILES = {"tls": {"certificate": {"source": "files", "cert_file": "/srv/tls/chain.pem", "key_file": "/srv/tls/key.pem"}}}
 
 
-def docs(profile: Profile) -> dict[str, dict]:
+def docs(profile: Profile) -> dict[str, dict[str, Any]]:
     """Each rendered YAML file, parsed."""
     return {path: yaml.safe_load(text) for path, text in render_files(profile).items() if path.endswith(".yml")}
 
@@ -124,7 +125,7 @@ def test_certificate_files() -> None:
 
 
 @pytest.mark.parametrize("name", ["intermediate", "modern"])
-def test_tls_options_from_the_mozilla_table(name) -> None:
+def test_tls_options_from_the_mozilla_table(name: str) -> None:
     options = docs(make_profile(proxy={"tls": {"profile": name}}))[TLS]["tls"]["options"]
     assert set(options) == {"default"}
     default = options["default"]
@@ -184,7 +185,7 @@ def test_limits_come_from_the_profile() -> None:
     assert middlewares["api-request"]["headers"]["customRequestHeaders"] == {"X-Forwarded-Proto": "https"}
 
 
-def emitted_headers(fields: dict, custom: dict) -> dict[str, str]:
+def emitted_headers(fields: dict[str, Any], custom: dict[str, str]) -> dict[str, str]:
     """What Traefik's headers middleware (unrolled/secure) sends for these fields, on an https request."""
     sts = (
         f"max-age={fields['stsSeconds']}"
@@ -218,7 +219,7 @@ def emitted_headers(fields: dict, custom: dict) -> dict[str, str]:
         {"hsts": {"include_subdomains": False}},
     ],
 )
-def test_headers_are_the_nginx_set(overlay) -> None:
+def test_headers_are_the_nginx_set(overlay: dict[str, Any]) -> None:
     profile = make_profile(proxy=overlay)
     headers = docs(profile)[MIDDLEWARES]["http"]["middlewares"]["security-headers"]["headers"]
     custom = headers.pop("customResponseHeaders")
@@ -244,7 +245,7 @@ def test_yaml_is_safe_for_any_allowed_value() -> None:
         {"proxy": {"tls": {"certificate": {"source": "self-signed"}}}},
     ],
 )
-def test_yamllint_strict_is_clean(tmp_path: Path, variant) -> None:
+def test_yamllint_strict_is_clean(tmp_path: Path, variant: dict[str, Any]) -> None:
     for path, text in render_files(make_profile(**variant)).items():
         if path.endswith(".yml"):
             target = tmp_path / path
@@ -261,7 +262,7 @@ def test_yamllint_strict_is_clean(tmp_path: Path, variant) -> None:
 # --- the real binary ------------------------------------------------------------------------------------
 
 
-def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> list[str]:
+def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides: Any) -> list[str]:
     """Start traefik on the profile's config moved to loopback ports; return its error lines once it serves."""
     http_port, https_port = free_ports(2)
     overrides = with_ping(web=f"127.0.0.1:{http_port}", websecure=f"127.0.0.1:{https_port}", **overrides)
@@ -277,13 +278,13 @@ def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **override
 
 @needs_traefik
 @pytest.mark.parametrize("path", profiles_of_kind("traefik"), ids=lambda p: p.name)
-def test_every_example_profile_runs_in_traefik(tmp_path: Path, ca, path) -> None:
+def test_every_example_profile_runs_in_traefik(tmp_path: Path, ca: trustme.CA, path: Path) -> None:
     profile = load_profile(path, REPO).profile
     # Compose service names resolve only on the Compose network.
     assert run_on_loopback(tmp_path, profile, ca, frontend="127.0.0.1:3000", api="127.0.0.1:5001") == []
 
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "host-intermediate-files": {"proxy": FILES},
     "host-modern-self-signed-ocsp-preload": {
         "proxy": {
@@ -311,12 +312,12 @@ VARIANTS = {
 
 @needs_traefik
 @pytest.mark.parametrize("name", VARIANTS)
-def test_profile_variants_run_in_traefik(tmp_path: Path, ca, name) -> None:
+def test_profile_variants_run_in_traefik(tmp_path: Path, ca: trustme.CA, name: str) -> None:
     assert run_on_loopback(tmp_path, make_profile(**VARIANTS[name]), ca) == []
 
 
 @needs_traefik
-def test_traefik_refuses_an_unknown_static_key(tmp_path: Path, ca) -> None:
+def test_traefik_refuses_an_unknown_static_key(tmp_path: Path, ca: trustme.CA) -> None:
     """The check above can fail: the static file is decoded strictly, and dynamic errors are logged."""
     profile = make_profile(proxy=FILES)
     _, conf = prepare_root(profile, tmp_path, ca, **with_ping())
@@ -325,12 +326,13 @@ def test_traefik_refuses_an_unknown_static_key(tmp_path: Path, ca) -> None:
             "  sendAnonymousUsage: false\n", "  sendAnonymousUsage: false\n  sendAnonymousUsag: false\n"
         )
     )
+    assert TRAEFIK is not None, "marked needs_traefik"
     result = subprocess.run([TRAEFIK, f"--configFile={conf}"], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "sendAnonymousUsag" in result.stdout + result.stderr
 
 
 @needs_traefik
-def test_traefik_reports_a_broken_dynamic_value(tmp_path: Path, ca) -> None:
+def test_traefik_reports_a_broken_dynamic_value(tmp_path: Path, ca: trustme.CA) -> None:
     profile = make_profile(proxy=FILES)
     http_port, https_port = free_ports(2)
     rt, conf = prepare_root(
@@ -349,9 +351,10 @@ def test_traefik_reports_a_broken_dynamic_value(tmp_path: Path, ca) -> None:
 # --- placement: compose -----------------------------------------------------------------------------------
 
 
-def compose_doc(profile: Profile) -> dict:
+def compose_doc(profile: Profile) -> dict[str, Any]:
     (file,) = compose.files_for(context(profile))
-    return yaml.safe_load(file.content)
+    doc: dict[str, Any] = yaml.safe_load(file.content)
+    return doc
 
 
 def test_container_is_the_only_public_service_unprivileged_without_docker_socket() -> None:
@@ -410,25 +413,25 @@ def pinned(cli: RunCli, project: Path) -> Path:
     return render_project(cli, project, TRAEFIK_PINNED)
 
 
-def test_docker_compose_accepts_the_bundle(pinned) -> None:
+def test_docker_compose_accepts_the_bundle(pinned: Path) -> None:
     result = subprocess.run(
         [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_lint_finds_nothing_when_pinned(pinned) -> None:
+def test_compose_lint_finds_nothing_when_pinned(pinned: Path) -> None:
     assert compose_lint(pinned / "compose.yaml") == []
 
 
-def test_yamllint_strict_is_clean_on_the_bundle(pinned) -> None:
+def test_yamllint_strict_is_clean_on_the_bundle(pinned: Path) -> None:
     result = subprocess.run(
         [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_hadolint_accepts_the_dockerfile(pinned) -> None:
+def test_hadolint_accepts_the_dockerfile(pinned: Path) -> None:
     dockerfile = pinned / "proxy" / "traefik.Dockerfile"
     assert f"FROM traefik:v3.7{DIGEST}\n" in dockerfile.read_text()
     result = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True)
@@ -438,7 +441,7 @@ def test_hadolint_accepts_the_dockerfile(pinned) -> None:
 # --- refused values ---------------------------------------------------------------------------------------
 
 
-BAD = {
+BAD: dict[str, tuple[dict[str, Any], str]] = {
     "two addresses for a host traefik": (
         {"proxy": {"placement": "host", "publish_addresses": ["192.0.2.1", "192.0.2.2"]}},
         "one address",
@@ -465,9 +468,14 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_values_are_refused_with_a_clear_error(tmp_path: Path, case) -> None:
+def test_bad_values_are_refused_with_a_clear_error(tmp_path: Path, case: str) -> None:
     overlay, expected = BAD[case]
-    document = {"name": "bad", "domain": "tempo.test", "environment": "development", "proxy": {"kind": "traefik"}}
+    document: dict[str, Any] = {
+        "name": "bad",
+        "domain": "tempo.test",
+        "environment": "development",
+        "proxy": {"kind": "traefik"},
+    }
     for key, value in overlay.items():
         document[key] = {**document.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / "bad.yaml"
@@ -518,7 +526,7 @@ def test_audit_reports_a_longer_read_timeout_only_for_traefik() -> None:
 @pytest.mark.parametrize(
     "value", ["", "0", "a  b; c", 'say "hi"; \\ and #x', "x" * 300, "a; " * 80 + "end", "é ünïcode"]
 )
-def test_wrapped_yaml_strings_read_back_unchanged(value) -> None:
+def test_wrapped_yaml_strings_read_back_unchanged(value: str) -> None:
     text = yaml_wrapped(value, 4)
     assert yaml.safe_load(f"key: {text}") == {"key": value}
     assert all(len(line) <= 320 for line in text.splitlines())
