@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 from click.testing import CliRunner
 
 from support.engine import unavailable
+from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.cli import main
 from tempo_gen.errors import ProfileError
 from tempo_gen.models.profile import Profile
@@ -45,14 +48,14 @@ def write_profile(
     return path
 
 
-def problems(tmp_path: Path, firewall_yaml: str, **kw) -> list[str]:
+def problems(tmp_path: Path, firewall_yaml: str, **kw: str) -> list[str]:
     with pytest.raises(ProfileError) as caught:
         load_profile(write_profile(tmp_path, firewall_yaml, **kw), tmp_path)
     assert caught.value.exit_code == 2
     return [str(p) for p in caught.value.problems]
 
 
-def render(placement: str = "container", environment: str = "production", **fw) -> dict[str, str]:
+def render(placement: str = "container", environment: str = "production", **fw: Any) -> dict[str, RenderedFile]:
     proxy = {"placement": placement, "publish_addresses": ["203.0.113.10"]} if placement != "none" else {"kind": "none"}
     profile = Profile.model_validate(
         {
@@ -102,13 +105,13 @@ def render(placement: str = "container", environment: str = "production", **fw) 
         ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  sshport: 22\n", "firewall.sshport", "did you mean 'ssh_port'"),
     ],
 )
-def test_bad_values_are_refused(tmp_path: Path, firewall_yaml, field, message) -> None:
+def test_bad_values_are_refused(tmp_path: Path, firewall_yaml: str, field: str, message: str) -> None:
     found = problems(tmp_path, firewall_yaml)
     assert any("profile.yaml:" in p and f" {field}: " in p and message in p for p in found), found
 
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
-def test_world_admin_cidr_needs_the_explicit_override_in_production(tmp_path: Path, cidr) -> None:
+def test_world_admin_cidr_needs_the_explicit_override_in_production(tmp_path: Path, cidr: str) -> None:
     found = problems(tmp_path, f"firewall:\n  admin_cidrs: ['{cidr}']\n")
     assert len(found) == 1 and "firewall.admin_cidrs.0:" in found[0] and "allow_world_admin" in found[0], found
     assert found[0].startswith("profile.yaml:10:"), found  # located on the admin_cidrs line
@@ -134,7 +137,7 @@ def test_production_needs_admin_cidrs_or_a_vpn(tmp_path: Path) -> None:
         ("firewall:\n  admin_cidrs: [10.0.0.0/8]\n  ssh_port: 0\n", "firewall.ssh_port:"),
     ],
 )
-def test_cli_reports_firewall_problems_with_exit_status_2(tmp_path: Path, firewall_yaml, field) -> None:
+def test_cli_reports_firewall_problems_with_exit_status_2(tmp_path: Path, firewall_yaml: str, field: str) -> None:
     path = write_profile(tmp_path, firewall_yaml)
     result = CliRunner().invoke(main, ["--project", str(tmp_path), "validate", str(path)])
     assert result.exit_code == 2, result.output
@@ -235,8 +238,14 @@ def test_example_profile_renders(tmp_path: Path) -> None:
 # ---- The real tools accept what is rendered ----
 
 
+class RunInNetns(Protocol):
+    """The netns fixture: run a command in the namespace, `input` on its standard input."""
+
+    def __call__(self, *cmd: str, input: str | None = None) -> subprocess.CompletedProcess[str]: ...
+
+
 @pytest.fixture
-def netns():
+def netns() -> Iterator[RunInNetns]:
     """A throwaway network namespace: checks there never touch the host's rules."""
     if os.geteuid() != 0:
         unavailable("checking rules in a network namespace needs root")
@@ -253,7 +262,7 @@ def netns():
     subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
 
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "container": {},
     "host+vpn": {"placement": "host", "admin_cidrs": [], "vpn": {"interface": "wg0", "port": 51820}},
     "none+interfaces": {"placement": "none", "web_cidrs": ["192.0.2.0/24"], "external_interfaces": ["eth0"]},
@@ -261,7 +270,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_rendered_rules_pass_the_real_parsers(netns, variant) -> None:
+def test_rendered_rules_pass_the_real_parsers(netns: RunInNetns, variant: str) -> None:
     files = render(**VARIANTS[variant])
     checks = [
         (("nft", "-c", "-f", "-"), "firewall/nftables.conf"),
