@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
-from support.project import REPO
+from support.project import REPO, RunCli
 from tempo_gen.cli import main
+
+if TYPE_CHECKING:  # imported where used: the tests that need no Docker never load the SDK
+    import docker
+
+    from support.engine import EngineRecord
 
 
 @pytest.fixture
@@ -21,18 +28,18 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(project: Path):
+def cli(project: Path) -> RunCli:
     """Run `tempo-gen --project <project> ARGS`, returning click's Result."""
     runner = CliRunner()
 
-    def run(*args: str, env: dict | None = None):
+    def run(*args: str, env: Mapping[str, str | None] | None = None) -> Result:
         return runner.invoke(main, ["--project", str(project), *args], env=env, catch_exceptions=False)
 
     return run
 
 
 @pytest.fixture(scope="session")
-def docker_engine():
+def docker_engine() -> Iterator[EngineRecord]:
     """A Docker daemon that answers for the whole session; stopped afterwards only if we started it."""
     from support.engine import ensure_engine, stop_engine
 
@@ -42,7 +49,7 @@ def docker_engine():
 
 
 @pytest.fixture(scope="session")
-def docker_client(docker_engine):
+def docker_client(docker_engine: EngineRecord) -> Iterator[docker.DockerClient]:
     import docker
 
     client = docker.from_env(timeout=300)
@@ -50,7 +57,7 @@ def docker_client(docker_engine):
     client.close()
 
 
-def pytest_addoption(parser):
+def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden",
         action="store_true",
@@ -59,5 +66,5 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture
-def update_golden(request) -> bool:
-    return request.config.getoption("--update-golden")
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from support.project import VALID_PROFILE
+from support.project import VALID_PROFILE, RunCli
 from tempo_gen.cli import main
 from tempo_gen.reports.schema import json_schema
 
 
-def test_init_writes_a_valid_commented_starter(cli, project):
+def test_init_writes_a_valid_commented_starter(cli: RunCli, project: Path) -> None:
     result = cli(
         "init", "home", "--domain", "run.example.org", "--address", "198.51.100.7", "--admin-cidr", "198.51.100.0/24"
     )
@@ -86,7 +87,7 @@ def test_render_does_not_create_a_schema_nobody_asked_for(cli: Cli, project: Pat
     assert not (project / "profiles" / "schema.json").exists()
 
 
-def test_init_refuses_to_overwrite_and_needs_flags_off_a_terminal(cli, project):
+def test_init_refuses_to_overwrite_and_needs_flags_off_a_terminal(cli: RunCli, project: Path) -> None:
     assert (
         cli(
             "init",
@@ -108,14 +109,14 @@ def test_init_refuses_to_overwrite_and_needs_flags_off_a_terminal(cli, project):
     assert missing.exit_code == 2 and "--domain is required" in missing.output
 
 
-def test_init_refuses_a_bad_domain_and_leaves_no_file(cli, project):
+def test_init_refuses_a_bad_domain_and_leaves_no_file(cli: RunCli, project: Path) -> None:
     result = cli("init", "home", "--domain", "bad domain;", "--proxy", "none", "--admin-cidr", "198.51.100.0/24")
     assert result.exit_code == 2
     assert "not a valid domain" in result.output
     assert not (project / "profiles" / "home.yaml").exists()
 
 
-def test_audit_reports_each_weakening_and_the_checklist(cli, project):
+def test_audit_reports_each_weakening_and_the_checklist(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("203.0.113.10", "0.0.0.0"))
     result = cli("audit")
     assert result.exit_code == 0
@@ -127,7 +128,7 @@ def test_audit_reports_each_weakening_and_the_checklist(cli, project):
     assert cli("audit", "--strict").exit_code == 1
 
 
-def test_audit_flags_a_missing_proxy(cli, project):
+def test_audit_flags_a_missing_proxy(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "demo.yaml").write_text(
         VALID_PROFILE.replace("proxy:\n  publish_addresses: [203.0.113.10]\n", "proxy:\n  kind: none\n")
     )
@@ -137,7 +138,7 @@ def test_audit_flags_a_missing_proxy(cli, project):
     assert "MISSING   HTTPS configured" in result.output
 
 
-def test_audit_names_firewall_header_and_limit_weakenings(cli, project):
+def test_audit_names_firewall_header_and_limit_weakenings(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "demo.yaml").write_text(
         VALID_PROFILE.replace("  allow_unpinned: true\n", "  allow_unpinned: true\n  import_max_mb: 900\n")
         .replace(
@@ -154,7 +155,7 @@ def test_audit_names_firewall_header_and_limit_weakenings(cli, project):
     assert "weakened  proxy.rate_limits.login_per_minute: raised to 60 (default 5)" in result.output
 
 
-def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli, project):
+def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
     result = cli("audit")
     assert [line for line in result.output.splitlines() if "weakened" in line] == [
@@ -164,7 +165,7 @@ def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli, project):
     assert "MISSING" not in result.output
 
 
-def test_init_asks_on_a_terminal(project, monkeypatch):
+def test_init_asks_on_a_terminal(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
     import tempo_gen.cli as cli_module

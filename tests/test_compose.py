@@ -10,15 +10,15 @@ import yaml
 
 from support.compose import DIGEST, PINNED_PROFILE, compose_lint, render, tool
 from support.engine import compose_command
-from support.project import REPO
+from support.project import REPO, RunCli
 
 
 @pytest.fixture
-def pinned(cli, project) -> Path:
+def pinned(cli: RunCli, project: Path) -> Path:
     return render(cli, project, PINNED_PROFILE)
 
 
-def test_every_service_is_hardened(pinned):
+def test_every_service_is_hardened(pinned: Path) -> None:
     services = yaml.safe_load((pinned / "compose.yaml").read_text())["services"]
     assert set(services) == {"postgres", "api", "frontend", "proxy"}
     for name, service in services.items():
@@ -35,7 +35,7 @@ def test_every_service_is_hardened(pinned):
         assert "privileged" not in service and "network_mode" not in service, name
 
 
-def test_only_the_proxy_is_published_and_backends_are_internal(pinned):
+def test_only_the_proxy_is_published_and_backends_are_internal(pinned: Path) -> None:
     document = yaml.safe_load((pinned / "compose.yaml").read_text())
     published = {name for name, s in document["services"].items() if s.get("ports")}
     assert published == {"proxy"}
@@ -47,7 +47,7 @@ def test_only_the_proxy_is_published_and_backends_are_internal(pinned):
     assert document["services"]["frontend"]["depends_on"]["api"]["condition"] == "service_healthy"
 
 
-def test_host_placement_publishes_upstreams_on_loopback_only(cli, project):
+def test_host_placement_publishes_upstreams_on_loopback_only(cli: RunCli, project: Path) -> None:
     out = render(cli, project, PINNED_PROFILE.replace("proxy:\n", "proxy:\n  placement: host\n"))
     services = yaml.safe_load((out / "compose.yaml").read_text())["services"]
     assert "proxy" not in services
@@ -56,7 +56,7 @@ def test_host_placement_publishes_upstreams_on_loopback_only(cli, project):
     assert "ports" not in services["postgres"]
 
 
-def test_secrets_are_files_outside_the_bundle_and_never_values(pinned):
+def test_secrets_are_files_outside_the_bundle_and_never_values(pinned: Path) -> None:
     document = yaml.safe_load((pinned / "compose.yaml").read_text())
     assert document["secrets"] == {
         "db_password": {"file": "../../secrets/demo/db_password"},
@@ -70,25 +70,25 @@ def test_secrets_are_files_outside_the_bundle_and_never_values(pinned):
     assert "CHANGE_THIS" not in (pinned / "compose.yaml").read_text()
 
 
-def test_docker_compose_accepts_it(pinned):
+def test_docker_compose_accepts_it(pinned: Path) -> None:
     result = subprocess.run(
         [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
 
-def test_yamllint_strict_is_clean(pinned):
+def test_yamllint_strict_is_clean(pinned: Path) -> None:
     result = subprocess.run(
         [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_compose_lint_finds_nothing_when_images_are_pinned(pinned):
+def test_compose_lint_finds_nothing_when_images_are_pinned(pinned: Path) -> None:
     assert compose_lint(pinned / "compose.yaml") == []
 
 
-def test_every_service_is_built_so_the_pins_live_in_the_dockerfiles():
+def test_every_service_is_built_so_the_pins_live_in_the_dockerfiles() -> None:
     """No service pulls an image at deploy time: each is built FROM its pinned image (checked below),
     so compose-lint has no image reference left to flag, even on the unpinned example."""
     example = REPO / "out" / "example"
@@ -97,7 +97,7 @@ def test_every_service_is_built_so_the_pins_live_in_the_dockerfiles():
     assert compose_lint(example / "compose.yaml") == []
 
 
-def test_hadolint_accepts_the_dockerfiles(pinned):
+def test_hadolint_accepts_the_dockerfiles(pinned: Path) -> None:
     dockerfiles = sorted([*(pinned / "tempo").glob("*.Dockerfile"), *(pinned / "proxy").glob("*.Dockerfile")])
     assert [d.name for d in dockerfiles] == [
         "nginx.Dockerfile",
@@ -109,7 +109,7 @@ def test_hadolint_accepts_the_dockerfiles(pinned):
     assert result.returncode == 0, result.stdout
 
 
-def test_dockerfiles_build_from_the_pinned_release_and_end_non_root(pinned):
+def test_dockerfiles_build_from_the_pinned_release_and_end_non_root(pinned: Path) -> None:
     api = (pinned / "tempo" / "api.Dockerfile").read_text()
     assert f"FROM ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}\n" in api
     assert api.rstrip().splitlines()[-1].startswith("ENTRYPOINT")

@@ -22,7 +22,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack, overload
 
 import pytest
 
@@ -31,6 +33,9 @@ from support.wait import wait_until
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import firewall
 from tempo_gen.targets.base import TargetInput
+
+if TYPE_CHECKING:
+    from support.engine import EngineRecord
 
 pytestmark = pytest.mark.netns
 
@@ -58,7 +63,7 @@ PUBLISHED = {
 }
 LOOPBACK_PUBLISHED = {3004: 3000}  # like compose's 127.0.0.1:3004:3000
 
-PROFILES = {
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # The proxy container publishes 80/443; SSH from the admin CIDR only.
     "container": {
         "proxy": {"placement": "container", "publish_addresses": ["10.200.1.1"]},
@@ -89,9 +94,17 @@ ALLOWED = {
 }
 
 
+class RunOptions(TypedDict, total=False):
+    """run()'s keyword arguments, which Lab passes on."""
+
+    input: str | None
+    check: bool
+    env: dict[str, str] | None
+
+
 def run(
-    *cmd: str, input: str | None = None, check: bool = True, env: dict | None = None
-) -> subprocess.CompletedProcess:
+    *cmd: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         cmd, input=input, capture_output=True, text=True, timeout=TIMEOUT, env={**os.environ, **(env or {})}
     )
@@ -117,10 +130,10 @@ def netns_ready() -> None:
 class Lab:
     """Namespaces and processes of one test, all removed by close(), even after a failure."""
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str) -> None:
         self.prefix = f"tgfw{os.getpid()}{tag}-"
         self.namespaces: list[str] = []
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen[str]] = []
 
     def ns(self, role: str) -> str:
         name = self.prefix + role
@@ -131,10 +144,10 @@ class Lab:
         run("ip", "-n", name, "link", "set", "lo", "up")
         return name
 
-    def sh(self, ns: str, script: str, **kw) -> subprocess.CompletedProcess:
+    def sh(self, ns: str, script: str, **kw: Unpack[RunOptions]) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", ns, "sh", "-ec", script, **kw)
 
-    def exec(self, ns: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
+    def exec(self, ns: str, *cmd: str, **kw: Unpack[RunOptions]) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", ns, *cmd, **kw)
 
     def veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
@@ -154,6 +167,7 @@ class Lab:
             text=True,
         )
         self.processes.append(proc)
+        assert proc.stdout is not None and proc.stderr is not None, "both are pipes"
         ready, _, _ = select.select([proc.stdout], [], [], 10)
         if not ready or proc.stdout.readline().strip() != "ready":
             proc.kill()
@@ -170,7 +184,8 @@ class Lab:
 
 
 @pytest.fixture
-def lab(netns_ready, request):
+def lab(netns_ready: None, request: pytest.FixtureRequest) -> Iterator[Callable[[str], Lab]]:
+    """Lab(tag) for the test, each closed after it."""
     labs: list[Lab] = []
 
     def make(tag: str = "") -> Lab:
@@ -234,7 +249,7 @@ with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
 def targets(client: str) -> dict[str, tuple[str, str, int]]:
     """Every (protocol, address, port) a client tries, by label."""
     _, v4, v6, _, _ = LINKS[client]
-    result = {}
+    result: dict[str, tuple[str, str, int]] = {}
     for family, address in (("v4", v4), ("v6", v6)):
         for port in (*HOST_TCP, STRAY):
             result[f"{family} tcp/{port}"] = ("tcp", address, port)
@@ -247,9 +262,9 @@ def targets(client: str) -> dict[str, tuple[str, str, int]]:
 
 def measure(clients: dict[str, str]) -> dict[tuple[str, str], str | None]:
     """Probe every target from every client at once; who answered each (client, target)."""
-    running = {}
+    running: dict[str, tuple[list[str], subprocess.Popen[str]]] = {}
     for client, ns in clients.items():
-        labels = targets(client)
+        labelled = targets(client)
         cmd = [
             "ip",
             "netns",
@@ -259,13 +274,13 @@ def measure(clients: dict[str, str]) -> dict[tuple[str, str], str | None]:
             "-c",
             PROBE,
             str(PROBE_TIMEOUT),
-            json.dumps(list(labels.values())),
+            json.dumps(list(labelled.values())),
         ]
         running[client] = (
-            list(labels),
+            list(labelled),
             subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
         )
-    matrix = {}
+    matrix: dict[tuple[str, str], str | None] = {}
     for client, (labels, proc) in running.items():
         out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, err
@@ -277,7 +292,7 @@ def server_world(lab: Lab, placement: str) -> tuple[str, dict[str, str]]:
     """The server, its container and the clients, wired and listening; no firewall yet."""
     srv, ctr = lab.ns("srv"), lab.ns("ctr")
     lab.sh(srv, "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1")
-    clients = {}
+    clients: dict[str, str] = {}
     for client, (server_if, s4, s6, c4, c6) in LINKS.items():
         ns = clients[client] = lab.ns(client)
         lab.veth(srv, server_if, ns, "eth0")
@@ -337,9 +352,9 @@ def docker_style_nat(lab: Lab, srv: str, published: dict[int, int]) -> None:
         lab.exec(srv, binary, input="\n".join(rules) + "\n")
 
 
-def render_firewall(directory: Path, placement: str, **overrides) -> Path:
+def render_firewall(directory: Path, placement: str, **overrides: object) -> Path:
     """Render the firewall files of a test profile into directory; return it."""
-    data = {
+    data: dict[str, Any] = {
         "name": "fwtest",
         "domain": "tempo.example.com",
         "environment": "production",
@@ -366,7 +381,11 @@ def load_layer(lab: Lab, srv: str, rules: Path, layer: str) -> None:
         lab.exec(srv, "ip6tables-restore", "--noflush", str(rules / "ufw/after6.rules"))
 
 
-def difference(measured: dict, expected: dict) -> str:
+Matrix = dict[tuple[str, str], str | None]
+"""(client, target) -> who answered (None: nobody)."""
+
+
+def difference(measured: Matrix, expected: Matrix) -> str:
     rows = [
         f"  {client:8} {label:20} expected {expected[(client, label)]!s:10} got {answer}"
         for (client, label), answer in sorted(measured.items())
@@ -377,18 +396,18 @@ def difference(measured: dict, expected: dict) -> str:
 
 @pytest.mark.parametrize("placement", ["container", "host"])
 @pytest.mark.parametrize("layer", ["none", "full", "nftables", "docker-user", "ufw"])
-def test_reachability_matrix(lab, tmp_path, placement, layer):
+def test_reachability_matrix(lab: Callable[[str], Lab], tmp_path: Path, placement: str, layer: str) -> None:
     """`none` shows every listener reachable without rules (the harness works, the attack on
     127.0.0.1 included); `full` and `nftables` must give exactly the profile's matrix;
     `docker-user` and `ufw` filter forwarded traffic only, so only the container's rows change."""
-    lab = lab(placement[0])
-    srv, clients = server_world(lab, placement)
+    netns_lab = lab(placement[0])
+    srv, clients = server_world(netns_lab, placement)
     rules = render_firewall(tmp_path, placement)
-    load_layer(lab, srv, rules, layer)
+    load_layer(netns_lab, srv, rules, layer)
 
     measured = measure(clients)
-    open_matrix = {key: open_answer(placement, key[1]) for key in measured}
-    profile = {key: ALLOWED[placement].get(key) for key in measured}
+    open_matrix: Matrix = {key: open_answer(placement, key[1]) for key in measured}
+    profile: Matrix = {key: ALLOWED[placement].get(key) for key in measured}
     if layer == "none":
         expected = open_matrix
     elif layer in ("full", "nftables"):
@@ -411,33 +430,35 @@ def open_answer(placement: str, label: str) -> str:
     return f"srv:{port}"
 
 
-def test_loopback_guard_drops_before_nat(lab, tmp_path):
+def test_loopback_guard_drops_before_nat(lab: Callable[[str], Lab], tmp_path: Path) -> None:
     """The raw-priority guard itself drops the forged 127.0.0.1 packets (not only the forward chain)."""
-    lab = lab("g")
-    srv, clients = server_world(lab, "host")
+    netns_lab = lab("g")
+    srv, clients = server_world(netns_lab, "host")
     rules = render_firewall(tmp_path, "host")
-    lab.exec(srv, "nft", "-f", str(rules / "nftables.conf"))
+    netns_lab.exec(srv, "nft", "-f", str(rules / "nftables.conf"))
     measured = measure({"outside": clients["outside"]})
     assert measured[("outside", "127.0.0.1 tcp/3004")] is None
-    listing = lab.exec(srv, "nft", "list", "chain", "inet", "tempo_gen", "prerouting").stdout
+    listing = netns_lab.exec(srv, "nft", "list", "chain", "inet", "tempo_gen", "prerouting").stdout
     assert "counter packets 0 " not in listing, listing
 
 
-def test_ssh_rate_limit_per_source(lab, tmp_path):
+def test_ssh_rate_limit_per_source(lab: Callable[[str], Lab], tmp_path: Path) -> None:
     """Beyond the burst, new SSH connections from one source are dropped; established ones are not affected."""
-    lab = lab("r")
-    srv, clients = server_world(lab, "container")
+    netns_lab = lab("r")
+    srv, clients = server_world(netns_lab, "container")
     rules = render_firewall(tmp_path, "container", ssh_rate="1/minute", ssh_burst=3)
-    lab.exec(srv, "nft", "-f", str(rules / "nftables.conf"))
+    netns_lab.exec(srv, "nft", "-f", str(rules / "nftables.conf"))
     _, s4, s6, _, _ = LINKS["inside"]
     attempts = [("tcp", s4, 22)] * 8
-    out = lab.exec(clients["inside"], sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps(attempts)).stdout
+    out = netns_lab.exec(
+        clients["inside"], sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps(attempts)
+    ).stdout
     answers = json.loads(out)
     # The burst passes (a retransmitted SYN may spend one token), the rest is dropped.
     assert 2 <= answers.count("srv:22") <= 4, answers
     assert answers.count(None) >= 4, answers
     # Per source: the same client's IPv6 address has its own budget.
-    out = lab.exec(
+    out = netns_lab.exec(
         clients["inside"], sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps([("tcp", s6, 22)])
     ).stdout
     assert json.loads(out) == ["srv:22"]
@@ -459,7 +480,17 @@ def table(lab: Lab, ns: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def apply_script(lab: Lab, ns: str, rules: Path, state: Path, *args: str, wait: bool = True):
+@overload
+def apply_script(
+    lab: Lab, ns: str, rules: Path, state: Path, *args: str, wait: Literal[True] = True
+) -> subprocess.CompletedProcess[str]: ...
+@overload
+def apply_script(
+    lab: Lab, ns: str, rules: Path, state: Path, *args: str, wait: Literal[False]
+) -> subprocess.Popen[str]: ...
+def apply_script(
+    lab: Lab, ns: str, rules: Path, state: Path, *args: str, wait: bool = True
+) -> subprocess.CompletedProcess[str] | subprocess.Popen[str]:
     cmd = ["ip", "netns", "exec", ns, str(rules / "apply.sh"), *args]
     env = {**os.environ, "TEMPO_FW_STATE": str(state)}
     if wait:
@@ -476,7 +507,7 @@ def apply_script(lab: Lab, ns: str, rules: Path, state: Path, *args: str, wait: 
 
 
 @pytest.fixture
-def watchers():
+def watchers() -> Iterator[list[Path]]:
     """Kill apply.sh's detached watchers a test leaves behind (found by their command line)."""
     scripts: list[Path] = []
     yield scripts
@@ -489,18 +520,22 @@ def watchers():
             os.kill(int(pid.name), signal.SIGKILL)
 
 
+Server = tuple[Lab, str, Path, Path]
+"""The server fixture: (lab, server namespace, rendered rules, apply.sh's state folder)."""
+
+
 @pytest.fixture
-def server(lab, tmp_path, watchers):
+def server(lab: Callable[[str], Lab], tmp_path: Path, watchers: list[Path]) -> Server:
     """A bare server namespace holding a previous table, plus the rendered rules."""
-    lab = lab("a")
-    srv = lab.ns("srv")
-    lab.exec(srv, "nft", "-f", "-", input=PREVIOUS)
+    netns_lab = lab("a")
+    srv = netns_lab.ns("srv")
+    netns_lab.exec(srv, "nft", "-f", "-", input=PREVIOUS)
     rules = render_firewall(tmp_path / "bundle", "container")
     watchers.append(rules / "apply.sh")
-    return lab, srv, rules, tmp_path / "state"
+    return netns_lab, srv, rules, tmp_path / "state"
 
 
-def test_apply_rolls_back_without_confirmation(server):
+def test_apply_rolls_back_without_confirmation(server: Server) -> None:
     lab, srv, rules, state = server
     before = table(lab, srv)
     done = apply_script(lab, srv, rules, state, "--timeout", "2")
@@ -509,7 +544,7 @@ def test_apply_rolls_back_without_confirmation(server):
     assert table(lab, srv) == before
 
 
-def test_apply_removes_a_table_that_did_not_exist(server):
+def test_apply_removes_a_table_that_did_not_exist(server: Server) -> None:
     lab, srv, rules, state = server
     lab.exec(srv, "nft", "delete", "table", "inet", "tempo_gen")
     done = apply_script(lab, srv, rules, state, "--timeout", "1")
@@ -517,7 +552,7 @@ def test_apply_removes_a_table_that_did_not_exist(server):
     assert table(lab, srv) is None
 
 
-def test_apply_keeps_rules_when_confirmed(server):
+def test_apply_keeps_rules_when_confirmed(server: Server) -> None:
     lab, srv, rules, state = server
     proc = apply_script(lab, srv, rules, state, "--timeout", "20", wait=False)
     try:
@@ -529,10 +564,11 @@ def test_apply_keeps_rules_when_confirmed(server):
         proc.kill()
     assert proc.returncode == 0, out + err
     kept = table(lab, srv)
+    assert kept is not None
     assert "chain ssh" in kept and "previous_rules" not in kept
 
 
-def test_watcher_rolls_back_when_the_session_dies(server):
+def test_watcher_rolls_back_when_the_session_dies(server: Server) -> None:
     """The operator's SSH session drops (apply.sh is killed): the detached watcher restores alone."""
     lab, srv, rules, state = server
     before = table(lab, srv)
@@ -543,7 +579,7 @@ def test_watcher_rolls_back_when_the_session_dies(server):
     wait_until(lambda: table(lab, srv) == before, 15, "the watcher to restore the previous rules", interval=0.2)
 
 
-def test_apply_refuses_a_ruleset_that_does_not_check(server):
+def test_apply_refuses_a_ruleset_that_does_not_check(server: Server) -> None:
     lab, srv, rules, state = server
     before = table(lab, srv)
     (rules / "nftables.conf").write_text("table inet tempo_gen {\n\tchain input { nonsense }\n}\n")
@@ -558,12 +594,12 @@ def test_apply_refuses_a_ruleset_that_does_not_check(server):
 IMAGE = "tempo-fw-busybox"
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run("docker", *args, check=check)
 
 
 @pytest.fixture(scope="module")
-def busybox_image(netns_ready, docker_engine):
+def busybox_image(netns_ready: None, docker_engine: EngineRecord) -> None:
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
         # Images cannot be pulled here: a one-file image from the static busybox.
         busybox = shutil.which("busybox")
@@ -574,21 +610,23 @@ def busybox_image(netns_ready, docker_engine):
         tar.wait(timeout=TIMEOUT)
 
 
-def test_docker_published_port(lab, tmp_path, busybox_image):
+def test_docker_published_port(lab: Callable[[str], Lab], tmp_path: Path, busybox_image: None) -> None:
     """A container publishes a site port and a stray port; with docker-user.sh applied, the site
     port answers only the allowed network and the stray port nobody. IPv4 only: this dockerd
     runs without IPv6, so it forwards nothing over IPv6."""
-    lab = lab("d")
+    netns_lab = lab("d")
     tag = f"tgfw{os.getpid() % 100000}"
     host_if = {"inside": f"{tag}i", "outside": f"{tag}o"}
     nets = {"inside": ("10.200.51.1", "10.200.51.2"), "outside": ("10.200.52.1", "10.200.52.2")}
-    clients = {}
+    clients: dict[str, str] = {}
     for client, (host_ip, client_ip) in nets.items():
-        ns = clients[client] = lab.ns(client)
+        ns = clients[client] = netns_lab.ns(client)
         run("ip", "link", "add", host_if[client], "type", "veth", "peer", "name", "eth0", "netns", ns)
         run("ip", "addr", "add", f"{host_ip}/24", "dev", host_if[client])
         run("ip", "link", "set", host_if[client], "up")
-        lab.sh(ns, f"ip addr add {client_ip}/24 dev eth0; ip link set eth0 up; ip route add default via {host_ip}")
+        netns_lab.sh(
+            ns, f"ip addr add {client_ip}/24 dev eth0; ip link set eth0 up; ip route add default via {host_ip}"
+        )
 
     name = f"{tag}-web"
     rules = render_firewall(
@@ -609,11 +647,11 @@ def test_docker_published_port(lab, tmp_path, busybox_image):
         docker("run", "-d", "--rm", "--name", name, *publish, IMAGE, "/busybox", "sh", "-c", server)
 
         def probe() -> dict[tuple[str, int], str | None]:
-            result = {}
+            result: dict[tuple[str, int], str | None] = {}
             for client, ns in clients.items():
                 host_ip = nets[client][0]
                 attempts = [("tcp", host_ip, 443), ("tcp", host_ip, STRAY)]
-                out = lab.exec(ns, sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps(attempts)).stdout
+                out = netns_lab.exec(ns, sys.executable, "-c", PROBE, str(PROBE_TIMEOUT), json.dumps(attempts)).stdout
                 result.update(
                     {
                         (client, port): answer and answer.strip()

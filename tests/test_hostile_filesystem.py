@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support.project import REPO, VALID_PROFILE
+from support.project import REPO, VALID_PROFILE, RunCli
 
 GENERATOR = str(REPO / "generator")
 SECRET = "TOP-SECRET-CONTENT-0123456789"
@@ -24,7 +24,7 @@ def demo(project: Path) -> Path:
 
 
 @pytest.fixture
-def victim(tmp_path_factory) -> Path:
+def victim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A file outside the project a planted symlink points at; nothing may read or change it."""
     path = tmp_path_factory.mktemp("outside") / "shadow"
     path.write_text(SECRET + "\n")
@@ -49,7 +49,7 @@ def run(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedP
 # 1. render --check never follows a symlink or reads a non-regular file inside out/
 
 
-def test_check_reports_a_symlinked_file_without_reading_it(cli, demo, victim):
+def test_check_reports_a_symlinked_file_without_reading_it(cli: RunCli, demo: Path, victim: Path) -> None:
     assert cli("render").exit_code == 0
     compose = demo / "out" / "demo" / "compose.yaml"
     compose.unlink()
@@ -61,7 +61,9 @@ def test_check_reports_a_symlinked_file_without_reading_it(cli, demo, victim):
     assert "Traceback" not in result.output
 
 
-def test_check_never_descends_into_a_symlinked_folder_or_follows_the_bundle_itself(cli, demo, victim):
+def test_check_never_descends_into_a_symlinked_folder_or_follows_the_bundle_itself(
+    cli: RunCli, demo: Path, victim: Path
+) -> None:
     assert cli("render").exit_code == 0
     bundle = demo / "out" / "demo"
     folder = next(p for p in bundle.iterdir() if p.is_dir())
@@ -86,7 +88,7 @@ def test_check_never_descends_into_a_symlinked_folder_or_follows_the_bundle_itse
     assert f"symlink: {bundle}" in result.output and SECRET not in result.output
 
 
-def test_check_reports_a_fifo_without_opening_it(demo):
+def test_check_reports_a_fifo_without_opening_it(demo: Path) -> None:
     assert run(demo, "render").returncode == 0
     compose = demo / "out" / "demo" / "compose.yaml"
     compose.unlink()
@@ -100,7 +102,7 @@ def test_check_reports_a_fifo_without_opening_it(demo):
 # 2. no command writes through a symlink
 
 
-def test_render_refuses_a_symlinked_gitignore(cli, demo, victim):
+def test_render_refuses_a_symlinked_gitignore(cli: RunCli, demo: Path, victim: Path) -> None:
     (demo / ".gitignore").symlink_to(victim)
     result = cli("render")
     assert result.exit_code == 2
@@ -108,7 +110,7 @@ def test_render_refuses_a_symlinked_gitignore(cli, demo, victim):
     assert victim.read_text() == SECRET + "\n"
 
 
-def test_render_refuses_a_symlinked_out_and_bundle_folder(cli, demo, victim):
+def test_render_refuses_a_symlinked_out_and_bundle_folder(cli: RunCli, demo: Path, victim: Path) -> None:
     elsewhere = victim.parent / "elsewhere"
     elsewhere.mkdir()
     (demo / "out").symlink_to(elsewhere, target_is_directory=True)
@@ -123,7 +125,7 @@ def test_render_refuses_a_symlinked_out_and_bundle_folder(cli, demo, victim):
     assert list(elsewhere.iterdir()) == []
 
 
-def test_a_planted_old_folder_symlink_is_removed_not_followed(cli, demo, victim):
+def test_a_planted_old_folder_symlink_is_removed_not_followed(cli: RunCli, demo: Path, victim: Path) -> None:
     assert cli("render").exit_code == 0
     (demo / "out" / ".demo.old").symlink_to(victim.parent, target_is_directory=True)
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "other.example.com"))
@@ -150,15 +152,15 @@ firewall:
 """
 
 
-def test_lock_never_writes_its_temp_file_through_a_symlink(cli, project, victim):
+def test_lock_never_writes_its_temp_file_through_a_symlink(cli: RunCli, project: Path, victim: Path) -> None:
     class Registry(BaseHTTPRequestHandler):
-        def do_HEAD(self):
+        def do_HEAD(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
             self.send_header("Docker-Content-Digest", "sha256:" + "a" * 64)
             self.end_headers()
 
-        def log_message(self, *args):
+        def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
@@ -181,21 +183,21 @@ def test_lock_never_writes_its_temp_file_through_a_symlink(cli, project, victim)
 # 3. reads are bounded: FIFOs, devices and folders are refused with a located exit 2
 
 
-def test_a_fifo_profile_is_refused_not_waited_on(project):
+def test_a_fifo_profile_is_refused_not_waited_on(project: Path) -> None:
     os.mkfifo(project / "profiles" / "demo.yaml")
     result = run(project, "validate", timeout=30)
     assert result.returncode == 2
     assert "profiles/demo.yaml: is a FIFO, not a regular file" in result.stderr
 
 
-def test_a_folder_profile_is_refused(project):
+def test_a_folder_profile_is_refused(project: Path) -> None:
     (project / "profiles" / "demo.yaml").mkdir()
     result = run(project, "validate")
     assert result.returncode == 2
     assert "profiles/demo.yaml: is a directory, not a regular file" in result.stderr
 
 
-def test_a_fifo_or_device_as_extends_target_is_refused(project):
+def test_a_fifo_or_device_as_extends_target_is_refused(project: Path) -> None:
     os.mkfifo(project / "profiles" / "_base.yaml")
     (project / "profiles" / "demo.yaml").write_text("extends: _base.yaml\n" + VALID_PROFILE)
     result = run(project, "validate", timeout=30)
@@ -207,7 +209,7 @@ def test_a_fifo_or_device_as_extends_target_is_refused(project):
     assert "/dev/zero: is a device, not a regular file" in result.stderr
 
 
-def test_a_fifo_or_oversized_env_is_refused(demo):
+def test_a_fifo_or_oversized_env_is_refused(demo: Path) -> None:
     os.mkfifo(demo / ".env")
     result = run(demo, "validate", timeout=30)
     assert result.returncode == 2
@@ -236,7 +238,9 @@ def test_a_fifo_or_oversized_env_is_refused(demo):
         ("'#keys'", "not a usable directory path"),
     ],
 )
-def test_secrets_dir_inside_the_project_tree_is_refused_with_its_line(cli, project, folder, reason):
+def test_secrets_dir_inside_the_project_tree_is_refused_with_its_line(
+    cli: RunCli, project: Path, folder: str, reason: str
+) -> None:
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + f"secrets:\n  dir: {folder}\n")
     result = cli("validate")
     assert result.exit_code == 2
@@ -244,14 +248,14 @@ def test_secrets_dir_inside_the_project_tree_is_refused_with_its_line(cli, proje
     assert f"profiles/demo.yaml:{line}: secrets.dir:" in result.output and reason in result.output
 
 
-def test_secrets_dir_inside_a_bundle_of_a_custom_out_is_refused(cli, project, tmp_path):
+def test_secrets_dir_inside_a_bundle_of_a_custom_out_is_refused(cli: RunCli, project: Path, tmp_path: Path) -> None:
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "secrets:\n  dir: build/demo/keys\n")
     result = cli("render", "--out", str(project / "build"))
     assert result.exit_code == 2 and "secrets.dir" in result.output and "points into out/" in result.output
     assert not (project / "build" / "demo").exists()
 
 
-def test_gitignore_names_exactly_the_secrets_folder(cli, project):
+def test_gitignore_names_exactly_the_secrets_folder(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "secrets:\n  dir: private/demo\n")
     (project / "private").mkdir()
     assert cli("render").exit_code == 0

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import Result
+
+from support.project import RunCli
 
 PROFILE = """\
 name: demo
@@ -53,7 +56,7 @@ def write(project: Path, text: str, name: str = "demo.yaml") -> Path:
     return path
 
 
-def assert_refused(result, *fragments: str) -> None:
+def assert_refused(result: Result, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     for fragment in fragments:
@@ -61,24 +64,26 @@ def assert_refused(result, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize(("case", "extra", "field", "fragment"), VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
-def test_control_characters_are_refused_in_every_field(project, cli, case, extra, field, fragment):
+def test_control_characters_are_refused_in_every_field(
+    project: Path, cli: RunCli, case: str, extra: str, field: str, fragment: str
+) -> None:
     path = write(project, PROFILE + extra)
     assert_refused(cli("validate", str(path)), "profiles/demo.yaml:", field, fragment)
 
 
 @pytest.mark.parametrize("origin", ORIGIN_CASES)
-def test_cors_origins_are_exactly_scheme_host_port(project, cli, origin):
+def test_cors_origins_are_exactly_scheme_host_port(project: Path, cli: RunCli, origin: str) -> None:
     text = PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
     assert_refused(cli("validate", str(write(project, text))), "tempo.cors_origins.0")
 
 
 @pytest.mark.parametrize("origin", ["https://a.example.com", "https://a.example.com:8443", "https://[2001:db8::1]"])
-def test_well_formed_origins_are_accepted(project, cli, origin):
+def test_well_formed_origins_are_accepted(project: Path, cli: RunCli, origin: str) -> None:
     text = PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
     assert cli("validate", str(write(project, text))).exit_code == 0
 
 
-def test_env_values_with_control_characters_are_refused(project, cli):
+def test_env_values_with_control_characters_are_refused(project: Path, cli: RunCli) -> None:
     (project / ".env").write_text('RATE="10/minute\\n"\n')
     path = write(project, PROFILE.replace("firewall:\n", "firewall:\n  ssh_rate: ${RATE}\n"))
     assert_refused(cli("validate", str(path)), "firewall.ssh_rate", "control")
@@ -87,7 +92,7 @@ def test_env_values_with_control_characters_are_refused(project, cli):
 @pytest.mark.parametrize(
     "name", ["demo\n.yaml", "demo\r.yaml", "de\\mo.yaml", "demo\u2028.yaml", "{{.yaml", "{%x.yaml", "-->.yaml"]
 )
-def test_a_profile_file_name_cannot_reach_a_header(project, cli, name):
+def test_a_profile_file_name_cannot_reach_a_header(project: Path, cli: RunCli, name: str) -> None:
     """A newline in the name would end the header comment of every generated file, scripts included;
     `-->` would end Markdown's, a brace would put template syntax into it. All are refused before
     anything renders."""
@@ -97,19 +102,19 @@ def test_a_profile_file_name_cannot_reach_a_header(project, cli, name):
     assert not (project / "out").exists()
 
 
-def test_an_extends_value_with_a_newline_is_refused(project, cli):
+def test_an_extends_value_with_a_newline_is_refused(project: Path, cli: RunCli) -> None:
     write(project, PROFILE, "_base.yaml")
     path = write(project, 'extends: "_base.yaml\\n"\nname: demo\n')
     assert_refused(cli("validate", str(path)), "extends")
 
 
 @pytest.mark.parametrize("folder", ["secrets/a b", "secrets/*", "secrets/#x", "sec!rets", "a\\b"])
-def test_secrets_dir_is_a_plain_path(project, cli, folder):
+def test_secrets_dir_is_a_plain_path(project: Path, cli: RunCli, folder: str) -> None:
     path = write(project, PROFILE + f"secrets:\n  dir: '{folder}'\n")
     assert_refused(cli("validate", str(path)), "secrets.dir")
 
 
-def test_out_with_a_control_character_is_refused(project, cli):
+def test_out_with_a_control_character_is_refused(project: Path, cli: RunCli) -> None:
     path = write(project, PROFILE)
     assert_refused(cli("render", str(path), "--out", str(project / "o\nut")), "--out")
     assert not any(p.name.startswith("o") for p in project.iterdir())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support.project import REPO, VALID_PROFILE
+from support.project import REPO, VALID_PROFILE, RunCli
 
 GENERATOR = str(REPO / "generator")
 
@@ -77,7 +77,7 @@ main(sys.argv[3:])
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("point", ["while-staging", "retire-rename", "after-swap"])
-def test_a_killed_render_never_leaves_the_bundle_missing(demo, point, sig):
+def test_a_killed_render_never_leaves_the_bundle_missing(demo: Path, point: str, sig: str) -> None:
     assert run(demo, "render").returncode == 0
     old = snapshot(demo / "out" / "demo")
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "other.example.com"))
@@ -106,7 +106,7 @@ def test_a_killed_render_never_leaves_the_bundle_missing(demo, point, sig):
     assert run(demo, "render", "--check").returncode == 0
 
 
-def test_check_reports_leftovers_and_the_next_render_recovers_a_fallback_kill(demo):
+def test_check_reports_leftovers_and_the_next_render_recovers_a_fallback_kill(demo: Path) -> None:
     """Without renameat2 the swap is two renames: a kill between them is repaired by the next run."""
     assert run(demo, "render").returncode == 0
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "other.example.com"))
@@ -144,7 +144,9 @@ def _hold_lock(out: Path, seconds: float) -> subprocess.Popen[str]:
     return holder
 
 
-def test_a_second_render_says_plainly_that_another_holds_the_lock(cli, demo, monkeypatch):
+def test_a_second_render_says_plainly_that_another_holds_the_lock(
+    cli: RunCli, demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("tempo_gen.bundle.outlock.LOCK_TIMEOUT", 0.5)
     holder = _hold_lock(demo / "out", 30)
     try:
@@ -157,7 +159,7 @@ def test_a_second_render_says_plainly_that_another_holds_the_lock(cli, demo, mon
         holder.wait()
 
 
-def test_a_second_render_waits_for_the_first(cli, demo):
+def test_a_second_render_waits_for_the_first(cli: RunCli, demo: Path) -> None:
     holder = _hold_lock(demo / "out", 1.5)
     try:
         started = time.monotonic()
@@ -169,7 +171,7 @@ def test_a_second_render_waits_for_the_first(cli, demo):
         holder.wait()
 
 
-def test_two_concurrent_renders_both_finish_with_a_clean_bundle(demo):
+def test_two_concurrent_renders_both_finish_with_a_clean_bundle(demo: Path) -> None:
     env = {**os.environ, "PYTHONPATH": GENERATOR}
     command = [sys.executable, "-m", "tempo_gen", "--project", str(demo), "render"]
     both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
@@ -181,7 +183,7 @@ def test_two_concurrent_renders_both_finish_with_a_clean_bundle(demo):
 # 7. a folder that is not one of our bundles is never replaced
 
 
-def test_a_foreign_folder_at_the_bundle_path_is_never_replaced(cli, demo):
+def test_a_foreign_folder_at_the_bundle_path_is_never_replaced(cli: RunCli, demo: Path) -> None:
     notes = demo / "out" / "demo" / "notes.txt"
     notes.parent.mkdir(parents=True)
     notes.write_text("mine\n")
@@ -193,7 +195,7 @@ def test_a_foreign_folder_at_the_bundle_path_is_never_replaced(cli, demo):
     assert cli("render").exit_code == 2 and notes.read_text() == "mine\n"
 
 
-def test_render_out_dot_never_deletes_a_folder_named_like_the_deployment(cli, project):
+def test_render_out_dot_never_deletes_a_folder_named_like_the_deployment(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "secrets.yaml").write_text(VALID_PROFILE.replace("name: demo", "name: secrets"))
     (project / "secrets" / "other").mkdir(parents=True)
     (project / "secrets" / "other" / "jwt_key").write_text("k" * 40)
@@ -202,7 +204,7 @@ def test_render_out_dot_never_deletes_a_folder_named_like_the_deployment(cli, pr
     assert (project / "secrets" / "other" / "jwt_key").read_text() == "k" * 40
 
 
-def test_an_empty_folder_at_the_bundle_path_is_replaced(cli, demo):
+def test_an_empty_folder_at_the_bundle_path_is_replaced(cli: RunCli, demo: Path) -> None:
     (demo / "out" / "demo").mkdir(parents=True)
     assert cli("render").exit_code == 0
     assert (demo / "out" / "demo" / "MANIFEST.json").is_file()

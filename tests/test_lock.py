@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from support.project import RunCli
 from support.registry import REGISTRY_BIN, LocalRegistry, TokenService, free_port, sha256
 from tempo_gen.errors import RegistryError
 from tempo_gen.ops.registry import Registry, locate
@@ -56,7 +58,7 @@ proxy:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     if not REGISTRY_BIN.exists():
         pytest.skip("Debian's docker-registry is not installed")
     workdir = tmp_path_factory.mktemp("registry")
@@ -81,7 +83,9 @@ def _images(name: str, api: str, frontend: str, postgres: str) -> str:
 
 
 @needs_registry
-def test_lock_writes_the_registry_digests_and_keeps_everything_else(registry, cli, project):
+def test_lock_writes_the_registry_digests_and_keeps_everything_else(
+    registry: LocalRegistry, cli: RunCli, project: Path
+) -> None:
     host = registry.host
     api, api_index = registry.push_index("tempo/api", "v2.1.0", b"api")
     frontend, _ = registry.push_image("tempo/frontend", "v2.1.0", b"frontend")
@@ -127,7 +131,7 @@ def test_lock_writes_the_registry_digests_and_keeps_everything_else(registry, cl
 
 
 @needs_registry
-def test_pinned_images_are_kept_unless_update(registry, cli, project):
+def test_pinned_images_are_kept_unless_update(registry: LocalRegistry, cli: RunCli, project: Path) -> None:
     old, _ = registry.push_image("tempo/moving", "v1", b"first")
     new, _ = registry.push_image("tempo/moving", "v1", b"second")  # the tag moves on
     steady, _ = registry.push_image("tempo/steady", "v1", b"steady")
@@ -145,7 +149,9 @@ def test_pinned_images_are_kept_unless_update(registry, cli, project):
 
 
 @needs_registry
-def test_an_unresolvable_image_writes_nothing_anywhere_and_exits_2(registry, cli, project):
+def test_an_unresolvable_image_writes_nothing_anywhere_and_exits_2(
+    registry: LocalRegistry, cli: RunCli, project: Path
+) -> None:
     registry.push_image("tempo/api", "v7", b"api7")
     good = _write(project, "good.yaml", _images("good", *["HOST/tempo/api:v7"] * 3), registry.host)
     bad = _write(
@@ -168,7 +174,7 @@ def test_an_unresolvable_image_writes_nothing_anywhere_and_exits_2(registry, cli
     assert sorted(p.name for p in good.parent.iterdir()) == ["_common.yaml", "bad.yaml", "good.yaml", "schema.json"]
 
 
-def test_an_unreachable_registry_is_a_message_not_a_traceback(cli, project):
+def test_an_unreachable_registry_is_a_message_not_a_traceback(cli: RunCli, project: Path) -> None:
     closed = f"127.0.0.1:{free_port()}"
     path = _write(project, "offline.yaml", _images("offline", "HOST/a:1", "HOST/f:1", "HOST/p:1"), closed)
     before = path.read_bytes()
@@ -183,7 +189,9 @@ def test_an_unreachable_registry_is_a_message_not_a_traceback(cli, project):
 
 
 @needs_registry
-def test_https_to_a_plain_http_registry_suggests_insecure_registry(registry, cli, project):
+def test_https_to_a_plain_http_registry_suggests_insecure_registry(
+    registry: LocalRegistry, cli: RunCli, project: Path
+) -> None:
     path = _write(project, "tls.yaml", _images("tls", *["HOST/p:1"] * 3), registry.host)
     result = cli("lock", str(path))
     assert result.exit_code == 2
@@ -191,7 +199,7 @@ def test_https_to_a_plain_http_registry_suggests_insecure_registry(registry, cli
 
 
 @needs_registry
-def test_anonymous_bearer_token_auth(registry, cli, project, tmp_path):
+def test_anonymous_bearer_token_auth(registry: LocalRegistry, cli: RunCli, project: Path, tmp_path: Path) -> None:
     """Like Docker Hub and GHCR: a 401 names a token realm that hands out anonymous pull tokens."""
     digest, _ = registry.push_index("tempo/api", "v3.0.0", b"api3")
     with TokenService(tmp_path) as tokens, LocalRegistry(tmp_path, registry.storage, tokens.registry_auth()) as secured:
@@ -203,7 +211,9 @@ def test_anonymous_bearer_token_auth(registry, cli, project, tmp_path):
 
 
 @needs_registry
-def test_a_value_from_a_variable_is_left_for_its_definition(registry, cli, project):
+def test_a_value_from_a_variable_is_left_for_its_definition(
+    registry: LocalRegistry, cli: RunCli, project: Path
+) -> None:
     digest, _ = registry.push_image("tempo/var", "v1", b"var")
     path = _write(
         project, "var.yaml", _images("var", "${API_IMAGE}", "HOST/tempo/var:v1", "HOST/tempo/var:v1"), registry.host
@@ -229,24 +239,24 @@ def test_a_value_from_a_variable_is_left_for_its_definition(registry, cli, proje
         ("127.0.0.1:5000/a/b", ("127.0.0.1:5000", "a/b")),
     ],
 )
-def test_image_names_map_to_registry_and_repository_like_docker(name, expected):
+def test_image_names_map_to_registry_and_repository_like_docker(name: str, expected: tuple[str, str]) -> None:
     assert locate(name) == expected
 
 
 @pytest.mark.parametrize("claimed", [None, "sha256:" + "f" * 64])
-def test_without_a_digest_header_the_manifest_body_is_hashed(claimed):
+def test_without_a_digest_header_the_manifest_body_is_hashed(claimed: str | None) -> None:
     """Some registries omit Docker-Content-Digest: hash what was sent, and refuse a header that disagrees."""
     manifest = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
 
     class Handler(BaseHTTPRequestHandler):
-        def do_HEAD(self):
+        def do_HEAD(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
             if claimed:
                 self.send_header("Docker-Content-Digest", "not-a-digest")  # unusable: GET decides
             self.end_headers()
 
-        def do_GET(self):
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
             self.send_header("Content-Length", str(len(manifest)))
@@ -255,7 +265,7 @@ def test_without_a_digest_header_the_manifest_body_is_hashed(claimed):
             self.end_headers()
             self.wfile.write(manifest)
 
-        def log_message(self, *args):
+        def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

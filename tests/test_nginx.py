@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -14,7 +15,6 @@ import yaml
 
 from support.nginx import (
     VARIANTS,
-    context,
     for_local_nginx,
     make_profile,
     needs_nginx,
@@ -25,6 +25,7 @@ from support.nginx import (
     write_tree,
 )
 from support.project import REPO, profiles_of_kind
+from support.proxy import context
 from tempo_gen.bundle.jinja import nginx_string
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile
@@ -41,7 +42,7 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> str:
+def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides: Any) -> str:
     """`nginx -t` on the profile's tree; returns nginx's output, failing on any problem but OCSP warnings."""
     conf = prepare_root(profile, tmp_path, ca, **overrides)
     result = nginx_t(tmp_path, conf)
@@ -62,7 +63,7 @@ def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> str:
 
 @needs_nginx
 @pytest.mark.parametrize("path", profiles_of_kind("nginx"), ids=lambda p: p.name)
-def test_every_example_profile_passes_nginx_t(tmp_path, ca, path):
+def test_every_example_profile_passes_nginx_t(tmp_path: Path, ca: trustme.CA, path: Path) -> None:
     profile = load_profile(path, REPO).profile
     # Compose service names resolve only on the Compose network; nginx -t resolves upstreams.
     upstreams = (
@@ -73,7 +74,7 @@ def test_every_example_profile_passes_nginx_t(tmp_path, ca, path):
 
 @needs_nginx
 @pytest.mark.parametrize("name", VARIANTS)
-def test_profile_variants_pass_nginx_t(tmp_path, ca, name):
+def test_profile_variants_pass_nginx_t(tmp_path: Path, ca: trustme.CA, name: str) -> None:
     profile = for_local_nginx(make_profile(**VARIANTS[name]))
     upstreams = (
         {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"} if profile.proxy.placement == "container" else {}
@@ -82,7 +83,7 @@ def test_profile_variants_pass_nginx_t(tmp_path, ca, name):
 
 
 @needs_nginx
-def test_nginx_t_catches_a_broken_config(tmp_path, ca):
+def test_nginx_t_catches_a_broken_config(tmp_path: Path, ca: trustme.CA) -> None:
     """The check above can fail: a directive nginx does not know is reported."""
     conf = prepare_root(make_profile(proxy={"nginx_version": "1.25.1"}), tmp_path, ca)
     result = nginx_t(tmp_path, conf)
@@ -94,12 +95,12 @@ def test_nginx_t_catches_a_broken_config(tmp_path, ca):
 # --- what is rendered -------------------------------------------------------------------------------------
 
 
-def test_nothing_rendered_unless_the_proxy_is_nginx():
+def test_nothing_rendered_unless_the_proxy_is_nginx() -> None:
     assert render_files(make_profile(proxy={"kind": "traefik"})) == {}
     assert render_files(make_profile(proxy={"kind": "none"})) == {}
 
 
-def test_one_file_per_concern_and_every_include_exists():
+def test_one_file_per_concern_and_every_include_exists() -> None:
     files = render_files(make_profile())
     assert sorted(files) == sorted(
         [
@@ -120,7 +121,7 @@ def test_one_file_per_concern_and_every_include_exists():
             assert f"proxy/nginx/{include}" in files, f"{path} includes missing {include}"
 
 
-def test_certificate_sources_render_their_own_helpers():
+def test_certificate_sources_render_their_own_helpers() -> None:
     self_signed = render_files(make_profile(proxy={"tls": {"certificate": {"source": "self-signed"}}}))
     assert "proxy/nginx/tempo-gen/letsencrypt.conf" not in self_signed and "acme-challenge" not in self_signed[SITE]
     assert "openssl req -x509" in self_signed["proxy/self-signed-cert.sh"]
@@ -145,7 +146,7 @@ def test_certificate_sources_render_their_own_helpers():
         ("1.28", "listen 443 ssl;", True),
     ],
 )
-def test_http2_syntax_follows_the_nginx_version(version, listen, directive):
+def test_http2_syntax_follows_the_nginx_version(version: str, listen: str, directive: bool) -> None:
     site = render_files(make_profile(proxy={"nginx_version": version}))[SITE]
     assert listen in site
     assert ("http2 on;" in site) is directive
@@ -154,7 +155,7 @@ def test_http2_syntax_follows_the_nginx_version(version, listen, directive):
 @pytest.mark.parametrize(
     ("version", "tickets_off"), [("1.22", True), ("1.23.1", True), ("1.23.2", False), ("1.28", False)]
 )
-def test_session_tickets_off_only_before_key_rotation(version, tickets_off):
+def test_session_tickets_off_only_before_key_rotation(version: str, tickets_off: bool) -> None:
     tls = render_files(make_profile(proxy={"nginx_version": version}))[TLS]
     assert ("ssl_session_tickets off;" in tls) is tickets_off
 
@@ -167,12 +168,12 @@ def test_session_tickets_off_only_before_key_rotation(version, tickets_off):
         ("3.5", "X25519MLKEM768:X25519:prime256v1:secp384r1"),
     ],
 )
-def test_post_quantum_group_only_with_openssl_3_5(openssl, curves):
+def test_post_quantum_group_only_with_openssl_3_5(openssl: str, curves: str) -> None:
     tls = render_files(make_profile(proxy={"openssl_version": openssl}))[TLS]
     assert f"ssl_ecdh_curve {curves};" in tls
 
 
-def test_tls_profiles_from_the_mozilla_table():
+def test_tls_profiles_from_the_mozilla_table() -> None:
     intermediate = render_files(make_profile())[TLS]
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in intermediate
     assert "ssl_ciphers " + ":".join(tls_policy.CONFIGURATIONS["intermediate"].ciphers_openssl) + ";" in intermediate
@@ -183,7 +184,7 @@ def test_tls_profiles_from_the_mozilla_table():
     assert "ssl_protocols TLSv1.3;" in modern and "ssl_ciphers" not in modern
 
 
-def test_mozilla_table_is_consistent():
+def test_mozilla_table_is_consistent() -> None:
     intermediate = tls_policy.CONFIGURATIONS["intermediate"]
     assert tls_policy.GUIDELINES_VERSION == "6.0"
     assert intermediate.min_version == "1.2" and tls_policy.CONFIGURATIONS["modern"].min_version == "1.3"
@@ -193,7 +194,7 @@ def test_mozilla_table_is_consistent():
     assert all(g in tls_policy.GO_GROUP_NAMES for g in intermediate.tls_curves)
 
 
-def test_ocsp_stapling_is_opt_in():
+def test_ocsp_stapling_is_opt_in() -> None:
     assert "ssl_stapling" not in "".join(render_files(make_profile()).values())
     files = render_files(
         make_profile(
@@ -205,7 +206,7 @@ def test_ocsp_stapling_is_opt_in():
     assert "ssl_trusted_certificate" in files[SITE]
 
 
-def test_port_80_only_redirects_with_308_and_serves_acme():
+def test_port_80_only_redirects_with_308_and_serves_acme() -> None:
     site = render_files(make_profile(proxy={"https_port": 8443}))[SITE]
     port80 = site[site.index("server {") : site.index("server {", site.index("server {") + 1)]
     assert "return 308 https://tempo.test:8443$request_uri;" in port80
@@ -214,7 +215,7 @@ def test_port_80_only_redirects_with_308_and_serves_acme():
     assert "return 308 https://tempo.test$request_uri;" in render_files(make_profile())[SITE]
 
 
-def test_limits_and_routing_come_from_the_profile():
+def test_limits_and_routing_come_from_the_profile() -> None:
     files = render_files(
         make_profile(
             tempo={"media_max_mb": 7, "import_max_mb": 900, "import_timeout_minutes": 45},
@@ -238,7 +239,7 @@ def test_limits_and_routing_come_from_the_profile():
     assert "proxy_set_header X-Forwarded-Proto https;" in files["proxy/nginx/tempo-gen/proxy.conf"]
 
 
-def test_headers_default_and_options():
+def test_headers_default_and_options() -> None:
     headers = make_profile().proxy.security_headers()
     assert headers["X-XSS-Protection"] == "0"
     assert headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
@@ -273,7 +274,7 @@ def test_headers_default_and_options():
     assert security.count(" always;") == len(headers) and 'add_header X-XSS-Protection "0" always;' in security
 
 
-def test_server_tokens_off_and_upstream_identity_hidden():
+def test_server_tokens_off_and_upstream_identity_hidden() -> None:
     files = render_files(make_profile())
     assert "server_tokens off;" in files["proxy/nginx/nginx.conf"]
     proxy = files["proxy/nginx/tempo-gen/proxy.conf"]
@@ -283,12 +284,13 @@ def test_server_tokens_off_and_upstream_identity_hidden():
 # --- placement ----------------------------------------------------------------------------------------
 
 
-def compose_doc(profile: Profile) -> dict:
+def compose_doc(profile: Profile) -> dict[str, Any]:
     (file,) = compose.files_for(context(profile))
-    return yaml.safe_load(file.content)
+    doc: dict[str, Any] = yaml.safe_load(file.content)
+    return doc
 
 
-def test_container_placement_is_the_only_public_service_and_unprivileged():
+def test_container_placement_is_the_only_public_service_and_unprivileged() -> None:
     profile = make_profile(proxy={"placement": "container", "publish_addresses": ["192.0.2.7"]})
     services = compose_doc(profile)["services"]
     published = {name for name, service in services.items() if service.get("ports")}
@@ -312,7 +314,7 @@ def test_container_placement_is_the_only_public_service_and_unprivileged():
     assert f"listen {runtime.health_listen};" in render_files(profile)["proxy/nginx/nginx.conf"]
 
 
-def test_host_placement_publishes_upstreams_on_loopback_only():
+def test_host_placement_publishes_upstreams_on_loopback_only() -> None:
     profile = make_profile(proxy={"placement": "host", "publish_addresses": ["192.0.2.7", "2001:db8::7"]})
     services = compose_doc(profile)["services"]
     assert "proxy" not in services
@@ -326,7 +328,7 @@ def test_host_placement_publishes_upstreams_on_loopback_only():
     assert "listen 192.0.2.7:443 ssl;" in site and "listen [2001:db8::7]:443 ssl;" in site
 
 
-def test_certificate_files_are_mounted_read_only_in_the_container():
+def test_certificate_files_are_mounted_read_only_in_the_container() -> None:
     profile = make_profile(
         proxy={
             "placement": "container",
@@ -344,7 +346,7 @@ def test_certificate_files_are_mounted_read_only_in_the_container():
 # --- refused values -----------------------------------------------------------------------------------
 
 
-BAD = {
+BAD: dict[str, tuple[dict[str, Any], str]] = {
     "domain with a space": ({"domain": "tempo example.com"}, "domain"),
     "domain with ;": ({"domain": "tempo.example.com;"}, "domain"),
     "domain with a directive": ({"domain": "a.com; include /etc/passwd"}, "domain"),
@@ -397,9 +399,14 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_values_are_refused_with_a_clear_error(tmp_path, case):
+def test_bad_values_are_refused_with_a_clear_error(tmp_path: Path, case: str) -> None:
     overlay, expected = BAD[case]
-    document = {"name": "bad", "domain": "tempo.test", "environment": "development", "proxy": {"kind": "nginx"}}
+    document: dict[str, Any] = {
+        "name": "bad",
+        "domain": "tempo.test",
+        "environment": "development",
+        "proxy": {"kind": "nginx"},
+    }
     for key, value in overlay.items():
         document[key] = {**document.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / "bad.yaml"
@@ -411,7 +418,7 @@ def test_bad_values_are_refused_with_a_clear_error(tmp_path, case):
     assert message.startswith("bad.yaml:"), message  # located in the file
 
 
-def test_self_signed_only_in_development(tmp_path):
+def test_self_signed_only_in_development(tmp_path: Path) -> None:
     path = tmp_path / "prod.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -432,7 +439,7 @@ def test_self_signed_only_in_development(tmp_path):
 
 
 @pytest.mark.parametrize("value", ['a"b', "a\\b", "$host", "a\nb", "{", "}"])
-def test_quote_is_a_second_lock(value):
+def test_quote_is_a_second_lock(value: str) -> None:
     with pytest.raises(RenderError):
         nginx_string(value)
     assert nginx_string("default-src 'self'; img-src data:") == "\"default-src 'self'; img-src data:\""
@@ -441,7 +448,7 @@ def test_quote_is_a_second_lock(value):
 # --- certificate helper scripts -------------------------------------------------------------------------------
 
 
-def test_scripts_are_valid_shell():
+def test_scripts_are_valid_shell() -> None:
     for profile in (make_profile(), make_profile(proxy={"placement": "container", "publish_addresses": ["127.0.0.1"]})):
         for path, text in render_files(profile).items():
             if path.endswith(".sh"):
@@ -450,7 +457,7 @@ def test_scripts_are_valid_shell():
 
 @needs_nginx
 @pytest.mark.skipif(os.geteuid() != 0, reason="the script gives the key to root")
-def test_self_signed_script_makes_a_pair_nginx_accepts(tmp_path):
+def test_self_signed_script_makes_a_pair_nginx_accepts(tmp_path: Path) -> None:
     profile = for_local_nginx(make_profile(proxy={"tls": {"certificate": {"source": "self-signed"}}}))
     rt = runtime(profile, tmp_path)
     files = render_files(profile, rt)
@@ -465,7 +472,7 @@ def test_self_signed_script_makes_a_pair_nginx_accepts(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_a_container_proxy_is_built_with_its_temp_folder_owned_by_the_configured_uid():
+def test_a_container_proxy_is_built_with_its_temp_folder_owned_by_the_configured_uid() -> None:
     """The image's own /var/cache/nginx belongs to its default user (101): any other uid could not write
     its request-body temp files into the volume Docker seeds from it."""
     profile = make_profile(

@@ -10,7 +10,8 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 import trustme
@@ -28,7 +29,16 @@ CONF = "proxy/nginx/nginx.conf"
 PROXY = "proxy/nginx/tempo-gen/proxy.conf"
 API = "proxy/nginx/tempo-gen/api.conf"
 CONTAINER = {"placement": "container", "publish_addresses": ["127.0.0.1"]}
-LOOPBACK_UPSTREAMS = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"}
+
+
+class Upstreams(TypedDict):
+    """Runtime overrides naming the upstreams' addresses."""
+
+    frontend: str
+    api: str
+
+
+LOOPBACK_UPSTREAMS: Upstreams = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1:5001"}
 
 needs_gixy = pytest.mark.skipif(importlib.util.find_spec("gixy") is None, reason="gixy-next is not installed")
 
@@ -45,14 +55,14 @@ def container(**proxy: Any) -> Profile:
 # --- upstreams follow the container ----------------------------------------------------------------------
 
 
-def test_host_upstreams_are_fixed_loopback_addresses():
+def test_host_upstreams_are_fixed_loopback_addresses() -> None:
     files = render_files(make_profile())
     assert "resolver" not in files[CONF] + files[SITE] + files[PROXY]
     assert "server 127.0.0.1:5001;" in files[SITE] and "proxy_pass http://tempo_api;" in files[API]
 
 
 @pytest.mark.parametrize("version", ["1.27.3", "1.28"])
-def test_new_nginx_re_resolves_upstream_servers(version):
+def test_new_nginx_re_resolves_upstream_servers(version: str) -> None:
     files = render_files(container(nginx_version=version))
     assert "resolver 127.0.0.11 valid=5s ipv6=off;" in files[CONF] and "resolver_timeout 5s;" in files[CONF]
     site = files[SITE]
@@ -64,7 +74,7 @@ def test_new_nginx_re_resolves_upstream_servers(version):
 
 
 @pytest.mark.parametrize("version", ["1.22", "1.27.2"])
-def test_older_nginx_re_resolves_a_variable_proxy_pass(version):
+def test_older_nginx_re_resolves_a_variable_proxy_pass(version: str) -> None:
     files = render_files(container(nginx_version=version))
     site = files[SITE]
     assert not re.search(r"^upstream ", site, re.MULTILINE)
@@ -74,14 +84,14 @@ def test_older_nginx_re_resolves_a_variable_proxy_pass(version):
     assert "resolver 127.0.0.11 valid=5s ipv6=off;" in files[PROXY] and "resolver 127.0.0.11 " in files[CONF]
 
 
-def test_container_ocsp_resolvers_do_not_replace_dockers_dns():
+def test_container_ocsp_resolvers_do_not_replace_dockers_dns() -> None:
     files = render_files(container(tls={"ocsp_stapling": True, "ocsp_resolvers": ["192.0.2.53"]}))
     assert "resolver 127.0.0.11 valid=5s ipv6=off;" in files[CONF]
     assert "resolver 192.0.2.53 valid=300s;" in files[SITE]
     assert not re.search(r"^resolver ", files["proxy/nginx/tempo-gen/tls.conf"], re.MULTILINE)
 
 
-def test_the_capability_decides_not_the_template():
+def test_the_capability_decides_not_the_template() -> None:
     rt = nginx.runtime_for(container())
     assert not nginx.upstreams_for(rt, (1, 27, 2)).resolve_param
     assert nginx.upstreams_for(rt, (1, 27, 3)).resolve_param
@@ -95,14 +105,14 @@ def test_the_capability_decides_not_the_template():
     [{"nginx_version": "1.22"}, {"nginx_version": "1.22", "tls": {"ocsp_stapling": True}}],
     ids=["variable", "variable-ocsp"],
 )
-def test_variable_upstreams_pass_nginx_t(tmp_path, ca, proxy):
+def test_variable_upstreams_pass_nginx_t(tmp_path: Path, ca: trustme.CA, proxy: dict[str, Any]) -> None:
     conf = prepare_root(container(**proxy), tmp_path, ca, **LOOPBACK_UPSTREAMS)
     result = nginx_t(tmp_path, conf)
     assert result.returncode == 0, result.stderr
 
 
 @needs_nginx
-def test_variable_proxy_pass_still_strips_the_api_prefix():
+def test_variable_proxy_pass_still_strips_the_api_prefix() -> None:
     """The <1.27.3 path, live: a variable proxy_pass passes the rewritten URI, query included."""
     with running_proxy("nginx", runtime={"resolver": nginx.DOCKER_DNS}, nginx_version="1.22") as proxy:
         assert "$tempo_api" in (proxy.root / "etc/nginx/tempo-gen/api.conf").read_text()
@@ -124,7 +134,7 @@ def proxy() -> Iterator[LiveProxy]:
 
 
 @needs_nginx
-def test_request_for_another_host_on_our_connection_gets_421(proxy):
+def test_request_for_another_host_on_our_connection_gets_421(proxy: LiveProxy) -> None:
     """HTTP/2 connection reuse: TLS for our name, then a request for another host; no upstream sees it."""
     start = len(proxy.api_arrivals)
     response = proxy.request("GET", "/api/health", headers={"Host": "other.test"}, source="127.0.0.21")
@@ -155,7 +165,7 @@ GIXY_PROFILES = _gixy_profiles()
 
 @needs_gixy
 @pytest.mark.parametrize("name", GIXY_PROFILES)
-def test_gixy_finds_nothing(tmp_path, ca, name):
+def test_gixy_finds_nothing(tmp_path: Path, ca: trustme.CA, name: str) -> None:
     conf = prepare_root(GIXY_PROFILES[name], tmp_path, ca)
     result = subprocess.run(
         [sys.executable, "-m", "gixy", "-f", "json", str(conf)], capture_output=True, text=True, timeout=120

@@ -10,7 +10,7 @@ from pathlib import Path
 from support.project import REPO
 
 
-def test_wheel_install_renders_the_examples_identically(tmp_path: Path):
+def test_wheel_install_renders_the_examples_identically(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]

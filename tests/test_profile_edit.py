@@ -6,6 +6,7 @@ import pytest
 
 from tempo_gen.errors import EditError
 from tempo_gen.profile.edit import find, set_scalars
+from tempo_gen.profile.source import FieldPath
 
 PIN = "r.example/api:v1@sha256:" + "a" * 64
 API = ("tempo", "images", "api")
@@ -45,25 +46,26 @@ API = ("tempo", "images", "api")
         ("tempo: {}\n", f"tempo: {{images: {{api: {PIN}}}}}\n"),
     ],
 )
-def test_set_scalars_splices_the_text(before, after):
+def test_set_scalars_splices_the_text(before: str, after: str) -> None:
     assert set_scalars(before, {API: PIN}) == after
 
 
-def test_several_values_land_in_order_in_one_new_mapping():
+def test_several_values_land_in_order_in_one_new_mapping() -> None:
     text = "# head\ntempo:\n  version: 2.1.0\n\nproxy:\n  kind: nginx\n"
-    values = {API: "a:1", ("tempo", "images", "frontend"): "f:1", ("proxy", "image"): "n:1"}
+    values: dict[FieldPath, str | int] = {API: "a:1", ("tempo", "images", "frontend"): "f:1", ("proxy", "image"): "n:1"}
     assert set_scalars(text, values) == (
         "# head\ntempo:\n  version: 2.1.0\n  images:\n    api: a:1\n    frontend: f:1\n\n"
         "proxy:\n  kind: nginx\n  image: n:1\n"
     )
 
 
-def test_a_non_mapping_on_the_path_is_refused():
+def test_a_non_mapping_on_the_path_is_refused() -> None:
     with pytest.raises(EditError, match=r"tempo\.images is not a mapping"):
         set_scalars("tempo:\n  images: [a]\n", {API: PIN})
 
 
-def test_find_returns_the_written_node_or_none():
+def test_find_returns_the_written_node_or_none() -> None:
     text = "tempo:\n  images:\n    api: a:1\n"
-    assert find(text, API).value == "a:1" and find(text, API).start_mark.line == 2
+    node = find(text, API)
+    assert node is not None and node.value == "a:1" and node.start_mark.line == 2
     assert find(text, ("proxy", "image")) is None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
-from support.project import VALID_PROFILE
+from support.project import VALID_PROFILE, RunCli
 
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9)
@@ -186,7 +187,9 @@ CASES[10] = (
 
 
 @pytest.mark.parametrize("case_id, content, line, fragments", CASES, ids=[c[0] for c in CASES])
-def test_malformed_profile_is_refused_with_a_located_message(cli, project, case_id, content, line, fragments):
+def test_malformed_profile_is_refused_with_a_located_message(
+    cli: RunCli, project: Path, case_id: str, content: str | bytes, line: int, fragments: list[str]
+) -> None:
     path = project / "profiles" / "bad.yaml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     started = time.monotonic()
@@ -200,7 +203,7 @@ def test_malformed_profile_is_refused_with_a_located_message(cli, project, case_
         assert fragment in result.output, result.output
 
 
-def test_every_problem_is_reported_not_just_the_first(cli, project):
+def test_every_problem_is_reported_not_just_the_first(cli: RunCli, project: Path) -> None:
     path = project / "profiles" / "bad.yaml"
     path.write_text(
         "name: demo\ndomain: 'bad domain'\ntempo:\n  media_max_mb: 0\n  nope: 1\n"
@@ -214,7 +217,7 @@ def test_every_problem_is_reported_not_just_the_first(cli, project):
     assert "3 problem(s) found" in result.output
 
 
-def test_extends_cycle_is_refused(cli, project):
+def test_extends_cycle_is_refused(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "_a.yaml").write_text("extends: _b.yaml\n")
     (project / "profiles" / "_b.yaml").write_text("extends: _a.yaml\n")
     result = cli("validate", str(project / "profiles" / "_a.yaml"))
@@ -222,7 +225,7 @@ def test_extends_cycle_is_refused(cli, project):
     assert "a cycle" in result.output
 
 
-def test_a_failed_render_writes_nothing(cli, project):
+def test_a_failed_render_writes_nothing(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "bad.yaml").write_text("name: demo\ndomain: 'x y'\n")
     result = cli("render")
     assert result.exit_code == 2

@@ -8,12 +8,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 import tempo_gen.targets
-from support.project import REPO, VALID_PROFILE, tempo_gen_env
+from support.project import REPO, VALID_PROFILE, RunCli, tempo_gen_env
 from tempo_gen import __version__
+from tempo_gen.targets.base import TargetInput
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorOrPath
 
 
 @pytest.fixture
@@ -26,7 +31,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_render_writes_the_bundle_and_a_manifest(cli, demo):
+def test_render_writes_the_bundle_and_a_manifest(cli: RunCli, demo: Path) -> None:
     result = cli("render")
     assert result.exit_code == 0, result.output
     assert "profiles/demo.yaml ->" in result.output and "written" in result.output
@@ -41,7 +46,7 @@ def test_render_writes_the_bundle_and_a_manifest(cli, demo):
     assert "version" in manifest["generator"]
 
 
-def test_every_file_names_its_profile_and_says_do_not_edit_without_a_version(cli, demo):
+def test_every_file_names_its_profile_and_says_do_not_edit_without_a_version(cli: RunCli, demo: Path) -> None:
     cli("render")
     for name, data in snapshot(demo / "out" / "demo").items():
         text = data.decode()
@@ -54,7 +59,7 @@ def test_every_file_names_its_profile_and_says_do_not_edit_without_a_version(cli
         assert __version__ not in head, name
 
 
-def test_output_is_byte_identical_across_runs_and_hash_seeds(demo, tmp_path):
+def test_output_is_byte_identical_across_runs_and_hash_seeds(demo: Path, tmp_path: Path) -> None:
     outputs = []
     for seed in ("0", "12345"):
         out = tmp_path / f"out-{seed}"
@@ -69,7 +74,7 @@ def test_output_is_byte_identical_across_runs_and_hash_seeds(demo, tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_unchanged_files_keep_their_mtime_and_inode(cli, demo):
+def test_unchanged_files_keep_their_mtime_and_inode(cli: RunCli, demo: Path) -> None:
     cli("render")
     compose = demo / "out" / "demo" / "compose.yaml"
     os.utime(compose, (1_000_000, 1_000_000))
@@ -78,7 +83,7 @@ def test_unchanged_files_keep_their_mtime_and_inode(cli, demo):
     assert compose.stat().st_mtime == 1_000_000
 
 
-def test_changed_profile_changes_only_affected_files(cli, demo):
+def test_changed_profile_changes_only_affected_files(cli: RunCli, demo: Path) -> None:
     cli("render")
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "containers:\n  restart: always\n")
     result = cli("render")
@@ -86,11 +91,13 @@ def test_changed_profile_changes_only_affected_files(cli, demo):
     assert "restart: always" in (demo / "out" / "demo" / "compose.yaml").read_text()
 
 
-def test_a_failure_mid_render_leaves_the_previous_output_untouched(cli, demo, monkeypatch):
+def test_a_failure_mid_render_leaves_the_previous_output_untouched(
+    cli: RunCli, demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cli("render")
     before = snapshot(demo / "out" / "demo")
 
-    def explode(ctx):
+    def explode(ctx: TargetInput) -> NoReturn:
         raise RuntimeError("target failed mid-render")
 
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "containers:\n  restart: always\n")
@@ -105,18 +112,22 @@ def test_a_failure_mid_render_leaves_the_previous_output_untouched(cli, demo, mo
     assert [p.name for p in (demo / "out").iterdir()] == ["demo"], "no staging folder left behind"
 
 
-def test_a_failure_while_writing_leaves_the_previous_output_untouched(cli, demo, monkeypatch):
+def test_a_failure_while_writing_leaves_the_previous_output_untouched(
+    cli: RunCli, demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cli("render")
     before = snapshot(demo / "out" / "demo")
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "containers:\n  restart: always\n")
     real_chmod = os.chmod
     calls = {"n": 0}
 
-    def failing_chmod(path, mode, *a, **k):
+    def failing_chmod(
+        path: FileDescriptorOrPath, mode: int, *, dir_fd: int | None = None, follow_symlinks: bool = True
+    ) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError(28, "No space left on device")
-        return real_chmod(path, mode, *a, **k)
+        return real_chmod(path, mode, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
 
     monkeypatch.setattr(os, "chmod", failing_chmod)
     result = cli("render")
@@ -126,7 +137,7 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(cli, demo,
     assert [p.name for p in (demo / "out").iterdir()] == ["demo"]
 
 
-def test_check_passes_on_a_fresh_render_and_lists_every_kind_of_drift(cli, demo):
+def test_check_passes_on_a_fresh_render_and_lists_every_kind_of_drift(cli: RunCli, demo: Path) -> None:
     cli("render")
     assert cli("render", "--check").exit_code == 0
     out = demo / "out" / "demo"
@@ -149,7 +160,7 @@ def test_check_passes_on_a_fresh_render_and_lists_every_kind_of_drift(cli, demo)
     assert f"changed: {out / 'compose.yaml'}" in result.output
 
 
-def test_render_removes_files_no_longer_rendered(cli, demo):
+def test_render_removes_files_no_longer_rendered(cli: RunCli, demo: Path) -> None:
     cli("render")
     (demo / "out" / "demo" / "old.conf").write_text("x\n")
     result = cli("render")
@@ -157,7 +168,7 @@ def test_render_removes_files_no_longer_rendered(cli, demo):
     assert not (demo / "out" / "demo" / "old.conf").exists()
 
 
-def test_extends_deep_merges_and_replaces_lists(cli, project):
+def test_extends_deep_merges_and_replaces_lists(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "_base.yaml").write_text(
         "domain: tempo.example.com\ntempo:\n  allow_unpinned: true\n  media_max_mb: 80\n"
         "proxy:\n  publish_addresses: [203.0.113.10, 203.0.113.11]\nfirewall:\n  admin_cidrs: [198.51.100.0/24]\n"
@@ -173,14 +184,14 @@ def test_extends_deep_merges_and_replaces_lists(cli, project):
     assert not (project / "out" / "_base").exists(), "partials are not rendered"
 
 
-def test_dotenv_supplies_variables(cli, project):
+def test_dotenv_supplies_variables(cli: RunCli, project: Path) -> None:
     (project / ".env").write_text("TEMPO_DOMAIN=run.example.org\n")
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "${TEMPO_DOMAIN}"))
     assert cli("render").exit_code == 0
     assert "https://run.example.org" in (project / "out" / "demo" / "compose.yaml").read_text()
 
 
-def test_repository_out_is_current():
+def test_repository_out_is_current() -> None:
     """The committed out/ is exactly what the committed profiles render (the GitOps promise)."""
     result = subprocess.run(
         [sys.executable, "-m", "tempo_gen", "render", "--check"],
@@ -192,7 +203,7 @@ def test_repository_out_is_current():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_an_unusable_output_folder_is_a_message_not_a_traceback(cli, demo, tmp_path):
+def test_an_unusable_output_folder_is_a_message_not_a_traceback(cli: RunCli, demo: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     result = cli("render", "--out", str(blocker / "out"))

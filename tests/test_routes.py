@@ -9,7 +9,7 @@ from support.traefik import render_files as traefik_files
 from tempo_gen.policy.routes import API_ROUTES, routes_for, strip_regex
 
 
-def test_the_view_covers_the_table_then_the_api_then_the_frontend():
+def test_the_view_covers_the_table_then_the_api_then_the_frontend() -> None:
     profile = nginx_profile(tempo={"import_max_mb": 900, "media_max_mb": 7}, proxy={"body_max_kb": 256})
     routes = routes_for(profile)
     assert [r.name for r in routes] == [*(r.name for r in API_ROUTES), "api", "frontend"]
@@ -23,7 +23,7 @@ def test_the_view_covers_the_table_then_the_api_then_the_frontend():
     assert strip_regex("/api") == "^/api(/.*)$"
 
 
-def test_both_proxies_print_every_route_of_the_view():
+def test_both_proxies_print_every_route_of_the_view() -> None:
     nginx_site = next(text for path, text in nginx_files(nginx_profile()).items() if "sites-available" in path)
     routers = traefik_files(traefik_profile())["proxy/traefik/dynamic/routers.yml"]
     for route in routes_for(nginx_profile()):

@@ -7,21 +7,22 @@ import hashlib
 import hmac
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
-from support.project import VALID_PROFILE
+from support.project import VALID_PROFILE, RunCli
 from tempo_gen.ops.secrets.rotation import scram_verifier
 from tempo_gen.ops.secrets.values import weaknesses
 
 
 @pytest.fixture
-def demo(project):
+def demo(project: Path) -> Path:
     (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
     return project
 
 
-def test_init_creates_strong_private_files_and_never_overwrites(cli, demo):
+def test_init_creates_strong_private_files_and_never_overwrites(cli: RunCli, demo: Path) -> None:
     result = cli("secrets", "init")
     assert result.exit_code == 0, result.output
     folder = demo / "secrets" / "demo"
@@ -47,7 +48,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can give fi
 
 
 @needs_root
-def test_init_as_root_gives_kept_secrets_the_new_owners_after_a_uid_change(cli, demo):
+def test_init_as_root_gives_kept_secrets_the_new_owners_after_a_uid_change(cli: RunCli, demo: Path) -> None:
     assert cli("secrets", "init").exit_code == 0
     folder = demo / "secrets" / "demo"
     values = {name: (folder / name).read_text() for name in ("db_password", "jwt_key")}
@@ -67,7 +68,7 @@ def test_init_as_root_gives_kept_secrets_the_new_owners_after_a_uid_change(cli, 
 
 
 @needs_root
-def test_init_never_reowns_through_a_symlink(cli, demo, tmp_path):
+def test_init_never_reowns_through_a_symlink(cli: RunCli, demo: Path, tmp_path: Path) -> None:
     assert cli("secrets", "init").exit_code == 0
     target = tmp_path / "host-file"
     target.write_text("not a secret")
@@ -80,7 +81,7 @@ def test_init_never_reowns_through_a_symlink(cli, demo, tmp_path):
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
 
 
-def test_check_passes_fresh_secrets_and_reports_every_problem(cli, demo):
+def test_check_passes_fresh_secrets_and_reports_every_problem(cli: RunCli, demo: Path) -> None:
     cli("secrets", "init")
     assert cli("secrets", "check").exit_code == 0
     folder = demo / "secrets" / "demo"
@@ -98,7 +99,7 @@ def test_check_passes_fresh_secrets_and_reports_every_problem(cli, demo):
     assert "jwt_key: missing" in cli("secrets", "check").output
 
 
-def test_render_makes_git_ignore_the_secrets_folder(cli, demo):
+def test_render_makes_git_ignore_the_secrets_folder(cli: RunCli, demo: Path) -> None:
     cli("render")
     assert "/secrets/" in (demo / ".gitignore").read_text().splitlines()
     cli("render")
@@ -113,11 +114,11 @@ def test_render_makes_git_ignore_the_secrets_folder(cli, demo):
         ("CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE", "placeholder"),
     ],
 )
-def test_weak_values_are_named(value, problem):
+def test_weak_values_are_named(value: str, problem: str) -> None:
     assert any(problem in w for w in weaknesses("jwt_key", value))
 
 
-def test_scram_verifier_matches_rfc_7677():
+def test_scram_verifier_matches_rfc_7677() -> None:
     """RFC 7677's example: password 'pencil', salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 iterations."""
     salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
     verifier = scram_verifier("pencil", salt, 4096)

@@ -8,14 +8,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 import yaml
 
 from support.compose import tool
 from support.engine import compose_command
-from support.project import REPO, VALID_PROFILE
+from support.project import REPO, VALID_PROFILE, RunCli
 from tempo_gen.bundle.files import Bundle, RenderedFile
 from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
@@ -27,7 +29,7 @@ UIDS = {"postgres": "70", "api": "1654", "frontend": "1000", "proxy": "101"}
 HASH_TAG = re.compile(r"^tempo-gen\.invalid/demo-(api|frontend|postgres|proxy):[0-9a-f]{12}$")
 
 
-def render(cli, project: Path, text: str) -> Path:
+def render(cli: RunCli, project: Path, text: str) -> Path:
     (project / "profiles" / "demo.yaml").write_text(text)
     result = cli("render")
     assert result.exit_code == 0, result.output
@@ -35,15 +37,16 @@ def render(cli, project: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def stack(cli, project) -> Path:
+def stack(cli: RunCli, project: Path) -> Path:
     return render(cli, project, SWARM_PROFILE)
 
 
-def document(bundle: Path) -> dict:
-    return yaml.safe_load((bundle / "compose.yaml").read_text())
+def document(bundle: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((bundle / "compose.yaml").read_text())
+    return doc
 
 
-def test_every_service_keeps_its_hardening_in_swarm_terms(stack):
+def test_every_service_keeps_its_hardening_in_swarm_terms(stack: Path) -> None:
     doc = document(stack)
     assert "name" not in doc and doc["version"] == "3.9", "the stack name is given to docker stack deploy"
     assert set(doc["services"]) == set(UIDS)
@@ -67,7 +70,9 @@ def test_every_service_keeps_its_hardening_in_swarm_terms(stack):
     }
 
 
-def test_built_images_are_named_by_content_under_a_domain_no_registry_serves(stack, cli, project):
+def test_built_images_are_named_by_content_under_a_domain_no_registry_serves(
+    stack: Path, cli: RunCli, project: Path
+) -> None:
     doc = document(stack)
     images = {name: service["image"] for name, service in doc["services"].items()}
     assert all(HASH_TAG.match(image) for image in images.values()), images
@@ -82,7 +87,7 @@ def test_built_images_are_named_by_content_under_a_domain_no_registry_serves(sta
     assert changed["services"]["api"]["image"] != api
 
 
-def test_each_consumer_gets_its_own_copy_of_external_versioned_secrets(stack):
+def test_each_consumer_gets_its_own_copy_of_external_versioned_secrets(stack: Path) -> None:
     doc = document(stack)
     assert doc["secrets"] == {
         "db_password": {"external": True, "name": "demo_db_password_v1"},
@@ -100,13 +105,13 @@ def test_each_consumer_gets_its_own_copy_of_external_versioned_secrets(stack):
     assert "        mode: 256  # 0400\n" in (stack / "compose.yaml").read_text()
 
 
-def test_secret_versions_name_the_secrets(cli, project):
+def test_secret_versions_name_the_secrets(cli: RunCli, project: Path) -> None:
     doc = document(render(cli, project, SWARM_PROFILE + "secrets:\n  versions:\n    jwt_key: 4\n"))
     assert doc["secrets"]["jwt_key"]["name"] == "demo_jwt_key_v4"
     assert doc["secrets"]["db_password"]["name"] == "demo_db_password_v1"
 
 
-def test_networks_are_overlays_and_only_the_proxy_publishes_in_host_mode(stack):
+def test_networks_are_overlays_and_only_the_proxy_publishes_in_host_mode(stack: Path) -> None:
     doc = document(stack)
     assert doc["networks"]["db"] == {"internal": True, "driver": "overlay"}
     assert doc["networks"]["app"] == {"internal": True, "driver": "overlay"}
@@ -119,27 +124,29 @@ def test_networks_are_overlays_and_only_the_proxy_publishes_in_host_mode(stack):
     ]
 
 
-def test_dnsrr_is_written_and_explained(cli, project):
+def test_dnsrr_is_written_and_explained(cli: RunCli, project: Path) -> None:
     bundle = render(cli, project, SWARM_PROFILE + "  endpoint_mode: dnsrr\n")
     doc = document(bundle)
     assert {s["deploy"]["endpoint_mode"] for s in doc["services"].values()} == {"dnsrr"}
     assert "docker service update --force demo_proxy" in (bundle / "compose.yaml").read_text()
 
 
-def test_the_frontend_image_gets_a_cache_folder_a_root_owned_tmpfs_can_serve(stack, cli, project):
+def test_the_frontend_image_gets_a_cache_folder_a_root_owned_tmpfs_can_serve(
+    stack: Path, cli: RunCli, project: Path
+) -> None:
     assert "chmod 1777 /app/.next/cache" in (stack / "tempo" / "frontend.Dockerfile").read_text()
     compose = render(cli, project, VALID_PROFILE)
     assert "/app/.next/cache" not in (compose / "tempo" / "frontend.Dockerfile").read_text()
 
 
-def test_traefik_builds_its_proxy_image_too(cli, project):
+def test_traefik_builds_its_proxy_image_too(cli: RunCli, project: Path) -> None:
     doc = document(render(cli, project, SWARM_PROFILE.replace("proxy:\n", "proxy:\n  kind: traefik\n")))
     proxy = doc["services"]["proxy"]
     assert HASH_TAG.match(proxy["image"]) and "build" not in proxy
     assert proxy["user"] == "101:101" and proxy["ports"][0]["mode"] == "host"
 
 
-def test_explicit_compose_mode_renders_the_same_bundle(cli, project, tmp_path):
+def test_explicit_compose_mode_renders_the_same_bundle(cli: RunCli, project: Path, tmp_path: Path) -> None:
     before = render(cli, project, VALID_PROFILE)
     files = {p.relative_to(before): p.read_bytes() for p in before.rglob("*") if p.is_file()}
     after = render(cli, project, VALID_PROFILE + "deploy:\n  mode: compose\n")
@@ -155,21 +162,23 @@ def test_explicit_compose_mode_renders_the_same_bundle(cli, project, tmp_path):
         (lambda t: t + "secrets:\n  dir: /srv/secrets\n", "secrets.dir", "keeps the secrets in the swarm"),
     ],
 )
-def test_swarm_refuses_what_it_cannot_honour(cli, project, change, field, fragment):
+def test_swarm_refuses_what_it_cannot_honour(
+    cli: RunCli, project: Path, change: Callable[[str], str], field: str, fragment: str
+) -> None:
     (project / "profiles" / "demo.yaml").write_text(change(SWARM_PROFILE))
     result = cli("validate")
     assert result.exit_code == 2
     assert field in result.output and fragment in result.output, result.output
 
 
-def test_a_compose_key_without_a_swarm_treatment_stops_the_render():
+def test_a_compose_key_without_a_swarm_treatment_stops_the_render() -> None:
     profile = Profile.model_validate(yaml.safe_load(SWARM_PROFILE))
     compose = "services:\n  api:\n    user: '1:1'\n    privileged: true\nnetworks: {}\nvolumes: {}\nsecrets: {}\n"
     with pytest.raises(RenderError, match="privileged"):
         stack_bundle(Bundle([RenderedFile(PurePosixPath("compose.yaml"), compose)]), profile, "# header")
 
 
-def test_the_firewall_lets_swarm_tasks_out_through_docker_gwbridge(cli, project):
+def test_the_firewall_lets_swarm_tasks_out_through_docker_gwbridge(cli: RunCli, project: Path) -> None:
     """Swarm tasks reach the outside through docker_gwbridge, not docker0 or br-*: without it the API's egress
     (and a Traefik proxy's ACME) would be dropped like traffic from the internet."""
     swarm = render(cli, project, SWARM_PROFILE)
@@ -181,7 +190,7 @@ def test_the_firewall_lets_swarm_tasks_out_through_docker_gwbridge(cli, project)
     assert "gwbridge" not in "".join(p.read_text() for p in (compose / "firewall").rglob("*") if p.is_file())
 
 
-def test_audit_reports_what_swarm_loses(cli, project):
+def test_audit_reports_what_swarm_loses(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "demo.yaml").write_text(SWARM_PROFILE)
     output = cli("audit").output
     assert "weakened  deploy.mode: swarm: no-new-privileges is not set" in output
@@ -189,7 +198,7 @@ def test_audit_reports_what_swarm_loses(cli, project):
     assert "weakened  proxy.publish_addresses: 0.0.0.0 publishes" in output
 
 
-def test_secrets_commands_need_a_swarm_manager(cli, project):
+def test_secrets_commands_need_a_swarm_manager(cli: RunCli, project: Path) -> None:
     (project / "profiles" / "demo.yaml").write_text(SWARM_PROFILE)
     for args in (
         ("secrets", "init"),
@@ -201,7 +210,7 @@ def test_secrets_commands_need_a_swarm_manager(cli, project):
     assert not (project / "secrets").exists(), "no secret files in swarm mode"
 
 
-def test_profile_edits_take_integers():
+def test_profile_edits_take_integers() -> None:
     assert (
         set_scalars("name: demo\n", {("secrets", "versions", "jwt_key"): 2})
         == "name: demo\nsecrets:\n  versions:\n    jwt_key: 2\n"
@@ -212,33 +221,34 @@ def test_profile_edits_take_integers():
     )
 
 
-def test_yamllint_strict_is_clean(stack):
+def test_yamllint_strict_is_clean(stack: Path) -> None:
     result = subprocess.run(
         [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(stack)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_hadolint_accepts_the_swarm_dockerfiles(stack):
+def test_hadolint_accepts_the_swarm_dockerfiles(stack: Path) -> None:
     result = subprocess.run(
         [tool("hadolint"), *map(str, sorted((stack / "tempo").glob("*.Dockerfile")))], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_docker_compose_accepts_it(stack):
+def test_docker_compose_accepts_it(stack: Path) -> None:
     result = subprocess.run(
         [*compose_command(), "-f", str(stack / "compose.yaml"), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
 
-def test_docker_stack_config_accepts_it_without_warnings(stack):
+def test_docker_stack_config_accepts_it_without_warnings(stack: Path) -> None:
     """The stack parser itself (Docker CLI >= 20.10's `docker stack config`; it needs no engine)."""
     docker = shutil.which("docker")
     usage = subprocess.run([docker, "stack", "--help"], capture_output=True, text=True).stdout if docker else ""
     if not re.search(r"^\s+config\s", usage, re.M):
         pytest.skip("this Docker CLI has no `docker stack config` (added in 20.10.x releases after Debian 12's)")
+    assert docker is not None, "without a docker CLI the usage is empty and the test was skipped"
     result = subprocess.run(
         [docker, "stack", "config", "-c", str(stack / "compose.yaml")],
         capture_output=True,

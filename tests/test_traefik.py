@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -13,7 +14,7 @@ import yaml
 from support.compose import DIGEST, PINNED_PROFILE, compose_lint, tool
 from support.compose import render as render_project
 from support.engine import compose_command
-from support.project import REPO, profiles_of_kind
+from support.project import REPO, RunCli, profiles_of_kind
 from support.proxy import context, free_ports
 from support.traefik import (
     TRAEFIK,
@@ -41,7 +42,7 @@ CONTAINER = {"placement": "container", "publish_addresses": ["192.0.2.7"]}
 FILES = {"tls": {"certificate": {"source": "files", "cert_file": "/srv/tls/chain.pem", "key_file": "/srv/tls/key.pem"}}}
 
 
-def docs(profile: Profile) -> dict[str, dict]:
+def docs(profile: Profile) -> dict[str, dict[str, Any]]:
     """Each rendered YAML file, parsed."""
     return {path: yaml.safe_load(text) for path, text in render_files(profile).items() if path.endswith(".yml")}
 
@@ -54,12 +55,12 @@ def ca() -> trustme.CA:
 # --- what is rendered -------------------------------------------------------------------------------------
 
 
-def test_nothing_rendered_unless_the_proxy_is_traefik():
+def test_nothing_rendered_unless_the_proxy_is_traefik() -> None:
     assert render_files(make_profile(proxy={"kind": "nginx"})) == {}
     assert render_files(make_profile(proxy={"kind": "none"})) == {}
 
 
-def test_one_file_per_concern():
+def test_one_file_per_concern() -> None:
     container_acme = render_files(make_profile(proxy=CONTAINER))
     assert sorted(container_acme) == sorted(
         ["proxy/README.md", "proxy/traefik.Dockerfile", STATIC, ROUTERS, MIDDLEWARES, TLS]
@@ -72,7 +73,7 @@ def test_one_file_per_concern():
     assert "certbot" not in "".join(host_self_signed.values())
 
 
-def test_static_configuration_in_a_container():
+def test_static_configuration_in_a_container() -> None:
     profile = make_profile(proxy=CONTAINER, tempo={"import_timeout_minutes": 45})
     static = docs(profile)[STATIC]
     assert static["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
@@ -99,7 +100,7 @@ def test_static_configuration_in_a_container():
     assert "ocsp" not in static
 
 
-def test_host_placement_listens_on_its_address_without_ping():
+def test_host_placement_listens_on_its_address_without_ping() -> None:
     tls = {"ocsp_stapling": True, **FILES["tls"]}
     static = docs(make_profile(proxy={"publish_addresses": ["2001:db8::7"], "tls": tls}))[STATIC]
     assert static["entryPoints"]["web"]["address"] == "[2001:db8::7]:80"
@@ -110,21 +111,21 @@ def test_host_placement_listens_on_its_address_without_ping():
     assert docs(make_profile())[STATIC]["entryPoints"]["web"]["address"] == ":80"
 
 
-def test_acme_email_and_routers_use_the_resolver():
+def test_acme_email_and_routers_use_the_resolver() -> None:
     files = docs(make_profile(proxy={"tls": {"certificate": {"acme_email": "ops@example.org"}}}))
     assert files[STATIC]["certificatesResolvers"]["acme"]["acme"]["email"] == "ops@example.org"
     assert "certificates" not in files[TLS]["tls"]
     assert {router["tls"]["certResolver"] for router in files[ROUTERS]["http"]["routers"].values()} == {"acme"}
 
 
-def test_certificate_files():
+def test_certificate_files() -> None:
     files = docs(make_profile(proxy=FILES))
     assert files[TLS]["tls"]["certificates"] == [{"certFile": "/srv/tls/chain.pem", "keyFile": "/srv/tls/key.pem"}]
     assert {str(router["tls"]) for router in files[ROUTERS]["http"]["routers"].values()} == {"{}"}
 
 
 @pytest.mark.parametrize("name", ["intermediate", "modern"])
-def test_tls_options_from_the_mozilla_table(name):
+def test_tls_options_from_the_mozilla_table(name: str) -> None:
     options = docs(make_profile(proxy={"tls": {"profile": name}}))[TLS]["tls"]["options"]
     assert set(options) == {"default"}
     default = options["default"]
@@ -135,7 +136,7 @@ def test_tls_options_from_the_mozilla_table(name):
     assert default["sniStrict"] is True
 
 
-def test_routes_come_from_the_shared_table():
+def test_routes_come_from_the_shared_table() -> None:
     routers = docs(make_profile())[ROUTERS]["http"]["routers"]
     assert list(routers) == ["login", "import", "media", "api", "frontend"]
     for route in API_ROUTES:
@@ -164,7 +165,7 @@ def test_routes_come_from_the_shared_table():
     assert all(router["entryPoints"] == ["websecure"] for router in routers.values())
 
 
-def test_limits_come_from_the_profile():
+def test_limits_come_from_the_profile() -> None:
     middlewares = docs(
         make_profile(
             tempo={"media_max_mb": 7, "import_max_mb": 900},
@@ -184,7 +185,7 @@ def test_limits_come_from_the_profile():
     assert middlewares["api-request"]["headers"]["customRequestHeaders"] == {"X-Forwarded-Proto": "https"}
 
 
-def emitted_headers(fields: dict, custom: dict) -> dict[str, str]:
+def emitted_headers(fields: dict[str, Any], custom: dict[str, str]) -> dict[str, str]:
     """What Traefik's headers middleware (unrolled/secure) sends for these fields, on an https request."""
     sts = (
         f"max-age={fields['stsSeconds']}"
@@ -218,7 +219,7 @@ def emitted_headers(fields: dict, custom: dict) -> dict[str, str]:
         {"hsts": {"include_subdomains": False}},
     ],
 )
-def test_headers_are_the_nginx_set(overlay):
+def test_headers_are_the_nginx_set(overlay: dict[str, Any]) -> None:
     profile = make_profile(proxy=overlay)
     headers = docs(profile)[MIDDLEWARES]["http"]["middlewares"]["security-headers"]["headers"]
     custom = headers.pop("customResponseHeaders")
@@ -227,7 +228,7 @@ def test_headers_are_the_nginx_set(overlay):
     assert custom["Server"] == custom["X-Powered-By"] == ""
 
 
-def test_yaml_is_safe_for_any_allowed_value():
+def test_yaml_is_safe_for_any_allowed_value() -> None:
     csp = "default-src 'self'; img-src https://a.example.org data:; object-src 'none'"
     profile = make_profile(proxy={"headers": {"csp": {"override": csp}, "permissions_policy": "camera=(self), usb=()"}})
     headers = docs(profile)[MIDDLEWARES]["http"]["middlewares"]["security-headers"]["headers"]
@@ -244,7 +245,7 @@ def test_yaml_is_safe_for_any_allowed_value():
         {"proxy": {"tls": {"certificate": {"source": "self-signed"}}}},
     ],
 )
-def test_yamllint_strict_is_clean(tmp_path, variant):
+def test_yamllint_strict_is_clean(tmp_path: Path, variant: dict[str, Any]) -> None:
     for path, text in render_files(make_profile(**variant)).items():
         if path.endswith(".yml"):
             target = tmp_path / path
@@ -261,7 +262,7 @@ def test_yamllint_strict_is_clean(tmp_path, variant):
 # --- the real binary ------------------------------------------------------------------------------------
 
 
-def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides) -> list[str]:
+def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides: Any) -> list[str]:
     """Start traefik on the profile's config moved to loopback ports; return its error lines once it serves."""
     http_port, https_port = free_ports(2)
     overrides = with_ping(web=f"127.0.0.1:{http_port}", websecure=f"127.0.0.1:{https_port}", **overrides)
@@ -277,13 +278,13 @@ def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **override
 
 @needs_traefik
 @pytest.mark.parametrize("path", profiles_of_kind("traefik"), ids=lambda p: p.name)
-def test_every_example_profile_runs_in_traefik(tmp_path, ca, path):
+def test_every_example_profile_runs_in_traefik(tmp_path: Path, ca: trustme.CA, path: Path) -> None:
     profile = load_profile(path, REPO).profile
     # Compose service names resolve only on the Compose network.
     assert run_on_loopback(tmp_path, profile, ca, frontend="127.0.0.1:3000", api="127.0.0.1:5001") == []
 
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "host-intermediate-files": {"proxy": FILES},
     "host-modern-self-signed-ocsp-preload": {
         "proxy": {
@@ -311,12 +312,12 @@ VARIANTS = {
 
 @needs_traefik
 @pytest.mark.parametrize("name", VARIANTS)
-def test_profile_variants_run_in_traefik(tmp_path, ca, name):
+def test_profile_variants_run_in_traefik(tmp_path: Path, ca: trustme.CA, name: str) -> None:
     assert run_on_loopback(tmp_path, make_profile(**VARIANTS[name]), ca) == []
 
 
 @needs_traefik
-def test_traefik_refuses_an_unknown_static_key(tmp_path, ca):
+def test_traefik_refuses_an_unknown_static_key(tmp_path: Path, ca: trustme.CA) -> None:
     """The check above can fail: the static file is decoded strictly, and dynamic errors are logged."""
     profile = make_profile(proxy=FILES)
     _, conf = prepare_root(profile, tmp_path, ca, **with_ping())
@@ -325,12 +326,13 @@ def test_traefik_refuses_an_unknown_static_key(tmp_path, ca):
             "  sendAnonymousUsage: false\n", "  sendAnonymousUsage: false\n  sendAnonymousUsag: false\n"
         )
     )
+    assert TRAEFIK is not None, "marked needs_traefik"
     result = subprocess.run([TRAEFIK, f"--configFile={conf}"], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "sendAnonymousUsag" in result.stdout + result.stderr
 
 
 @needs_traefik
-def test_traefik_reports_a_broken_dynamic_value(tmp_path, ca):
+def test_traefik_reports_a_broken_dynamic_value(tmp_path: Path, ca: trustme.CA) -> None:
     profile = make_profile(proxy=FILES)
     http_port, https_port = free_ports(2)
     rt, conf = prepare_root(
@@ -349,12 +351,13 @@ def test_traefik_reports_a_broken_dynamic_value(tmp_path, ca):
 # --- placement: compose -----------------------------------------------------------------------------------
 
 
-def compose_doc(profile: Profile) -> dict:
+def compose_doc(profile: Profile) -> dict[str, Any]:
     (file,) = compose.files_for(context(profile))
-    return yaml.safe_load(file.content)
+    doc: dict[str, Any] = yaml.safe_load(file.content)
+    return doc
 
 
-def test_container_is_the_only_public_service_unprivileged_without_docker_socket():
+def test_container_is_the_only_public_service_unprivileged_without_docker_socket() -> None:
     profile = make_profile(proxy=CONTAINER)
     document = compose_doc(profile)
     services = document["services"]
@@ -377,14 +380,14 @@ def test_container_is_the_only_public_service_unprivileged_without_docker_socket
     assert [line for line in dockerfile.splitlines() if line.startswith("USER ")][-1] == "USER 101:101"
 
 
-def test_certificate_files_are_mounted_read_only_and_no_acme_volume():
+def test_certificate_files_are_mounted_read_only_and_no_acme_volume() -> None:
     document = compose_doc(make_profile(proxy={**CONTAINER, **FILES}))
     volumes = document["services"]["proxy"]["volumes"]
     assert "/srv/tls/chain.pem:/srv/tls/chain.pem:ro" in volumes and "/srv/tls/key.pem:/srv/tls/key.pem:ro" in volumes
     assert "proxy_acme" not in document["volumes"] and not any("acme" in v for v in volumes)
 
 
-def test_host_placement_publishes_upstreams_on_loopback_only():
+def test_host_placement_publishes_upstreams_on_loopback_only() -> None:
     profile = make_profile(proxy={"publish_addresses": ["192.0.2.7"]})
     services = compose_doc(profile)["services"]
     assert "proxy" not in services
@@ -405,30 +408,30 @@ TRAEFIK_PINNED = PINNED_PROFILE.replace(
 
 
 @pytest.fixture
-def pinned(cli, project) -> Path:
+def pinned(cli: RunCli, project: Path) -> Path:
     assert "kind: traefik" in TRAEFIK_PINNED
     return render_project(cli, project, TRAEFIK_PINNED)
 
 
-def test_docker_compose_accepts_the_bundle(pinned):
+def test_docker_compose_accepts_the_bundle(pinned: Path) -> None:
     result = subprocess.run(
         [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_lint_finds_nothing_when_pinned(pinned):
+def test_compose_lint_finds_nothing_when_pinned(pinned: Path) -> None:
     assert compose_lint(pinned / "compose.yaml") == []
 
 
-def test_yamllint_strict_is_clean_on_the_bundle(pinned):
+def test_yamllint_strict_is_clean_on_the_bundle(pinned: Path) -> None:
     result = subprocess.run(
         [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
 
-def test_hadolint_accepts_the_dockerfile(pinned):
+def test_hadolint_accepts_the_dockerfile(pinned: Path) -> None:
     dockerfile = pinned / "proxy" / "traefik.Dockerfile"
     assert f"FROM traefik:v3.7{DIGEST}\n" in dockerfile.read_text()
     result = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True)
@@ -438,7 +441,7 @@ def test_hadolint_accepts_the_dockerfile(pinned):
 # --- refused values ---------------------------------------------------------------------------------------
 
 
-BAD = {
+BAD: dict[str, tuple[dict[str, Any], str]] = {
     "two addresses for a host traefik": (
         {"proxy": {"placement": "host", "publish_addresses": ["192.0.2.1", "192.0.2.2"]}},
         "one address",
@@ -465,9 +468,14 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_values_are_refused_with_a_clear_error(tmp_path, case):
+def test_bad_values_are_refused_with_a_clear_error(tmp_path: Path, case: str) -> None:
     overlay, expected = BAD[case]
-    document = {"name": "bad", "domain": "tempo.test", "environment": "development", "proxy": {"kind": "traefik"}}
+    document: dict[str, Any] = {
+        "name": "bad",
+        "domain": "tempo.test",
+        "environment": "development",
+        "proxy": {"kind": "traefik"},
+    }
     for key, value in overlay.items():
         document[key] = {**document.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / "bad.yaml"
@@ -479,7 +487,7 @@ def test_bad_values_are_refused_with_a_clear_error(tmp_path, case):
     assert message.startswith("bad.yaml:"), message
 
 
-def test_nginx_only_fields_are_ignored():
+def test_nginx_only_fields_are_ignored() -> None:
     plain = render_files(make_profile())
     assert (
         render_files(
@@ -491,14 +499,14 @@ def test_nginx_only_fields_are_ignored():
     )
 
 
-def test_a_backtick_never_reaches_a_rule():
+def test_a_backtick_never_reaches_a_rule() -> None:
     profile = make_profile()
     forged = profile.model_copy(update={"domain": "a`b.test"})  # bypasses validation on purpose
     with pytest.raises(RenderError):
         traefik.routers(forged)
 
 
-def test_self_signed_script_is_valid_shell():
+def test_self_signed_script_is_valid_shell() -> None:
     script = render_files(make_profile(proxy={**CONTAINER, "tls": {"certificate": {"source": "self-signed"}}}))[
         "proxy/self-signed-cert.sh"
     ]
@@ -506,7 +514,7 @@ def test_self_signed_script_is_valid_shell():
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
 
 
-def test_audit_reports_a_longer_read_timeout_only_for_traefik():
+def test_audit_reports_a_longer_read_timeout_only_for_traefik() -> None:
     def reported(profile: Profile) -> bool:
         return "tempo.import_timeout_minutes" in [finding.field for finding in weakenings(profile)]
 
@@ -518,7 +526,7 @@ def test_audit_reports_a_longer_read_timeout_only_for_traefik():
 @pytest.mark.parametrize(
     "value", ["", "0", "a  b; c", 'say "hi"; \\ and #x', "x" * 300, "a; " * 80 + "end", "é ünïcode"]
 )
-def test_wrapped_yaml_strings_read_back_unchanged(value):
+def test_wrapped_yaml_strings_read_back_unchanged(value: str) -> None:
     text = yaml_wrapped(value, 4)
     assert yaml.safe_load(f"key: {text}") == {"key": value}
     assert all(len(line) <= 320 for line in text.splitlines())

@@ -3,6 +3,9 @@ per-test sandbox network (the engine fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import docker
 import pytest
 
 from support.engine import PrerequisiteMissing, unavailable
@@ -12,7 +15,7 @@ from .images.build import build_standins
 
 
 @pytest.fixture(scope="session")
-def standin_images(docker_client) -> dict[str, str]:
+def standin_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """role -> image reference (tempo-e2e/<role>:<fixed tag>), built once."""
     try:
         return build_standins(docker_client)
@@ -21,7 +24,9 @@ def standin_images(docker_client) -> dict[str, str]:
 
 
 @pytest.fixture
-def sandbox(docker_client, standin_images, request):
+def sandbox(
+    docker_client: docker.DockerClient, standin_images: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[Sandbox]:
     """A private network for one test; its containers and volumes go with it."""
     prefix = "tempo-e2e-" + request.node.name.split("[")[0][-20:].strip("_").replace("_", "-")
     box = Sandbox(docker_client, prefix=prefix.lower())
@@ -32,7 +37,7 @@ def sandbox(docker_client, standin_images, request):
 
 
 @pytest.fixture(scope="session")
-def network_namespaces():
+def network_namespaces() -> None:
     """Root and iproute2, for the namespace that stands in for the outside world."""
     import os
     import shutil

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
+
+import docker
 
 from support.engine import compose
 
@@ -28,7 +31,9 @@ secrets:
 """
 
 
-def test_compose_file_secrets_keep_the_host_owner_and_mode(docker_client, standin_images, tmp_path):
+def test_compose_file_secrets_keep_the_host_owner_and_mode(
+    docker_client: docker.DockerClient, standin_images: dict[str, str], tmp_path: Path
+) -> None:
     (tmp_path / "compose.yaml").write_text(COMPOSE)
     (tmp_path / "probe").write_text("not a real secret\n")
     os.chown(tmp_path / "probe", 0, 0)

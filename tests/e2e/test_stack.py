@@ -13,11 +13,14 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 import trustme
+from docker.models.containers import Container
 
 from support.engine import compose
 from support.project import tempo_gen_env
@@ -35,10 +38,11 @@ UP_TIMEOUT = 300
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess:
+def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
         env=tempo_gen_env(),
@@ -96,7 +100,7 @@ class World:
 
     HOST, CLIENT = "10.203.0.1", "10.203.0.2"
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str) -> None:
         self.netns = f"tempo-e2e-world-{tag}"
         self.host_if, self.world_if = f"te2e{tag[:4]}h", f"te2e{tag[:4]}w"
         commands = [
@@ -128,7 +132,7 @@ class World:
             == 0
         )
 
-    def listen(self, port: int) -> subprocess.Popen:
+    def listen(self, port: int) -> subprocess.Popen[bytes]:
         """A TCP listener in the world namespace, answering every connection (stop it with .kill())."""
         code = (
             "import socket,sys\ns=socket.create_server(('0.0.0.0', int(sys.argv[1])))\n"
@@ -157,20 +161,20 @@ class ComposeProject:
         http_port: int,
         https_port: int,
         uids: dict[str, int],
-    ):
+    ) -> None:
         self.root, self.name, self.kind, self.client, self.ca, self.world = root, name, kind, client, ca, world
         self.uids = uids
         self.http_port, self.https_port = http_port, https_port
         self.bundle = root / "out" / name
         self.profile = root / "profiles" / f"{name}.yaml"
 
-    def compose(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True):
+    def compose(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
         return compose(self.bundle, "-f", "compose.yaml", *args, project_name=self.name, timeout=timeout, check=check)
 
     def up(self) -> None:
         self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 300)
 
-    def container(self, service: str):
+    def container(self, service: str) -> Container:
         found = self.client.containers.list(
             all=True,
             filters={"label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]},
@@ -180,9 +184,11 @@ class ComposeProject:
 
     def exec(self, service: str, *cmd: str, user: str | None = None) -> tuple[int, str]:
         code, out = self.container(service).exec_run(list(cmd), user=user or "", demux=False)
+        assert code is not None, "exec_run waits for the exit code unless detached"
+        assert isinstance(out, bytes | None), "not streamed"
         return code, (out or b"").decode(errors="replace")
 
-    def https(self, method: str, path: str, **kw):
+    def https(self, method: str, path: str, **kw: Any) -> tuple[int, dict[str, str], str | bytes]:
         return https_request(World.HOST, self.https_port, DOMAIN, self.ca, method, path, **kw)
 
     def secret_values(self) -> dict[str, str]:
@@ -190,15 +196,21 @@ class ComposeProject:
         return {name: (folder / name).read_text().strip() for name in ("db_password", "jwt_key")}
 
     def wait_healthy(self, service: str) -> None:
-        def healthy():
+        def healthy() -> bool:
             container = self.container(service)
-            return container.attrs["State"].get("Health", {}).get("Status") == "healthy"
+            return bool(container.attrs["State"].get("Health", {}).get("Status") == "healthy")
 
         wait_until(healthy, UP_TIMEOUT, f"{service} healthy")
 
 
 @pytest.fixture(scope="module", params=["nginx", "traefik", "nginx-own-uids"])
-def stack(request, docker_client, standin_images, tmp_path_factory, network_namespaces):
+def stack(
+    request: pytest.FixtureRequest,
+    docker_client: docker.DockerClient,
+    standin_images: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    network_namespaces: None,
+) -> Iterator[ComposeProject]:
     kind = request.param.removesuffix("-own-uids")
     uids = OWN_UIDS if request.param.endswith("-own-uids") else UIDS
     root = tmp_path_factory.mktemp(f"stack-{kind}")
@@ -235,7 +247,7 @@ def stack(request, docker_client, standin_images, tmp_path_factory, network_name
 SERVICES = sorted(UIDS)
 
 
-def test_every_service_is_healthy_and_runs_what_was_rendered(stack):
+def test_every_service_is_healthy_and_runs_what_was_rendered(stack: ComposeProject) -> None:
     for service in SERVICES:
         container = stack.container(service)
         assert container.attrs["State"]["Health"]["Status"] == "healthy", service
@@ -247,7 +259,7 @@ def test_every_service_is_healthy_and_runs_what_was_rendered(stack):
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_container_is_non_root_capless_read_only_and_limited(stack, service):
+def test_container_is_non_root_capless_read_only_and_limited(stack: ComposeProject, service: str) -> None:
     container = stack.container(service)
     host = container.attrs["HostConfig"]
     uid = stack.uids[service]
@@ -269,11 +281,11 @@ def test_container_is_non_root_capless_read_only_and_limited(stack, service):
     assert code != 0 and "Read-only file system" in out
 
 
-def _addresses(stack, service: str) -> list[str]:
+def _addresses(stack: ComposeProject, service: str) -> list[str]:
     return [n["IPAddress"] for n in stack.container(service).attrs["NetworkSettings"]["Networks"].values()]
 
 
-def test_from_outside_only_the_proxy_answers(stack):
+def test_from_outside_only_the_proxy_answers(stack: ComposeProject) -> None:
     world = stack.world
     assert world.connects(World.HOST, stack.http_port) and world.connects(World.HOST, stack.https_port)
     for port in (22, 3000, 3004, 5001, 5432):
@@ -284,7 +296,7 @@ def test_from_outside_only_the_proxy_answers(stack):
             assert not world.connects(address, port), f"{service} reachable from outside at {address}:{port}"
 
 
-def _probe_in(stack, service: str, script: str) -> str:
+def _probe_in(stack: ComposeProject, service: str, script: str) -> str:
     """Output of `script` run by the tools image inside `service`'s network namespace."""
     output = stack.client.containers.run(
         "tempo-e2e/tools:latest",
@@ -297,7 +309,7 @@ def _probe_in(stack, service: str, script: str) -> str:
     return output.decode()
 
 
-def test_the_proxy_cannot_reach_postgres(stack):
+def test_the_proxy_cannot_reach_postgres(stack: ComposeProject) -> None:
     postgres = _addresses(stack, "postgres")
     reach = " ; ".join(f"nc -z -w 3 {address} 5432 && echo REACHED {address}" for address in postgres)
     assert "REACHED" not in _probe_in(stack, "proxy", f"{reach} ; nc -z -w 3 postgres 5432 && echo REACHED ; true")
@@ -305,7 +317,7 @@ def test_the_proxy_cannot_reach_postgres(stack):
     assert "REACHED" in _probe_in(stack, "api", reach)
 
 
-def test_the_backend_network_has_no_route_out(stack):
+def test_the_backend_network_has_no_route_out(stack: ComposeProject) -> None:
     world_port = free_port()
     listener = stack.world.listen(world_port)
     try:
@@ -317,7 +329,7 @@ def test_the_backend_network_has_no_route_out(stack):
         listener.wait(timeout=10)
 
 
-def test_https_redirect_headers_and_a_secure_login_cookie(stack):
+def test_https_redirect_headers_and_a_secure_login_cookie(stack: ComposeProject) -> None:
     status, headers, _ = plain_request(World.HOST, stack.http_port, DOMAIN, "GET", "/workouts?page=2")
     assert status == {"nginx": 308, "traefik": 301}[stack.kind]  # Traefik's permanent redirect: 301 for GET
     assert headers["location"] == f"https://{DOMAIN}:{stack.https_port}/workouts?page=2"
@@ -345,7 +357,7 @@ def test_https_redirect_headers_and_a_secure_login_cookie(stack):
     assert cookie.startswith("authtoken=") and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
 
 
-def test_secrets_reach_only_the_services_that_need_them(stack):
+def test_secrets_reach_only_the_services_that_need_them(stack: ComposeProject) -> None:
     for service in ("api", "postgres"):
         code, out = stack.exec(service, "sh", "-c", "cat /run/secrets/db_password > /dev/null && echo READ")
         assert "READ" in out, (service, out)
@@ -357,7 +369,7 @@ def test_secrets_reach_only_the_services_that_need_them(stack):
         assert all(value not in out for value in stack.secret_values().values()), service
 
 
-def test_secret_values_appear_nowhere(stack):
+def test_secret_values_appear_nowhere(stack: ComposeProject) -> None:
     values = stack.secret_values()
     places = {
         "docker inspect": json.dumps(
@@ -377,7 +389,7 @@ def test_secret_values_appear_nowhere(stack):
             assert value not in text, f"{name} leaked into {place}"
 
 
-def _login_and_upload(stack) -> tuple[str, str, bytes]:
+def _login_and_upload(stack: ComposeProject) -> tuple[str, str, bytes]:
     status, headers, _ = stack.https(
         "POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"}
     )
@@ -393,13 +405,14 @@ def _login_and_upload(stack) -> tuple[str, str, bytes]:
     return workout, media_id, payload
 
 
-def _media(stack, workout: str, media_id: str, cookie: str) -> bytes:
+def _media(stack: ComposeProject, workout: str, media_id: str, cookie: str) -> bytes:
     status, _, body = stack.https("GET", f"/api/workouts/{workout}/media/{media_id}", cookie=cookie, raw=True)
     assert status == 200
+    assert isinstance(body, bytes), "raw=True"
     return body
 
 
-def _cookie(stack) -> str:
+def _cookie(stack: ComposeProject) -> str:
     status, headers, _ = stack.https(
         "POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"}
     )
@@ -407,21 +420,24 @@ def _cookie(stack) -> str:
     return headers["set-cookie"].split(";")[0]
 
 
-def _status(stack, path: str) -> int | None:
+def _status(stack: ComposeProject, path: str) -> int | None:
     """The status of GET `path` through the proxy; None when the connection fails."""
     try:
-        return stack.https("GET", path)[0]
+        status: int = stack.https("GET", path)[0]
+        return status
     except OSError:
         return None
 
 
-def _shared_network(stack, service: str) -> str:
+def _shared_network(stack: ComposeProject, service: str) -> str:
     """The network the proxy reaches `service` on."""
     proxy = stack.container("proxy").attrs["NetworkSettings"]["Networks"]
-    return next(name for name in stack.container(service).attrs["NetworkSettings"]["Networks"] if name in proxy)
+    return str(next(name for name in stack.container(service).attrs["NetworkSettings"]["Networks"] if name in proxy))
 
 
-def test_the_proxy_follows_a_recreated_api_to_its_new_address(stack, standin_images):
+def test_the_proxy_follows_a_recreated_api_to_its_new_address(
+    stack: ComposeProject, standin_images: dict[str, str]
+) -> None:
     """A rotation, an upgrade or a crash replacement recreates the API; Docker may give it another
     address. The proxy is not touched: it re-resolves `api` and answers 200 again within seconds."""
     proxy = stack.container("proxy")
@@ -447,7 +463,7 @@ def test_the_proxy_follows_a_recreated_api_to_its_new_address(stack, standin_ima
     assert after.attrs["RestartCount"] == 0
 
 
-def test_nothing_is_lost_across_down_up_and_a_killed_api(stack):
+def test_nothing_is_lost_across_down_up_and_a_killed_api(stack: ComposeProject) -> None:
     stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
     workout, media_id, payload = _login_and_upload(stack)
     stack.compose("down", timeout=180)
@@ -473,9 +489,11 @@ ENTRYPOINT_REFUSALS = [
 @pytest.mark.parametrize(
     "secret, value, message", ENTRYPOINT_REFUSALS, ids=["missing", "empty", "short", "placeholder", "semicolon"]
 )
-def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp_path, secret, value, message):
+def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(
+    stack: ComposeProject, tmp_path: Path, secret: str, value: str | None, message: str
+) -> None:
     good = stack.secret_values()
-    mounts = {}
+    mounts: dict[str, dict[str, str]] = {}
     for name in ("db_password", "jwt_key"):
         content = value if name == secret else good[name]
         if content is None:
@@ -484,7 +502,9 @@ def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp
         path.write_text(content)
         os.chmod(path, 0o444)
         mounts[str(path)] = {"bind": f"/run/secrets/{name}", "mode": "ro"}
-    image = stack.container("api").image.id
+    api_image = stack.container("api").image
+    assert api_image is not None and api_image.id is not None, "a created container has an image"
+    image = api_image.id
     container = stack.client.containers.run(
         image,
         detach=True,
@@ -503,7 +523,7 @@ def test_the_api_entrypoint_refuses_bad_secrets_without_printing_them(stack, tmp
     assert all(v not in output for v in good.values()) and (not value or value not in output)
 
 
-def test_a_failed_database_rotation_changes_nothing(stack):
+def test_a_failed_database_rotation_changes_nothing(stack: ComposeProject) -> None:
     before = stack.secret_values()
     stack.compose("stop", "postgres")
     try:
@@ -519,7 +539,7 @@ def test_a_failed_database_rotation_changes_nothing(stack):
     assert _cookie(stack)
 
 
-def test_rotating_both_secrets_keeps_data_and_login(stack):
+def test_rotating_both_secrets_keeps_data_and_login(stack: ComposeProject) -> None:
     stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
     workout, media_id, payload = _login_and_upload(stack)
     before = stack.secret_values()
@@ -540,6 +560,7 @@ def test_rotating_both_secrets_keeps_data_and_login(stack):
         '--username="$POSTGRES_USER" --dbname="$POSTGRES_DB" -c "select 1"'
     )
     container = stack.container("postgres")
+    assert container.id is not None, "a listed container has an id"
     for password, expected in ((after["db_password"], 0), (before["db_password"], 2)):
         proc = subprocess.run(
             ["docker", "exec", "-i", container.id, "sh", "-c", check],

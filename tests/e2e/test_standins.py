@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from pathlib import Path
 
 import pytest
+from docker.models.containers import Container
 
 from support.sandbox import Sandbox
 from support.wait import wait_until
@@ -28,7 +30,7 @@ def contains(haystack: str, secret: str) -> bool:
     return secret in haystack
 
 
-def start_postgres(box: Sandbox, password: str, **env):
+def start_postgres(box: Sandbox, password: str, **env: str) -> Container:
     return box.run(
         "tempo-e2e/postgres:16-alpine",
         "postgres",
@@ -39,7 +41,7 @@ def start_postgres(box: Sandbox, password: str, **env):
     )
 
 
-def wait_postgres(box: Sandbox, pg, timeout: float = 60) -> None:
+def wait_postgres(box: Sandbox, pg: Container, timeout: float = 60) -> None:
     # Over TCP: during initialisation the temporary server listens on the socket only.
     wait_until(
         lambda: box.exec(pg, "pg_isready", "-h", "127.0.0.1", "-q")[0] == 0,
@@ -48,7 +50,7 @@ def wait_postgres(box: Sandbox, pg, timeout: float = 60) -> None:
     )
 
 
-def api_environment(db_password: str, jwt_key: str | None, db_host: str = "postgres", **env) -> dict:
+def api_environment(db_password: str, jwt_key: str | None, db_host: str = "postgres", **env: str) -> dict[str, str]:
     environment = {
         "ConnectionStrings__DefaultConnection": (
             f"Host={db_host};Port=5432;Database=tempo;Username=postgres;Password={db_password}"
@@ -61,7 +63,9 @@ def api_environment(db_password: str, jwt_key: str | None, db_host: str = "postg
     return environment
 
 
-def start_api(box: Sandbox, alias: str, db_password: str, jwt_key: str | None, db_host: str = "postgres", **env):
+def start_api(
+    box: Sandbox, alias: str, db_password: str, jwt_key: str | None, db_host: str = "postgres", **env: str
+) -> Container:
     return box.run(
         "tempo-e2e/api:v2.1.0",
         alias,
@@ -72,7 +76,7 @@ def start_api(box: Sandbox, alias: str, db_password: str, jwt_key: str | None, d
     )
 
 
-def wait_api(box: Sandbox, api, timeout: float = 30) -> None:
+def wait_api(box: Sandbox, api: Container, timeout: float = 30) -> None:
     wait_until(
         lambda: box.exec(api, "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:5001/health")[0] == 0,
         timeout,
@@ -80,12 +84,12 @@ def wait_api(box: Sandbox, api, timeout: float = 30) -> None:
     )
 
 
-def api_status(box: Sandbox, api, path: str) -> int:
+def api_status(box: Sandbox, api: Container, path: str) -> int:
     code, out = box.exec(api, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:5001{path}")
     return int(out) if code == 0 and out.isdigit() else 0
 
 
-def post_json(box: Sandbox, url: str, body: str = CREDS, *headers: str):
+def post_json(box: Sandbox, url: str, body: str = CREDS, *headers: str) -> tuple[int, dict[str, list[str]], str]:
     """(status, headers, body) of a JSON POST made from the probe container."""
     args = ["-X", "POST", "-H", "Content-Type: application/json", "--data", body]
     for header in headers:
@@ -93,7 +97,7 @@ def post_json(box: Sandbox, url: str, body: str = CREDS, *headers: str):
     return box.http(url, *args)
 
 
-def cookie_attributes(headers: dict) -> tuple[str, set[str]]:
+def cookie_attributes(headers: dict[str, list[str]]) -> tuple[str, set[str]]:
     [cookie] = [c for c in headers.get("set-cookie", []) if c.startswith("authToken=")]
     token, *attrs = [part.strip() for part in cookie.split(";")]
     return token.split("=", 1)[1], {a.split("=", 1)[0].lower() for a in attrs}
@@ -102,7 +106,7 @@ def cookie_attributes(headers: dict) -> tuple[str, set[str]]:
 # ---------------------------------------------------------------- postgres
 
 
-def test_postgres_initialises_from_password_file_as_uid_70_read_only(sandbox, tmp_path):
+def test_postgres_initialises_from_password_file_as_uid_70_read_only(sandbox: Sandbox, tmp_path: Path) -> None:
     password = secrets.token_urlsafe(24)
     secret = tmp_path / "db_password"
     secret.write_text(password + "\n")  # trailing newline: editors add one
@@ -142,7 +146,7 @@ def test_postgres_initialises_from_password_file_as_uid_70_read_only(sandbox, tm
     assert not leaked, "postgres logged its password"
 
 
-def test_postgres_rejects_password_and_password_file_together(sandbox, tmp_path):
+def test_postgres_rejects_password_and_password_file_together(sandbox: Sandbox, tmp_path: Path) -> None:
     password = secrets.token_urlsafe(24)
     secret = tmp_path / "db_password"
     secret.write_text(password)
@@ -163,7 +167,7 @@ def test_postgres_rejects_password_and_password_file_together(sandbox, tmp_path)
     assert not leaked, "postgres logged its password"
 
 
-def test_postgres_started_as_root_drops_to_uid_70(sandbox):
+def test_postgres_started_as_root_drops_to_uid_70(sandbox: Sandbox) -> None:
     pg = sandbox.run(
         "tempo-e2e/postgres:16-alpine",
         "postgres",
@@ -178,7 +182,7 @@ def test_postgres_started_as_root_drops_to_uid_70(sandbox):
 
 
 @pytest.mark.parametrize("kind", ["missing", "placeholder", "31-chars"])
-def test_api_refuses_to_start_without_a_proper_jwt_key(sandbox, kind):
+def test_api_refuses_to_start_without_a_proper_jwt_key(sandbox: Sandbox, kind: str) -> None:
     db_password = secrets.token_urlsafe(16)
     key = {"missing": None, "placeholder": PLACEHOLDER_KEY, "31-chars": secrets.token_urlsafe(32)[:31]}[
         kind
@@ -193,7 +197,7 @@ def test_api_refuses_to_start_without_a_proper_jwt_key(sandbox, kind):
         assert not leaked, "api logged a secret"
 
 
-def test_api_with_a_32_char_key_passes_the_key_check_and_needs_postgres(sandbox):
+def test_api_with_a_32_char_key_passes_the_key_check_and_needs_postgres(sandbox: Sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     key = secrets.token_urlsafe(32)[:32]
     api = start_api(sandbox, "api", db_password, key, db_host="no-such-host")
@@ -206,7 +210,7 @@ def test_api_with_a_32_char_key_passes_the_key_check_and_needs_postgres(sandbox)
         assert not leaked, "api logged a secret"
 
 
-def test_api_ready_follows_postgres_while_health_stays_up(sandbox):
+def test_api_ready_follows_postgres_while_health_stays_up(sandbox: Sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
@@ -224,7 +228,7 @@ def test_api_ready_follows_postgres_while_health_stays_up(sandbox):
     assert api.status == "running"
 
 
-def test_login_cookie_is_secure_only_for_forwarded_https(sandbox):
+def test_login_cookie_is_secure_only_for_forwarded_https(sandbox: Sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
@@ -266,7 +270,7 @@ def test_login_cookie_is_secure_only_for_forwarded_https(sandbox):
             assert not leaked, "api logged a secret"
 
 
-def test_api_reset_password_verb_reads_the_password_from_stdin(sandbox):
+def test_api_reset_password_verb_reads_the_password_from_stdin(sandbox: Sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
@@ -302,7 +306,7 @@ def test_api_reset_password_verb_reads_the_password_from_stdin(sandbox):
 # ---------------------------------------------------------------- frontend
 
 
-def test_frontend_serves_the_page_and_rewrites_api_to_the_api_service(sandbox):
+def test_frontend_serves_the_page_and_rewrites_api_to_the_api_service(sandbox: Sandbox) -> None:
     db_password = secrets.token_urlsafe(16)
     pg = start_postgres(sandbox, db_password)
     wait_postgres(sandbox, pg)
@@ -334,7 +338,7 @@ def test_frontend_serves_the_page_and_rewrites_api_to_the_api_service(sandbox):
 # ---------------------------------------------------------------- proxies
 
 
-def test_proxy_images_start(sandbox):
+def test_proxy_images_start(sandbox: Sandbox) -> None:
     nginx = sandbox.run("tempo-e2e/nginx:1.22", "nginx")
     wait_until(lambda: sandbox.http_status("http://nginx/") == 200, 30, "nginx default site")
     code, out = sandbox.exec(nginx, "nginx", "-v")

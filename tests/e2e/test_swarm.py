@@ -19,13 +19,16 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
 import pytest
 import trustme
+from docker.models.containers import Container
 
 from support.engine import unavailable
 from support.tls_client import https_request
@@ -42,15 +45,16 @@ USER = {"username": "runner", "password": "correct horse"}
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def run(command: list[str], cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(command: list[str], cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def swarm(docker_client):
+def swarm(docker_client: docker.DockerClient) -> Iterator[None]:
     """A single-node swarm manager for this module; joined here only if the engine was in none."""
     if run(["docker", "stack", "--help"], timeout=30).returncode != 0:
         unavailable("the docker CLI (with `docker stack`) is not installed")
@@ -100,13 +104,13 @@ class Deployment:
     def profile(self) -> Path:
         return self.root / "profiles" / f"{self.name}.yaml"
 
-    def tempo_gen(self, *args: str) -> subprocess.CompletedProcess:
+    def tempo_gen(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = run([sys.executable, "-m", "tempo_gen", "--project", str(self.root), *args])
         self.outputs.append(result.stdout + result.stderr)
         assert result.returncode == 0, result.stdout + result.stderr
         return result
 
-    def container(self, service: str):
+    def container(self, service: str) -> Container:
         """The running task container of a service."""
         found = self.client.containers.list(filters={"label": f"com.docker.swarm.service.name={self.name}_{service}"})
         assert found, f"no running task of {service}"
@@ -114,7 +118,7 @@ class Deployment:
 
     def healthy(self, service: str) -> bool:
         try:
-            return self.container(service).attrs["State"].get("Health", {}).get("Status") == "healthy"
+            return bool(self.container(service).attrs["State"].get("Health", {}).get("Status") == "healthy")
         except AssertionError:
             return False
 
@@ -124,18 +128,20 @@ class Deployment:
 
     def exec(self, service: str, *cmd: str, user: str = "") -> tuple[int, str]:
         code, out = self.container(service).exec_run(list(cmd), user=user, demux=False)
+        assert code is not None, "exec_run waits for the exit code unless detached"
+        assert isinstance(out, bytes | None), "not streamed"
         return code, (out or b"").decode(errors="replace")
 
     def secret_values(self) -> dict[str, str]:
         """Read back through the API's own copies: Swarm never returns a secret's value."""
-        values = {}
+        values: dict[str, str] = {}
         for name in ("db_password", "jwt_key"):
             code, out = self.exec("api", "cat", f"/run/secrets/{name}")
             assert code == 0, out
             values[name] = out.strip()
         return values
 
-    def https(self, method: str, path: str, **kw):
+    def https(self, method: str, path: str, **kw: Any) -> tuple[int, dict[str, str], str | bytes]:
         return https_request("127.0.0.1", self.https_port, DOMAIN, self.ca, method, path, **kw)
 
     def swarm_secrets(self) -> list[str]:
@@ -184,7 +190,12 @@ def header_commands(bundle: Path) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def deployed(swarm, docker_client, standin_images, tmp_path_factory):
+def deployed(
+    swarm: None,
+    docker_client: docker.DockerClient,
+    standin_images: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("swarm")
     name = f"e2e-swarm-{uuid.uuid4().hex[:6]}"
     # Images Swarm runs as they are get a tag no registry can serve (see generator/swarm.py image_name).
@@ -235,7 +246,7 @@ def deployed(swarm, docker_client, standin_images, tmp_path_factory):
 
 
 def _remove_stack(client: docker.DockerClient, name: str) -> None:
-    namespace = {"label": f"com.docker.stack.namespace={name}"}
+    namespace: dict[str, str | list[str] | bool] = {"label": f"com.docker.stack.namespace={name}"}
     run(["docker", "stack", "rm", name], timeout=120)
     wait_until(
         lambda: not client.containers.list(all=True, filters=namespace), 120, f"{name}'s containers removed", interval=1
@@ -253,7 +264,7 @@ def _remove_stack(client: docker.DockerClient, name: str) -> None:
     wait_until(volumes_removed, 60, f"{name}'s volumes removed", interval=1)
 
 
-def test_secrets_init_creates_labelled_secrets_once_and_prints_no_value(deployed):
+def test_secrets_init_creates_labelled_secrets_once_and_prints_no_value(deployed: Deployment) -> None:
     init = deployed.outputs[0]
     assert f"created Swarm secret {deployed.name}_db_password_v1" in init
     assert f"created Swarm secret {deployed.name}_jwt_key_v1" in init
@@ -267,7 +278,7 @@ def test_secrets_init_creates_labelled_secrets_once_and_prints_no_value(deployed
 
 
 @pytest.mark.parametrize("service", sorted(UIDS))
-def test_each_service_holds_exactly_its_own_copy_of_its_secrets(deployed, service):
+def test_each_service_holds_exactly_its_own_copy_of_its_secrets(deployed: Deployment, service: str) -> None:
     uid = UIDS[service]
     code, out = deployed.exec(service, "sh", "-c", "cd /run/secrets 2>/dev/null && stat -c '%n %u %g %a' *")
     listed = {line.split()[0]: line.split()[1:] for line in out.splitlines() if code == 0}
@@ -278,7 +289,7 @@ def test_each_service_holds_exactly_its_own_copy_of_its_secrets(deployed, servic
 
 
 @pytest.mark.parametrize("service", sorted(UIDS))
-def test_each_task_keeps_the_hardening_swarm_can_apply(deployed, service):
+def test_each_task_keeps_the_hardening_swarm_can_apply(deployed: Deployment, service: str) -> None:
     container = deployed.container(service)
     host = container.attrs["HostConfig"]
     assert container.attrs["Config"]["User"] == f"{UIDS[service]}:{UIDS[service]}"
@@ -304,7 +315,7 @@ def test_each_task_keeps_the_hardening_swarm_can_apply(deployed, service):
         assert "OK" in out, (service, path, out)
 
 
-def _ready_inside(deployed) -> str:
+def _ready_inside(deployed: Deployment) -> str:
     """`<body> <status>` of GET /ready from inside the API task's network namespace, with the tools image."""
     probe = deployed.client.containers.run(
         "tempo-e2e/tools:latest",
@@ -319,7 +330,7 @@ def _ready_inside(deployed) -> str:
         probe.remove(force=True)
 
 
-def test_the_api_started_with_its_secrets(deployed):
+def test_the_api_started_with_its_secrets(deployed: Deployment) -> None:
     ready = _ready_inside(deployed)
     assert ready.endswith(" 200"), f"the API reaches Postgres with the secret password: {ready!r}"
     status, _, body = deployed.https("GET", "/api/ready")
@@ -330,9 +341,9 @@ def test_the_api_started_with_its_secrets(deployed):
     assert status == 200 and headers["set-cookie"].lower().startswith("authtoken="), "tokens are signed with jwt_key"
 
 
-def test_secret_values_appear_nowhere(deployed):
+def test_secret_values_appear_nowhere(deployed: Deployment) -> None:
     values = deployed.secret_values()
-    namespace = {"label": f"com.docker.stack.namespace={deployed.name}"}
+    namespace: dict[str, str | list[str] | bool] = {"label": f"com.docker.stack.namespace={deployed.name}"}
     client = deployed.client
     places = {
         "docker service inspect": json.dumps([s.attrs for s in client.services.list(filters=namespace)]),
@@ -354,13 +365,13 @@ def test_secret_values_appear_nowhere(deployed):
             assert len(value) >= 32 and value not in text, f"{name} leaked into {place}"
 
 
-def _login(deployed) -> str:
+def _login(deployed: Deployment) -> str:
     status, headers, _ = deployed.https("POST", "/api/auth/login", json_body=USER)
     assert status == 200
     return headers["set-cookie"].split(";")[0]
 
 
-def test_rotation_moves_every_consumer_to_a_new_version(deployed):
+def test_rotation_moves_every_consumer_to_a_new_version(deployed: Deployment) -> None:
     deployed.https("POST", "/api/auth/register", json_body=USER)
     old_cookie, before = _login(deployed), deployed.secret_values()
     proxy = deployed.container("proxy").id
@@ -388,8 +399,10 @@ def test_rotation_moves_every_consumer_to_a_new_version(deployed):
         '--username="$POSTGRES_USER" --dbname="$POSTGRES_DB" -c "select 1"'
     )
     for password, expected in ((after["db_password"], 0), (before["db_password"], 2)):
+        postgres = deployed.container("postgres").id
+        assert postgres is not None, "a listed container has an id"
         proc = subprocess.run(
-            ["docker", "exec", "-i", deployed.container("postgres").id, "sh", "-c", check],
+            ["docker", "exec", "-i", postgres, "sh", "-c", check],
             input=password + "\n",
             capture_output=True,
             text=True,
@@ -408,6 +421,6 @@ def test_rotation_moves_every_consumer_to_a_new_version(deployed):
     test_secret_values_appear_nowhere(deployed)
 
 
-def test_docker_stack_rm_leaves_the_secrets(deployed):
+def test_docker_stack_rm_leaves_the_secrets(deployed: Deployment) -> None:
     _remove_stack(deployed.client, deployed.name)
     assert deployed.swarm_secrets() == [f"{deployed.name}_db_password_v2", f"{deployed.name}_jwt_key_v2"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import crossplane  # type: ignore[import-untyped]
+import crossplane
 import yaml
 from hypothesis import strategies as st
 from pydantic import BaseModel

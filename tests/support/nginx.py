@@ -32,9 +32,10 @@ needs_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="Debian's ngin
 def local_versions() -> tuple[str, str]:
     """(nginx, OpenSSL major.minor) of the nginx binary here, e.g. ("1.22.1", "3.0")."""
     out = subprocess.run([NGINX, "-V"], capture_output=True, text=True, check=True).stderr
-    nginx_version = re.search(r"nginx/([0-9.]+)", out)[1]
-    openssl = re.search(r"OpenSSL ([0-9]+\.[0-9]+)", out)[1]
-    return nginx_version, openssl
+    nginx_version = re.search(r"nginx/([0-9.]+)", out)
+    openssl = re.search(r"OpenSSL ([0-9]+\.[0-9]+)", out)
+    assert nginx_version and openssl, f"nginx -V names no nginx or OpenSSL version: {out}"
+    return nginx_version[1], openssl[1]
 
 
 def make_profile(**overlay: Any) -> Profile:
@@ -78,7 +79,7 @@ def prepare_root(
     return conf
 
 
-def nginx_t(root: Path, conf: Path) -> subprocess.CompletedProcess:
+def nginx_t(root: Path, conf: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([NGINX, "-t", "-p", f"{root}/", "-c", str(conf)], capture_output=True, text=True, timeout=30)
 
 
@@ -99,7 +100,7 @@ def for_local_nginx(profile: Profile) -> Profile:
 
 
 # Profile overlays that cover every branch of the nginx templates.
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "host-intermediate-acme": {},
     "host-modern-files": {
         "proxy": {

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
+
+from click.testing import Result
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,6 +20,12 @@ proxy:
 firewall:
   admin_cidrs: [198.51.100.0/24]
 """
+
+
+class RunCli(Protocol):
+    """The `cli` fixture: run `tempo-gen --project <project> ARGS` and return click's Result."""
+
+    def __call__(self, *args: str, env: Mapping[str, str | None] | None = None) -> Result: ...
 
 
 def profiles_of_kind(kind: str) -> list[Path]:

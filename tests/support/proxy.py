@@ -59,14 +59,14 @@ def write_pair(
 # --- upstream stubs -----------------------------------------------------------------------------------
 
 
-def _stub_handler(name: str, arrivals: list[str]):
+def _stub_handler(name: str, arrivals: list[str]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # proxies keep upstream connections alive
 
-        def log_message(self, *args):
+        def log_message(self, *args: object) -> None:
             pass
 
-        def handle_request(self):
+        def handle_request(self) -> None:
             arrivals.append(self.path)  # before the body: shows whether the proxy streams it
             received = 0
             remaining = int(self.headers.get("Content-Length") or 0)
@@ -124,7 +124,7 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def wait_for_port(process: subprocess.Popen, port: int, name: str, log: Callable[[], str] = lambda: "") -> None:
+def wait_for_port(process: subprocess.Popen[bytes], port: int, name: str, log: Callable[[], str] = lambda: "") -> None:
     """Until 127.0.0.1:port accepts, for at most ~5 s; fails early if `process` exits."""
     for _ in range(100):
         if process.poll() is not None:
@@ -135,7 +135,7 @@ def wait_for_port(process: subprocess.Popen, port: int, name: str, log: Callable
     raise AssertionError(f"{name} did not start listening within 5 s: {log()}")
 
 
-def stop(process: subprocess.Popen | None) -> None:
+def stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is None:
         return
     process.terminate()
@@ -147,6 +147,12 @@ def stop(process: subprocess.Popen | None) -> None:
 
 
 # --- the client -----------------------------------------------------------------------------------------
+
+
+class Response(http.client.HTTPResponse):
+    """The response class of LiveProxy's connections: an HTTPResponse whose body has been read into `body`."""
+
+    body: bytes
 
 
 @dataclass
@@ -190,34 +196,36 @@ class LiveProxy:
         method: str,
         path: str,
         body: bytes | None = None,
-        headers: dict | None = None,
+        headers: dict[str, str] | None = None,
         source: str = "127.0.0.1",
         tls: bool = True,
-    ) -> http.client.HTTPResponse:
+    ) -> Response:
         proxy = self
 
-        class Connection(http.client.HTTPSConnection if tls else http.client.HTTPConnection):
-            def connect(self):
+        # One class for both schemes: connect() makes the TLS connection itself when `tls`.
+        class Connection(http.client.HTTPConnection):
+            response_class = Response
+
+            def connect(self) -> None:
                 sock = socket.create_connection(("127.0.0.1", self.port), self.timeout, (source, 0))
                 self.sock = proxy.tls_context().wrap_socket(sock, server_hostname=DOMAIN) if tls else sock
 
-        if tls:
-            conn = Connection(DOMAIN, self.https_port, timeout=30, context=self.tls_context())
-        else:
-            conn = Connection(DOMAIN, self.http_port, timeout=30)
+        conn = Connection(DOMAIN, self.https_port if tls else self.http_port, timeout=30)
         conn.request(method, path, body=body, headers={"Host": DOMAIN, **(headers or {})})
         response = conn.getresponse()
+        assert isinstance(response, Response)
         response.body = response.read()
         conn.close()
         return response
 
     def upload(
-        self, path: str, size: int, source: str, send_body: bool = True, halfway=None
-    ) -> http.client.HTTPResponse:
+        self, path: str, size: int, source: str, send_body: bool = True, halfway: Callable[[], object] | None = None
+    ) -> Response:
         """POST `size` bytes in 1 MiB writes; without send_body only the headers go (the proxy judges Content-Length).
         `halfway()` is called once half the body is sent."""
         sock = socket.create_connection(("127.0.0.1", self.https_port), 60, (source, 0))
         conn = http.client.HTTPSConnection(DOMAIN, self.https_port, timeout=120, context=self.tls_context())
+        conn.response_class = Response
         conn.sock = self.tls_context().wrap_socket(sock, server_hostname=DOMAIN)
         conn.putrequest("POST", path, skip_host=True)
         conn.putheader("Host", DOMAIN)
@@ -235,6 +243,7 @@ class LiveProxy:
                     halfway()
                     halfway = None
         response = conn.getresponse()
+        assert isinstance(response, Response)
         response.body = response.read()
         conn.close()
         return response
@@ -260,7 +269,7 @@ def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext],
     listener = socket.create_server(("127.0.0.1", 0))
     stopped = threading.Event()
 
-    def serve():
+    def serve() -> None:
         while not stopped.is_set():
             with contextlib.suppress(OSError):
                 conn, _ = listener.accept()
@@ -274,7 +283,9 @@ def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext],
         with client.wrap_socket(
             socket.create_connection(listener.getsockname(), timeout=5), server_hostname=DOMAIN
         ) as tls:
-            return tls.version()
+            version = tls.version()
+            assert version is not None, "a completed handshake has a version"
+            return version
 
     try:
         yield handshake

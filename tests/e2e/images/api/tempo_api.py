@@ -23,11 +23,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NoReturn, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import psycopg2
+import psycopg2.extensions
 
 PLACEHOLDER_KEY = "CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE"
 MIN_KEY_LENGTH = 32
@@ -55,7 +58,7 @@ def log(level: str, message: str) -> None:
     print(f"[{stamp} {level}] {redact(message)}", flush=True)
 
 
-def crash(message: str) -> None:
+def crash(message: str) -> NoReturn:
     """Mimic an unhandled start-up exception: message on stderr, code 134."""
     print(f"Unhandled exception. System.InvalidOperationException: {redact(message)}", file=sys.stderr, flush=True)
     sys.exit(DOTNET_CRASH)
@@ -64,12 +67,12 @@ def crash(message: str) -> None:
 # ------------------------------------------------------------------ configuration
 
 
-def load_config(environ) -> dict:
+def load_config(environ: Mapping[str, str]) -> dict[str, str]:
     """ASP.NET maps env var A__B to config key A:B, case-insensitively."""
     return {k.replace("__", ":").lower(): v for k, v in environ.items()}
 
 
-def parse_connection_string(text: str) -> dict:
+def parse_connection_string(text: str) -> dict[str, str]:
     """Npgsql `Key=Value;...` (values may be quoted) -> psycopg2 keywords."""
     aliases = {
         "host": "host",
@@ -103,7 +106,7 @@ def parse_connection_string(text: str) -> dict:
 
 
 class Settings:
-    def __init__(self, environ):
+    def __init__(self, environ: Mapping[str, str]) -> None:
         cfg = load_config(environ)
         self.db = parse_connection_string(
             cfg.get(
@@ -145,7 +148,7 @@ class Settings:
         if not urls and self.http_ports:
             urls = [f"http://+:{p.strip()}" for p in self.http_ports.split(";") if p.strip()]
         urls = urls or ["http://localhost:5000"]
-        result = []
+        result: list[tuple[str, int]] = []
         for url in urls:
             m = re.fullmatch(r"(https?)://(\[[^\]]+\]|[^:/]+)(?::(\d+))?/?", url)
             if not m:
@@ -184,7 +187,7 @@ CREATE TABLE IF NOT EXISTS workout_media (
 """
 
 
-def connect(settings: Settings, timeout: int | None = None):
+def connect(settings: Settings, timeout: int | None = None) -> psycopg2.extensions.connection:
     params = dict(settings.db)
     if timeout is not None:
         params["connect_timeout"] = str(timeout)
@@ -192,7 +195,7 @@ def connect(settings: Settings, timeout: int | None = None):
 
 
 @contextmanager
-def db_cursor(settings: Settings, timeout: int | None = None):
+def db_cursor(settings: Settings, timeout: int | None = None) -> Iterator[psycopg2.extensions.cursor]:
     """A cursor in one transaction on a fresh connection (closed afterwards):
     no pool, so a restarted Postgres is picked up by the next request."""
     conn = connect(settings, timeout)
@@ -256,16 +259,18 @@ def make_jwt(settings: Settings, user_id: str, username: str, expires: int) -> s
         "aud": settings.audience,
     }
     signing_input = ".".join(_b64url(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims))
+    assert settings.jwt_key is not None, "checked at start"
     sig = hmac.new(settings.jwt_key.encode(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64url(sig)}"
 
 
-def read_jwt(settings: Settings, token: str) -> dict | None:
+def read_jwt(settings: Settings, token: str) -> dict[str, Any] | None:
     """Claims of a valid token (signature, alg, iss, aud, lifetime), else None."""
     try:
         head_b64, body_b64, sig_b64 = token.split(".")
         header = json.loads(_unb64url(head_b64))
         claims = json.loads(_unb64url(body_b64))
+        assert settings.jwt_key is not None, "checked at start"
         expected = hmac.new(settings.jwt_key.encode(), f"{head_b64}.{body_b64}".encode(), hashlib.sha256).digest()
         if header.get("alg") != "HS256" or not hmac.compare_digest(expected, _unb64url(sig_b64)):
             return None
@@ -279,7 +284,7 @@ def read_jwt(settings: Settings, token: str) -> dict | None:
             or float(claims.get("nbf", 0)) - CLOCK_SKEW > now
         ):
             return None
-        return claims
+        return claims if isinstance(claims, dict) else None  # a dict: claims.get() worked
     except (ValueError, TypeError, AttributeError):
         return None
 
@@ -294,6 +299,13 @@ class BodyTooLarge(Exception):
 MEDIA_PATH = re.compile(r"^/workouts/([0-9a-fA-F-]{36})/media(?:/([0-9a-fA-F-]{36}))?$")
 
 
+class SendOptions(TypedDict, total=False):
+    """Handler.send()'s options that send_json() passes on."""
+
+    headers: list[tuple[str, str]] | None
+    close: bool
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "Kestrel"
@@ -302,10 +314,10 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing
 
-    def log_message(self, fmt, *args):  # request lines come from _finish()
+    def log_message(self, fmt: str, *args: object) -> None:  # request lines come from _finish()
         pass
 
-    def version_string(self):
+    def version_string(self) -> str:
         return "Kestrel"
 
     def _path(self) -> str:
@@ -351,7 +363,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self._status = status
 
-    def send_json(self, status: int, payload, **kw) -> None:
+    def send_json(self, status: int, payload: object, **kw: Unpack[SendOptions]) -> None:
         self.send(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json; charset=utf-8", **kw)
 
     def _body_pending(self) -> bool:
@@ -362,12 +374,12 @@ class Handler(BaseHTTPRequestHandler):
             or int(self.headers.get("Content-Length") or 0) > 0
         )
 
-    def iter_body(self, limit: int):
+    def iter_body(self, limit: int) -> Iterator[bytes]:
         """Yield the request body in chunks (Content-Length or chunked)."""
         yield from self._iter_body(limit)
         self._body_read = True
 
-    def _iter_body(self, limit: int):
+    def _iter_body(self, limit: int) -> Iterator[bytes]:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             total = 0
             while True:
@@ -397,13 +409,13 @@ class Handler(BaseHTTPRequestHandler):
                 remaining -= len(chunk)
                 yield chunk
 
-    def read_json(self):
+    def read_json(self) -> object:
         try:
             return json.loads(b"".join(self.iter_body(JSON_BODY_LIMIT)) or b"{}")
         except json.JSONDecodeError:
             return None
 
-    def current_user(self) -> dict | None:
+    def current_user(self) -> dict[str, str] | None:
         token = None
         auth = self.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
@@ -447,19 +459,19 @@ class Handler(BaseHTTPRequestHandler):
         elapsed = (time.monotonic() - started) * 1000
         log("INF", f"HTTP {method} {path} responded {self._status} in {elapsed:.1f} ms")
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_DELETE(self):
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def do_PUT(self):
+    def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def do_OPTIONS(self):  # CORS preflight
+    def do_OPTIONS(self) -> None:  # CORS preflight
         started = time.monotonic()
         headers = [
             ("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS"),
@@ -472,7 +484,7 @@ class Handler(BaseHTTPRequestHandler):
             f"HTTP OPTIONS {self._path()} responded {self._status} in {(time.monotonic() - started) * 1000:.1f} ms",
         )
 
-    def route(self, method: str, path: str):
+    def route(self, method: str, path: str) -> Callable[[], None] | None:
         table = {
             ("GET", "/health"): self.health,
             ("GET", "/ready"): self.ready,
@@ -495,10 +507,10 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- endpoints
 
-    def health(self):
+    def health(self) -> None:
         self.send_json(200, {"status": "healthy"})
 
-    def ready(self):
+    def ready(self) -> None:
         try:
             with db_cursor(self.settings, timeout=3) as cur:
                 cur.execute("SELECT 1")
@@ -508,13 +520,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send_json(200, {"status": "ready"})
 
-    def registration_available(self):
+    def registration_available(self) -> None:
         with db_cursor(self.settings) as cur:
             cur.execute("SELECT EXISTS (SELECT 1 FROM users)")
             exists = cur.fetchone()[0]
         self.send_json(200, {"registrationAvailable": not exists})
 
-    def register(self):
+    def register(self) -> None:
         body = self.read_json()
         if not isinstance(body, dict):
             return self.send_json(400, {"error": "Invalid JSON"})
@@ -537,7 +549,7 @@ class Handler(BaseHTTPRequestHandler):
         log("INF", f"User registered: {username}")
         self.send_json(200, {"message": "User registered successfully", "userId": user_id, "username": username})
 
-    def login(self):
+    def login(self) -> None:
         body = self.read_json()
         if not isinstance(body, dict) or not body.get("username") or not body.get("password"):
             return self.send_json(400, {"error": "Username and password are required"})
@@ -563,20 +575,20 @@ class Handler(BaseHTTPRequestHandler):
             headers=[("Set-Cookie", cookie)],
         )
 
-    def logout(self):
+    def logout(self) -> None:
         self.send_json(
             200,
             {"message": "Logged out successfully"},
             headers=[("Set-Cookie", "authToken=; expires=Thu, 01 Jan 1970 00:00:00 GMT; path=/")],
         )
 
-    def me(self):
+    def me(self) -> None:
         user = self.current_user()
         if not user:
             return self.send(401)
         self.send_json(200, {"userId": user["id"], "username": user["username"]})
 
-    def upload_media(self, workout_id: str):
+    def upload_media(self, workout_id: str) -> None:
         if not self.current_user():
             return self.send(401)
         ctype = self.headers.get("Content-Type", "")
@@ -622,7 +634,7 @@ class Handler(BaseHTTPRequestHandler):
         log("INF", f"Uploaded media file for workout {workout_id}")
         self.send_json(200, {"id": media_id, "filename": filename, "mimeType": mime, "fileSizeBytes": size})
 
-    def get_media(self, workout_id: str, media_id: str):
+    def get_media(self, workout_id: str, media_id: str) -> None:
         if not self.current_user():
             return self.send(401)
         with db_cursor(self.settings) as cur:
@@ -643,7 +655,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(block)
         self._status = 200
 
-    def bulk_import(self):
+    def bulk_import(self) -> None:
         if not self.current_user():
             return self.send(401)
         total = sum(len(chunk) for chunk in self.iter_body(MAX_REQUEST_BODY))
@@ -674,18 +686,18 @@ class DualStackServer(ThreadingHTTPServer):
     daemon_threads = True
     address_family = socket.AF_INET6
 
-    def server_bind(self):
+    def server_bind(self) -> None:
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
 
 def serve(settings: Settings) -> None:
     Handler.settings = settings
-    servers = []
+    servers: list[ThreadingHTTPServer] = []
     for host, port in settings.endpoints():
         try:
             if host == "::":
-                server = DualStackServer(("::", port), Handler)
+                server: ThreadingHTTPServer = DualStackServer(("::", port), Handler)
             else:
                 server = ThreadingHTTPServer((host, port), Handler)
                 server.daemon_threads = True
@@ -714,7 +726,8 @@ def serve(settings: Settings) -> None:
 
 def reset_password(settings: Settings, args: list[str]) -> int:
     """`dotnet Tempo.Api.dll reset-password [--username U] [--password-stdin]`."""
-    username, from_stdin = None, False
+    username: str | None = None
+    from_stdin = False
     it = iter(args)
     for arg in it:
         if arg == "--username":
