@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner, Result
 
-from support.project import REPO, RunCli
+from support.project import REPO, VALID_PROFILE, RunCli
 from tempo_gen.cli import main
 
 if TYPE_CHECKING:  # imported where used: the tests that need no Docker never load the SDK
@@ -36,6 +36,13 @@ def cli(project: Path) -> RunCli:
         return runner.invoke(main, ["--project", str(project), *args], env=env, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture
+def demo(project: Path) -> Path:
+    """A project holding the minimal valid profile, `demo`."""
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
+    return project
 
 
 @pytest.fixture(scope="session")

@@ -11,18 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from support.project import RunCli
-
-PROFILE = """\
-name: demo
-domain: tempo.example.com
-tempo:
-  allow_unpinned: true
-proxy:
-  publish_addresses: [203.0.113.10]
-firewall:
-  admin_cidrs: [198.51.100.0/24]
-"""
+from support.project import VALID_PROFILE, RunCli
 
 # (case, text to append, field the message names, fragment)
 VALUE_CASES = [
@@ -67,25 +56,25 @@ def assert_refused(result: Result, *fragments: str) -> None:
 def test_control_characters_are_refused_in_every_field(
     project: Path, cli: RunCli, case: str, extra: str, field: str, fragment: str
 ) -> None:
-    path = write(project, PROFILE + extra)
+    path = write(project, VALID_PROFILE + extra)
     assert_refused(cli("validate", str(path)), "profiles/demo.yaml:", field, fragment)
 
 
 @pytest.mark.parametrize("origin", ORIGIN_CASES)
 def test_cors_origins_are_exactly_scheme_host_port(project: Path, cli: RunCli, origin: str) -> None:
-    text = PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
+    text = VALID_PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
     assert_refused(cli("validate", str(write(project, text))), "tempo.cors_origins.0")
 
 
 @pytest.mark.parametrize("origin", ["https://a.example.com", "https://a.example.com:8443", "https://[2001:db8::1]"])
 def test_well_formed_origins_are_accepted(project: Path, cli: RunCli, origin: str) -> None:
-    text = PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
+    text = VALID_PROFILE.replace("  allow_unpinned: true\n", f"  allow_unpinned: true\n  cors_origins: ['{origin}']\n")
     assert cli("validate", str(write(project, text))).exit_code == 0
 
 
 def test_env_values_with_control_characters_are_refused(project: Path, cli: RunCli) -> None:
     (project / ".env").write_text('RATE="10/minute\\n"\n')
-    path = write(project, PROFILE.replace("firewall:\n", "firewall:\n  ssh_rate: ${RATE}\n"))
+    path = write(project, VALID_PROFILE.replace("firewall:\n", "firewall:\n  ssh_rate: ${RATE}\n"))
     assert_refused(cli("validate", str(path)), "firewall.ssh_rate", "control")
 
 
@@ -96,25 +85,25 @@ def test_a_profile_file_name_cannot_reach_a_header(project: Path, cli: RunCli, n
     """A newline in the name would end the header comment of every generated file, scripts included;
     `-->` would end Markdown's, a brace would put template syntax into it. All are refused before
     anything renders."""
-    path = write(project, PROFILE, name)
+    path = write(project, VALID_PROFILE, name)
     result = cli("render", str(path))
     assert_refused(result, "file name")
     assert not (project / "out").exists()
 
 
 def test_an_extends_value_with_a_newline_is_refused(project: Path, cli: RunCli) -> None:
-    write(project, PROFILE, "_base.yaml")
+    write(project, VALID_PROFILE, "_base.yaml")
     path = write(project, 'extends: "_base.yaml\\n"\nname: demo\n')
     assert_refused(cli("validate", str(path)), "extends")
 
 
 @pytest.mark.parametrize("folder", ["secrets/a b", "secrets/*", "secrets/#x", "sec!rets", "a\\b"])
 def test_secrets_dir_is_a_plain_path(project: Path, cli: RunCli, folder: str) -> None:
-    path = write(project, PROFILE + f"secrets:\n  dir: '{folder}'\n")
+    path = write(project, VALID_PROFILE + f"secrets:\n  dir: '{folder}'\n")
     assert_refused(cli("validate", str(path)), "secrets.dir")
 
 
 def test_out_with_a_control_character_is_refused(project: Path, cli: RunCli) -> None:
-    path = write(project, PROFILE)
+    path = write(project, VALID_PROFILE)
     assert_refused(cli("render", str(path), "--out", str(project / "o\nut")), "--out")
     assert not any(p.name.startswith("o") for p in project.iterdir())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,31 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.project import REPO, VALID_PROFILE, RunCli
-
-GENERATOR = str(REPO / "generator")
-
-
-@pytest.fixture
-def demo(project: Path) -> Path:
-    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
-    return project
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def run(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The real command in its own process (a hang becomes a timeout failure, not a stuck suite)."""
-    return subprocess.run(
-        [sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
-        env={**os.environ, "PYTHONPATH": GENERATOR},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
+from support.project import VALID_PROFILE, RunCli, run_tempo_gen, snapshot, tempo_gen_env
 
 # 5. interrupted renders never leave out/<name> missing; the next run recovers
 
@@ -78,12 +53,12 @@ main(sys.argv[3:])
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("point", ["while-staging", "retire-rename", "after-swap"])
 def test_a_killed_render_never_leaves_the_bundle_missing(demo: Path, point: str, sig: str) -> None:
-    assert run(demo, "render").returncode == 0
+    assert run_tempo_gen(demo, "render").returncode == 0
     old = snapshot(demo / "out" / "demo")
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "other.example.com"))
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, point, sig, "--project", str(demo), "render"],
-        env={**os.environ, "PYTHONPATH": GENERATOR},
+        env=tempo_gen_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -91,38 +66,38 @@ def test_a_killed_render_never_leaves_the_bundle_missing(demo: Path, point: str,
     if point != "retire-rename":  # the exchange never retires the old bundle by rename: nothing to kill at
         assert killed.returncode != 0, killed.stdout + killed.stderr
     assert "Traceback" not in killed.stderr
-    assert run(demo, "render", "--out", str(demo / "fresh")).returncode == 0
+    assert run_tempo_gen(demo, "render", "--out", str(demo / "fresh")).returncode == 0
     new = snapshot(demo / "fresh" / "demo")
     now = snapshot(demo / "out" / "demo")
     assert now in (old, new)  # the whole old bundle or the whole new one, never missing or mixed
-    check = run(demo, "render", "--check")
+    check = run_tempo_gen(demo, "render", "--check")
     left = [p.name for p in (demo / "out").iterdir() if p.name.startswith(".demo.")]
     assert check.returncode == (0 if now == new and not left else 1)
     assert all(f"leftover: {demo / 'out' / name}" in check.stdout for name in left)
     assert "Traceback" not in check.stderr
-    again = run(demo, "render")
+    again = run_tempo_gen(demo, "render")
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in (demo / "out").iterdir()) == ["demo"]
-    assert run(demo, "render", "--check").returncode == 0
+    assert run_tempo_gen(demo, "render", "--check").returncode == 0
 
 
 def test_check_reports_leftovers_and_the_next_render_recovers_a_fallback_kill(demo: Path) -> None:
     """Without renameat2 the swap is two renames: a kill between them is repaired by the next run."""
-    assert run(demo, "render").returncode == 0
+    assert run_tempo_gen(demo, "render").returncode == 0
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE.replace("tempo.example.com", "other.example.com"))
     subprocess.run(
         [sys.executable, "-c", KILLER, "fallback-retire-rename", "SIGKILL", "--project", str(demo), "render"],
-        env={**os.environ, "PYTHONPATH": GENERATOR},
+        env=tempo_gen_env(),
         capture_output=True,
         timeout=60,
     )
-    check = run(demo, "render", "--check")
+    check = run_tempo_gen(demo, "render", "--check")
     assert check.returncode == 1
     assert f"leftover: {demo / 'out' / '.demo.old'}" in check.stdout
     assert "Traceback" not in check.stderr
-    assert run(demo, "render").returncode == 0
+    assert run_tempo_gen(demo, "render").returncode == 0
     assert sorted(p.name for p in (demo / "out").iterdir()) == ["demo"]
-    assert run(demo, "render", "--check").returncode == 0
+    assert run_tempo_gen(demo, "render", "--check").returncode == 0
 
 
 # 6. two renders at once
@@ -172,12 +147,12 @@ def test_a_second_render_waits_for_the_first(cli: RunCli, demo: Path) -> None:
 
 
 def test_two_concurrent_renders_both_finish_with_a_clean_bundle(demo: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": GENERATOR}
+    env = tempo_gen_env()
     command = [sys.executable, "-m", "tempo_gen", "--project", str(demo), "render"]
     both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     assert [p.wait(timeout=60) for p in both] == [0, 0]
     assert sorted(p.name for p in (demo / "out").iterdir()) == ["demo"]
-    assert run(demo, "render", "--check").returncode == 0
+    assert run_tempo_gen(demo, "render", "--check").returncode == 0
 
 
 # 7. a folder that is not one of our bundles is never replaced

@@ -25,7 +25,7 @@ from support.nginx import (
     write_tree,
 )
 from support.project import REPO, profiles_of_kind
-from support.proxy import context
+from support.proxy import context, refusal
 from tempo_gen.bundle.jinja import nginx_string
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile
@@ -401,19 +401,7 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
 @pytest.mark.parametrize("case", BAD)
 def test_bad_values_are_refused_with_a_clear_error(tmp_path: Path, case: str) -> None:
     overlay, expected = BAD[case]
-    document: dict[str, Any] = {
-        "name": "bad",
-        "domain": "tempo.test",
-        "environment": "development",
-        "proxy": {"kind": "nginx"},
-    }
-    for key, value in overlay.items():
-        document[key] = {**document.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(document))
-    with pytest.raises(ProfileError) as error:
-        load_profile(path, tmp_path)
-    message = str(error.value)
+    message = refusal(tmp_path, "nginx", overlay)
     assert expected in message, message
     assert message.startswith("bad.yaml:"), message  # located in the file
 

@@ -13,22 +13,12 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 import tempo_gen.targets
-from support.project import REPO, VALID_PROFILE, RunCli, tempo_gen_env
+from support.project import REPO, VALID_PROFILE, RunCli, snapshot, tempo_gen_env
 from tempo_gen import __version__
 from tempo_gen.targets.base import TargetInput
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorOrPath
-
-
-@pytest.fixture
-def demo(project: Path) -> Path:
-    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
-    return project
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_render_writes_the_bundle_and_a_manifest(cli: RunCli, demo: Path) -> None:

@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from support.project import VALID_PROFILE, RunCli
+from support.project import RunCli
 from tempo_gen.ops.secrets.rotation import scram_verifier
 from tempo_gen.ops.secrets.values import weaknesses
-
-
-@pytest.fixture
-def demo(project: Path) -> Path:
-    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE)
-    return project
 
 
 def test_init_creates_strong_private_files_and_never_overwrites(cli: RunCli, demo: Path) -> None:

@@ -15,7 +15,7 @@ from support.compose import DIGEST, PINNED_PROFILE, compose_lint, tool
 from support.compose import render as render_project
 from support.engine import compose_command
 from support.project import REPO, RunCli, profiles_of_kind
-from support.proxy import context, free_ports
+from support.proxy import CUSTOM_HEADERS_AND_LIMITS, context, free_ports, refusal
 from support.traefik import (
     TRAEFIK,
     make_profile,
@@ -26,11 +26,11 @@ from support.traefik import (
     with_ping,
 )
 from tempo_gen.bundle.jinja import yaml_wrapped
-from tempo_gen.errors import ProfileError, RenderError
+from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy import tls as tls_policy
 from tempo_gen.policy.routes import API_ROUTES
-from tempo_gen.profile.loader import load_profile
+from tempo_gen.profile.loader import deep_merge, load_profile
 from tempo_gen.reports.audit import weakenings
 from tempo_gen.targets import compose, traefik
 
@@ -293,20 +293,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         }
     },
     "host-acme-email": {"proxy": {"tls": {"certificate": {"acme_email": "ops@example.org"}}}},
-    "container-custom-headers-limits": {
-        "proxy": {
-            **CONTAINER,
-            **FILES,
-            "headers": {
-                "x_xss_protection": "1; mode=block",
-                "frame_options": "DENY",
-                "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://api.example.org"]}]},
-            },
-            "rate_limits": {"login_per_minute": 3, "login_burst": 0, "api_per_second": 1, "api_burst": 0},
-            "body_max_kb": 64,
-        },
-        "tempo": {"media_max_mb": 5, "import_max_mb": 4096, "import_timeout_minutes": 120},
-    },
+    "container-custom-headers-limits": deep_merge(CUSTOM_HEADERS_AND_LIMITS, {"proxy": {**CONTAINER, **FILES}}),
 }
 
 
@@ -470,19 +457,7 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
 @pytest.mark.parametrize("case", BAD)
 def test_bad_values_are_refused_with_a_clear_error(tmp_path: Path, case: str) -> None:
     overlay, expected = BAD[case]
-    document: dict[str, Any] = {
-        "name": "bad",
-        "domain": "tempo.test",
-        "environment": "development",
-        "proxy": {"kind": "traefik"},
-    }
-    for key, value in overlay.items():
-        document[key] = {**document.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(document))
-    with pytest.raises(ProfileError) as error:
-        load_profile(path, tmp_path)
-    message = str(error.value)
+    message = refusal(tmp_path, "traefik", overlay)
     assert expected in message, message
     assert message.startswith("bad.yaml:"), message
 

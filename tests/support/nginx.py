@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import trustme
 
-from support.proxy import context, dev_profile, write_pair
+from support.proxy import CUSTOM_HEADERS_AND_LIMITS, context, dev_profile, write_pair
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
+from tempo_gen.profile.loader import deep_merge
 from tempo_gen.targets import nginx
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -121,18 +122,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "publish_addresses": ["127.0.0.1", "::1"],
         }
     },
-    "container-custom-headers-limits": {
-        "proxy": {
-            "placement": "container",
-            "publish_addresses": ["127.0.0.1"],
-            "headers": {
-                "x_xss_protection": "1; mode=block",
-                "frame_options": "DENY",
-                "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://api.example.org"]}]},
-            },
-            "rate_limits": {"login_per_minute": 3, "login_burst": 0, "api_per_second": 1, "api_burst": 0},
-            "body_max_kb": 64,
-        },
-        "tempo": {"media_max_mb": 5, "import_max_mb": 4096, "import_timeout_minutes": 120},
-    },
+    "container-custom-headers-limits": deep_merge(
+        CUSTOM_HEADERS_AND_LIMITS, {"proxy": {"placement": "container", "publish_addresses": ["127.0.0.1"]}}
+    ),
 }

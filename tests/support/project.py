@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -39,8 +42,22 @@ def profiles_of_kind(kind: str) -> list[Path]:
 def tempo_gen_env(**extra: str) -> dict[str, str]:
     """The environment for a `python -m tempo_gen` child: it imports this checkout's generator,
     as the test process does (pytest's pythonpath), not whichever tempo_gen happens to be installed."""
-    import os
-
     inherited = os.environ.get("PYTHONPATH")
     path = str(REPO / "generator") + (os.pathsep + inherited if inherited else "")
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def run_tempo_gen(project: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process (a hang becomes a timeout failure, not a stuck suite)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
+        env=tempo_gen_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every regular file under `folder` with its bytes: two snapshots compare equal only if nothing changed."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

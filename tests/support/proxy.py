@@ -20,17 +20,34 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
+import yaml
 
+from tempo_gen.errors import ProfileError
 from tempo_gen.models.profile import Profile
-from tempo_gen.profile.loader import _deep_merge as deep_merge  # the merge `extends:` uses
+from tempo_gen.profile.loader import deep_merge, load_profile
 from tempo_gen.targets.base import TargetInput
 
 DOMAIN = "tempo.test"
 MIB = 1024 * 1024
 
+# Every optional header and every limit set off its default: the branches both proxies' templates take for them.
+CUSTOM_HEADERS_AND_LIMITS: dict[str, Any] = {
+    "proxy": {
+        "headers": {
+            "x_xss_protection": "1; mode=block",
+            "frame_options": "DENY",
+            "csp": {"extra_sources": [{"directive": "connect-src", "sources": ["https://api.example.org"]}]},
+        },
+        "rate_limits": {"login_per_minute": 3, "login_burst": 0, "api_per_second": 1, "api_burst": 0},
+        "body_max_kb": 64,
+    },
+    "tempo": {"media_max_mb": 5, "import_max_mb": 4096, "import_timeout_minutes": 120},
+}
 
-def dev_profile(kind: str, **overlay: Any) -> Profile:
+
+def dev_document(kind: str, overlay: dict[str, Any]) -> dict[str, Any]:
     """A development profile for proxy `kind` on the host (no pins or firewall needed), `overlay` deep-merged in."""
     base = {
         "name": f"{kind}-test",
@@ -38,7 +55,20 @@ def dev_profile(kind: str, **overlay: Any) -> Profile:
         "environment": "development",
         "proxy": {"kind": kind, "placement": "host"},
     }
-    return Profile.model_validate(deep_merge(base, overlay))
+    return deep_merge(base, overlay)
+
+
+def dev_profile(kind: str, **overlay: Any) -> Profile:
+    return Profile.model_validate(dev_document(kind, overlay))
+
+
+def refusal(folder: Path, kind: str, overlay: dict[str, Any]) -> str:
+    """The message `load_profile` refuses `overlay` with, as a file `bad.yaml` in `folder`; fails if it is accepted."""
+    path = folder / "bad.yaml"
+    path.write_text(yaml.safe_dump(dev_document(kind, overlay)))
+    with pytest.raises(ProfileError) as error:
+        load_profile(path, folder)
+    return str(error.value)
 
 
 def context(profile: Profile) -> TargetInput:

@@ -52,7 +52,7 @@ def load_profile(path: Path, project_root: Path, *, require_pins: bool = True) -
     if problems:
         raise ProfileError(problems)
     if not require_pins and isinstance(data.get("tempo", {}), dict):
-        data = _deep_merge(data, {"tempo": {"allow_unpinned": True}})
+        data = deep_merge(data, {"tempo": {"allow_unpinned": True}})
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
@@ -133,18 +133,18 @@ def _read_with_extends(path: Path, root: Path, chain: tuple[Path, ...]) -> tuple
         raise ProfileError([Problem(display, line, "extends", f"base profile {base_ref!r} not found")])
     base, base_source = _read_with_extends(base_path, root, chain + (path.resolve(),))
     base.pop("extends", None)
-    merged = _deep_merge(base, data)
+    merged = deep_merge(base, data)
     merged.pop("extends")
     base_source.locations.update(source.locations)
     return merged, base_source
 
 
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     """Mappings merge key by key; any other value (lists included) replaces the base's."""
     merged = dict(base)
     for key, value in overlay.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
