@@ -215,13 +215,15 @@ def base_profile(base: str) -> dict[str, Any]:
     return data
 
 
-def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+def merge_overlay(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Like the loader's deep_merge, but a one-item list of mappings reaches into the base list's first item:
+    the fuzzer addresses "the first route" or "the first extra CSP source" this way."""
     merged = copy.deepcopy(base)
     for key, value in overlay.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+            merged[key] = merge_overlay(merged[key], value)
         elif isinstance(value, list) and isinstance(merged.get(key), list) and value and isinstance(value[0], dict):
-            merged[key] = [deep_merge(merged[key][0] if merged[key] else {}, value[0]), *merged[key][1:]]
+            merged[key] = [merge_overlay(merged[key][0] if merged[key] else {}, value[0]), *merged[key][1:]]
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -229,8 +231,8 @@ def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, An
 
 def profile_with(case: FieldCase, value: str) -> dict[str, Any]:
     """The case's base profile with `value` in the field under test (lists: their first item)."""
-    data = deep_merge(base_profile(case.base), case.overlay)
-    data = deep_merge(data, _nest(case.path, "__placeholder__"))
+    data = merge_overlay(base_profile(case.base), case.overlay)
+    data = merge_overlay(data, _nest(case.path, "__placeholder__"))
     _set(data, case.path, value)
     return data
 
