@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,16 @@ def test_an_unusable_output_folder_is_a_message_not_a_traceback(cli: RunCli, dem
     result = cli("render", "--out", str(blocker / "out"))
     assert result.exit_code == 2
     assert "Traceback" not in result.output and str(blocker) in result.output
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed (a lint, not a prerequisite)")
+@pytest.mark.parametrize(
+    "script", sorted((REPO / "out").rglob("*.sh")), ids=lambda p: p.relative_to(REPO / "out").as_posix()
+)
+def test_every_committed_script_passes_shellcheck_for_its_own_shell(script: Path) -> None:
+    """Entrypoints run under the image's /bin/sh, host scripts under bash: each is checked as the shell
+    its shebang names, so a bashism in a POSIX script is a finding."""
+    shell = script.read_text().splitlines()[0].split("/")[-1].split()[-1]
+    assert shell in ("sh", "bash"), script
+    done = subprocess.run(["shellcheck", "-s", shell, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout

@@ -203,7 +203,7 @@ class ComposeProject:
         wait_until(healthy, UP_TIMEOUT, f"{service} healthy")
 
 
-@pytest.fixture(scope="module", params=["nginx", "traefik", "nginx-own-uids"])
+@pytest.fixture(scope="module", params=["nginx", "traefik", "nginx-own-uids", "traefik-own-uids"])
 def stack(
     request: pytest.FixtureRequest,
     docker_client: docker.DockerClient,
