@@ -239,3 +239,18 @@ def test_gitignore_names_exactly_the_secrets_folder(cli: RunCli, project: Path) 
     assert "/private/demo/" in lines and "/private/" not in lines
     assert cli("render").exit_code == 0
     assert (project / ".gitignore").read_text().count("/private/demo/") == 1
+
+
+def test_swarm_rotation_records_its_version_without_writing_through_a_symlink(demo: Path, victim: Path) -> None:
+    """After a Swarm rotation the new secret version is written into the profile through a staged file;
+    a symlink planted at that name is removed, never followed."""
+    from tempo_gen.ops.secrets.swarm import _with_version, _write_profile
+    from tempo_gen.profile.loader import load_profile
+
+    profile = demo / "profiles" / "demo.yaml"
+    loaded = load_profile(profile, demo)
+    (demo / "profiles" / ".demo.yaml.rotate-tmp").symlink_to(victim)
+    _write_profile(loaded, demo, _with_version(loaded, "jwt_key", 2), "jwt_key", 2)
+    assert victim.read_text() == SECRET + "\n"
+    assert load_profile(profile, demo).profile.secrets.versions.jwt_key == 2
+    assert not os.path.lexists(demo / "profiles" / ".demo.yaml.rotate-tmp")

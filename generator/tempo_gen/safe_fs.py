@@ -135,3 +135,12 @@ def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+def stage_beside(path: Path, suffix: str, data: bytes, mode: int = 0o600) -> Path:
+    """A new file `.<name>.<suffix>` beside `path` holding `data`, for an os.replace over `path` once it
+    checks out. A stale file or a planted symlink of that name is removed, never followed."""
+    staged = path.with_name(f".{path.name}.{suffix}")
+    staged.unlink(missing_ok=True)
+    write_new(staged, data, mode)
+    return staged

@@ -21,7 +21,7 @@ from tempo_gen.ops.registry import Registry
 from tempo_gen.profile.edit import find, set_scalars
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.profile.source import FieldPath
-from tempo_gen.safe_fs import write_new
+from tempo_gen.safe_fs import stage_beside
 
 FIELDS: dict[str, FieldPath] = {
     "api": ("tempo", "images", "api"),
@@ -118,15 +118,13 @@ def _write(plans: list[_Plan], root: Path) -> None:
     try:
         for plan in plans:
             path = plan.loaded.path
-            temp = path.with_name(f".{path.name}.lock-tmp")
             try:
                 text = set_scalars(plan.text, plan.pins)
             except EditError as exc:
                 raise ProfileError(
                     [Problem(plan.loaded.display_path, None, "", f"cannot write the pins: {exc}")]
                 ) from None
-            temp.unlink(missing_ok=True)  # a stale temp file or a planted symlink: removed, never followed
-            write_new(temp, text.encode("utf-8"), 0o600)  # O_EXCL|O_NOFOLLOW: never written through a symlink
+            temp = stage_beside(path, "lock-tmp", text.encode("utf-8"))
             staged.append((temp, plan))
             shutil.copymode(path, temp)
             _check(temp, root, plan)

@@ -36,6 +36,7 @@ from tempo_gen.ops.secrets.values import SECRET_NAMES, new_value, weaknesses
 from tempo_gen.ops.stack import RunningStack, docker_client
 from tempo_gen.profile.edit import set_scalars
 from tempo_gen.profile.loader import LoadedProfile, load_profile
+from tempo_gen.safe_fs import stage_beside
 from tempo_gen.targets.swarm_stack import LABEL, secret_name, service_name
 
 if TYPE_CHECKING:
@@ -316,9 +317,9 @@ def _with_version(loaded: LoadedProfile, secret: str, version: int) -> str:
 def _write_profile(loaded: LoadedProfile, root: Path, text: str, secret: str, version: int) -> None:
     """Replace the profile file with `text` once it loads with the new version."""
     path = loaded.path
-    temp = path.with_name(f".{path.name}.rotate-tmp")
+    temp: Path | None = None
     try:
-        temp.write_text(text, encoding="utf-8")
+        temp = stage_beside(path, "rotate-tmp", text.encode("utf-8"))
         shutil.copymode(path, temp)
         if getattr(load_profile(temp, root).profile.secrets.versions, secret) != version:
             raise ProfileError(
@@ -331,7 +332,8 @@ def _write_profile(loaded: LoadedProfile, root: Path, text: str, secret: str, ve
             f"{loaded.display_path} by hand, then render ({exc})"
         ) from None
     finally:
-        temp.unlink(missing_ok=True)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
 
 
 class SwarmStore:
