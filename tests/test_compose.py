@@ -72,14 +72,20 @@ def test_secrets_are_files_outside_the_bundle_and_never_values(pinned: Path) -> 
 
 def test_docker_compose_accepts_it(pinned: Path) -> None:
     result = subprocess.run(
-        [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+        [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 
 
 def test_yamllint_strict_is_clean(pinned: Path) -> None:
     result = subprocess.run(
-        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)], capture_output=True, text=True
+        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout
 
@@ -105,7 +111,7 @@ def test_hadolint_accepts_the_dockerfiles(pinned: Path) -> None:
         "frontend.Dockerfile",
         "postgres.Dockerfile",
     ]
-    result = subprocess.run([tool("hadolint"), *map(str, dockerfiles)], capture_output=True, text=True)
+    result = subprocess.run([tool("hadolint"), *map(str, dockerfiles)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout
 
 

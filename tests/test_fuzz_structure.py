@@ -203,12 +203,12 @@ def _write(files: list[RenderedFile], where: Path, suffix: str) -> list[Path]:
 
 
 def _nft_check(path: Path) -> None:
-    result = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
+    result = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
 def _bash_check(path: Path) -> None:
-    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{path}: {result.stderr}"
 
 

@@ -440,7 +440,7 @@ def test_scripts_are_valid_shell() -> None:
     for profile in (make_profile(), make_profile(proxy={"placement": "container", "publish_addresses": ["127.0.0.1"]})):
         for path, text in render_files(profile).items():
             if path.endswith(".sh"):
-                assert subprocess.run(["sh", "-n"], input=text, text=True).returncode == 0, path
+                assert subprocess.run(["sh", "-n"], input=text, text=True, timeout=120).returncode == 0, path
 
 
 @needs_nginx
@@ -451,10 +451,12 @@ def test_self_signed_script_makes_a_pair_nginx_accepts(tmp_path: Path) -> None:
     files = render_files(profile, rt)
     script = tmp_path / "self-signed-cert.sh"
     script.write_text(files["proxy/self-signed-cert.sh"])
-    subprocess.run(["sh", str(script)], check=True, capture_output=True)
+    subprocess.run(["sh", str(script)], check=True, capture_output=True, timeout=120)
     _, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
     assert oct(key_file.stat().st_mode & 0o777) == "0o400"
-    assert subprocess.run(["sh", str(script)], capture_output=True).returncode == 1  # never replaces a pair
+    assert (
+        subprocess.run(["sh", str(script)], capture_output=True, timeout=120).returncode == 1
+    )  # never replaces a pair
     conf = write_tree(profile, tmp_path, rt)
     result = nginx_t(tmp_path, conf)
     assert result.returncode == 0, result.stderr

@@ -7,14 +7,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 import tempo_gen.targets
-from support.project import REPO, VALID_PROFILE, RunCli, snapshot, tempo_gen_env
+from support.project import REPO, VALID_PROFILE, RunCli, run_tempo_gen, snapshot
 from tempo_gen import __version__
 from tempo_gen.targets.base import TargetInput
 
@@ -54,13 +53,8 @@ def test_output_is_byte_identical_across_runs_and_hash_seeds(demo: Path, tmp_pat
     outputs = []
     for seed in ("0", "12345"):
         out = tmp_path / f"out-{seed}"
-        env = tempo_gen_env(PYTHONHASHSEED=seed)
-        subprocess.run(
-            [sys.executable, "-m", "tempo_gen", "--project", str(demo), "render", "--out", str(out)],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
+        result = run_tempo_gen(demo, "render", "--out", str(out), PYTHONHASHSEED=seed)
+        assert result.returncode == 0, result.stderr
         outputs.append(snapshot(out))
     assert outputs[0] == outputs[1]
 
@@ -184,13 +178,7 @@ def test_dotenv_supplies_variables(cli: RunCli, project: Path) -> None:
 
 def test_repository_out_is_current() -> None:
     """The committed out/ is exactly what the committed profiles render (the GitOps promise)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tempo_gen", "render", "--check"],
-        cwd=REPO,
-        env=tempo_gen_env(),
-        capture_output=True,
-        text=True,
-    )
+    result = run_tempo_gen(REPO, "render", "--check")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

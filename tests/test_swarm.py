@@ -223,21 +223,30 @@ def test_profile_edits_take_integers() -> None:
 
 def test_yamllint_strict_is_clean(stack: Path) -> None:
     result = subprocess.run(
-        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(stack)], capture_output=True, text=True
+        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(stack)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout
 
 
 def test_hadolint_accepts_the_swarm_dockerfiles(stack: Path) -> None:
     result = subprocess.run(
-        [tool("hadolint"), *map(str, sorted((stack / "tempo").glob("*.Dockerfile")))], capture_output=True, text=True
+        [tool("hadolint"), *map(str, sorted((stack / "tempo").glob("*.Dockerfile")))],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout
 
 
 def test_docker_compose_accepts_it(stack: Path) -> None:
     result = subprocess.run(
-        [*compose_command(), "-f", str(stack / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+        [*compose_command(), "-f", str(stack / "compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 
@@ -245,7 +254,11 @@ def test_docker_compose_accepts_it(stack: Path) -> None:
 def test_docker_stack_config_accepts_it_without_warnings(stack: Path) -> None:
     """The stack parser itself (Docker CLI >= 20.10's `docker stack config`; it needs no engine)."""
     docker = shutil.which("docker")
-    usage = subprocess.run([docker, "stack", "--help"], capture_output=True, text=True).stdout if docker else ""
+    usage = (
+        subprocess.run([docker, "stack", "--help"], capture_output=True, text=True, timeout=120).stdout
+        if docker
+        else ""
+    )
     if not re.search(r"^\s+config\s", usage, re.M):
         pytest.skip("this Docker CLI has no `docker stack config` (added in 20.10.x releases after Debian 12's)")
     assert docker is not None, "without a docker CLI the usage is empty and the test was skipped"
@@ -254,6 +267,7 @@ def test_docker_stack_config_accepts_it_without_warnings(stack: Path) -> None:
         capture_output=True,
         text=True,
         env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "level=warning" not in result.stderr and "Ignoring" not in result.stderr, result.stderr

@@ -255,6 +255,7 @@ def test_yamllint_strict_is_clean(tmp_path: Path, variant: dict[str, Any]) -> No
         [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(tmp_path)],
         capture_output=True,
         text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout
 
@@ -402,7 +403,10 @@ def pinned(cli: RunCli, project: Path) -> Path:
 
 def test_docker_compose_accepts_the_bundle(pinned: Path) -> None:
     result = subprocess.run(
-        [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+        [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 
@@ -413,7 +417,10 @@ def test_compose_lint_finds_nothing_when_pinned(pinned: Path) -> None:
 
 def test_yamllint_strict_is_clean_on_the_bundle(pinned: Path) -> None:
     result = subprocess.run(
-        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)], capture_output=True, text=True
+        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout
 
@@ -421,7 +428,7 @@ def test_yamllint_strict_is_clean_on_the_bundle(pinned: Path) -> None:
 def test_hadolint_accepts_the_dockerfile(pinned: Path) -> None:
     dockerfile = pinned / "proxy" / "traefik.Dockerfile"
     assert f"FROM traefik:v3.7{DIGEST}\n" in dockerfile.read_text()
-    result = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True)
+    result = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout
 
 
@@ -486,7 +493,7 @@ def test_self_signed_script_is_valid_shell() -> None:
         "proxy/self-signed-cert.sh"
     ]
     assert "chown 101:101" in script
-    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    assert subprocess.run(["sh", "-n"], input=script, text=True, timeout=120).returncode == 0
 
 
 def test_audit_reports_a_longer_read_timeout_only_for_traefik() -> None:

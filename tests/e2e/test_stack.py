@@ -23,7 +23,7 @@ import trustme
 from docker.models.containers import Container
 
 from support.engine import compose
-from support.project import tempo_gen_env
+from support.project import run_tempo_gen
 from support.tls_client import https_request, plain_request
 from support.wait import wait_until
 
@@ -43,13 +43,7 @@ def free_port() -> int:
 
 
 def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
-        env=tempo_gen_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_tempo_gen(project, *args, timeout=600)
 
 
 def profile_text(
@@ -115,7 +109,7 @@ class World:
             ["ip", "-n", self.netns, "route", "add", "default", "via", self.HOST],
         ]
         for command in commands:
-            subprocess.run(command, check=True, capture_output=True)
+            subprocess.run(command, check=True, capture_output=True, timeout=120)
 
     def connects(self, host: str, port: int) -> bool:
         """Whether a TCP connection from the world namespace succeeds within 3 s."""
@@ -143,8 +137,8 @@ class World:
         return listener
 
     def close(self) -> None:
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=120)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, timeout=120)
 
 
 class ComposeProject:

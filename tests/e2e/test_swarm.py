@@ -17,7 +17,6 @@ import re
 import shlex
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import trustme
 from docker.models.containers import Container
 
 from support.engine import unavailable
+from support.project import run_tempo_gen
 from support.tls_client import https_request
 from support.wait import wait_until
 
@@ -105,7 +105,7 @@ class Deployment:
         return self.root / "profiles" / f"{self.name}.yaml"
 
     def tempo_gen(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = run([sys.executable, "-m", "tempo_gen", "--project", str(self.root), *args])
+        result = run_tempo_gen(self.root, *args, timeout=600)
         self.outputs.append(result.stdout + result.stderr)
         assert result.returncode == 0, result.stdout + result.stderr
         return result

@@ -45,6 +45,7 @@ def compose_lint(compose: Path) -> list[dict[str, Any]]:
         [tool("compose-lint"), "check", "--format", "json", "--fail-on", "critical", str(compose)],
         capture_output=True,
         text=True,
+        timeout=120,
     )
     findings: list[dict[str, Any]] = json.loads(result.stdout)["findings"]
     return findings

@@ -32,7 +32,7 @@ needs_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="Debian's ngin
 
 def local_versions() -> tuple[str, str]:
     """(nginx, OpenSSL major.minor) of the nginx binary here, e.g. ("1.22.1", "3.0")."""
-    out = subprocess.run([NGINX, "-V"], capture_output=True, text=True, check=True).stderr
+    out = subprocess.run([NGINX, "-V"], capture_output=True, text=True, check=True, timeout=120).stderr
     nginx_version = re.search(r"nginx/([0-9.]+)", out)
     openssl = re.search(r"OpenSSL ([0-9]+\.[0-9]+)", out)
     assert nginx_version and openssl, f"nginx -V names no nginx or OpenSSL version: {out}"
