@@ -123,6 +123,18 @@ def test_world_admin_cidr_needs_the_explicit_override_in_production(tmp_path: Pa
     )
 
 
+@pytest.mark.parametrize(
+    "cidrs",
+    [["0.0.0.0/1", "128.0.0.0/1"], ["10.0.0.0/8", "::/1", "8000::/1"], ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1"]],
+)
+def test_networks_that_add_up_to_the_whole_internet_need_the_override_too(tmp_path: Path, cidrs: list[str]) -> None:
+    found = problems(tmp_path, f"firewall:\n  admin_cidrs: {cidrs}\n")
+    assert len(found) == 1 and "firewall.admin_cidrs: together these networks are" in found[0], found
+    assert "allow_world_admin" in found[0], found
+    load_profile(write_profile(tmp_path, f"firewall:\n  admin_cidrs: {cidrs}\n  allow_world_admin: true\n"), tmp_path)
+    load_profile(write_profile(tmp_path, "firewall:\n  admin_cidrs: [0.0.0.0/1, 192.168.0.0/16]\n"), tmp_path)
+
+
 def test_production_needs_admin_cidrs_or_a_vpn(tmp_path: Path) -> None:
     found = problems(tmp_path, "")
     assert any("firewall.admin_cidrs: required in production" in p for p in found), found

@@ -107,3 +107,21 @@ def test_out_with_a_control_character_is_refused(project: Path, cli: RunCli) -> 
     path = write(project, VALID_PROFILE)
     assert_refused(cli("render", str(path), "--out", str(project / "o\nut")), "--out")
     assert not any(p.name.startswith("o") for p in project.iterdir())
+
+
+@pytest.mark.parametrize(
+    "field, overlay",
+    [
+        ("proxy.publish_addresses.0", "proxy:\n  publish_addresses: ['::1%x;location ~ . { return 200 pwned; }#']\n"),
+        (
+            "proxy.tls.ocsp_resolvers.0",
+            "proxy:\n  publish_addresses: [203.0.113.10]\n  tls:\n    ocsp_stapling: true\n"
+            "    ocsp_resolvers: ['2001:db8::53%y; error_log x']\n",
+        ),
+    ],
+)
+def test_an_ipv6_zone_index_never_reaches_nginx(cli: RunCli, project: Path, field: str, overlay: str) -> None:
+    """Python accepts any text after '%' in an IPv6 address; nginx would read it as new directives."""
+    write(project, VALID_PROFILE.replace("proxy:\n  publish_addresses: [203.0.113.10]\n", overlay))
+    assert_refused(cli("render"), field, "zone index")
+    assert not (project / "out").exists()

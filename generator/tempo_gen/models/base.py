@@ -108,6 +108,16 @@ def _domain_or_local(host: str) -> None:
         _domain(host)
 
 
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _host_address(value: IpAddress) -> IpAddress:
+    # A zone index (fe80::1%eth0) may hold any text but '%' and '/': nginx would read it unquoted.
+    if isinstance(value, ipaddress.IPv6Address) and value.scope_id is not None:
+        raise ValueError(f"{value}: a zone index (%...) is not allowed here; give the address alone")
+    return value
+
+
 def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
@@ -184,6 +194,7 @@ Domain = Annotated[str, AfterValidator(_domain)]
 ImageRef = Annotated[str, AfterValidator(_image)]
 Origin = Annotated[str, AfterValidator(_origin)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
+HostAddress = Annotated[IpAddress, AfterValidator(_host_address)]
 Size = Annotated[str, AfterValidator(_size)]
 SafeText = Annotated[str, AfterValidator(_safe_text)]
 AbsPath = Annotated[str, AfterValidator(_abs_path)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import PurePosixPath
 from typing import Literal
@@ -13,6 +14,9 @@ from tempo_gen.models.containers import Containers
 from tempo_gen.models.firewall import Firewall
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.models.tempo import Tempo
+
+# A broken cross-field rule: the field it is reported on, and why.
+Violation = tuple[tuple[str | int, ...], str]
 
 _DIRECTORY = re.compile(r"/?[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*/?")
 
@@ -124,7 +128,7 @@ class Profile(StrictModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Profile:
         """What Tempo's security guide forbids, unless an explicit field allows it."""
-        violations: list[tuple[tuple[str | int, ...], str]] = []
+        violations: list[Violation] = []
         production = self.environment == "production"
         for i, origin in enumerate(self.tempo.cors_origins):
             if production and origin.startswith("http://"):
@@ -175,26 +179,19 @@ class Profile(StrictModel):
                         "e.g. [198.51.100.0/24, 2001:db8:100::/48]",
                     )
                 )
-            for i, cidr in enumerate(firewall.admin_cidrs):
-                if production and cidr.endswith("/0") and not firewall.allow_world_admin:
-                    violations.append(
-                        (
-                            ("firewall", "admin_cidrs", i),
-                            f"{cidr} lets the whole internet reach SSH; list your admin networks, use firewall.vpn, "
-                            "or set firewall.allow_world_admin: true",
-                        )
-                    )
+            if production and not firewall.allow_world_admin:
+                violations.extend(_world_admin_rules(firewall.admin_cidrs))
             if self.proxy.kind != "none" and firewall.ssh_port in (self.proxy.http_port, self.proxy.https_port):
                 violations.append((("firewall", "ssh_port"), f"{firewall.ssh_port} is also the proxy's HTTP(S) port"))
         if violations:
             raise RuleViolations(violations)
         return self
 
-    def _swarm_rules(self) -> list[tuple[tuple[str | int, ...], str]]:
+    def _swarm_rules(self) -> list[Violation]:
         """Swarm publishes on every interface and keeps secrets in the swarm: say so, or refuse."""
         if self.deploy.mode != "swarm":
             return []
-        violations: list[tuple[tuple[str | int, ...], str]] = []
+        violations: list[Violation] = []
         if self.proxy.kind == "none" or self.proxy.placement != "container":
             violations.append(
                 (
@@ -227,6 +224,28 @@ class Profile(StrictModel):
 class RuleViolations(ValueError):
     """Several cross-field problems at once, each with its own field path."""
 
-    def __init__(self, violations: list[tuple[tuple[str | int, ...], str]]):
+    def __init__(self, violations: list[Violation]):
         self.violations = violations
         super().__init__("; ".join(message for _, message in violations))
+
+
+def _world_admin_rules(cidrs: list[str]) -> list[Violation]:
+    """SSH from the whole internet, written as /0 or as networks that add up to it (0.0.0.0/1 + 128.0.0.0/1)."""
+    fix = "list your admin networks, use firewall.vpn, or set firewall.allow_world_admin: true"
+    found: list[Violation] = [
+        (("firewall", "admin_cidrs", i), f"{cidr} lets the whole internet reach SSH; {fix}")
+        for i, cidr in enumerate(cidrs)
+        if cidr.endswith("/0")
+    ]
+    networks = [ipaddress.ip_network(cidr) for cidr in cidrs]
+    for family in (ipaddress.IPv4Network, ipaddress.IPv6Network):
+        same = [n for n in networks if isinstance(n, family)]
+        whole = [n for n in ipaddress.collapse_addresses(same) if n.prefixlen == 0]  # type: ignore[type-var]
+        if whole and not found:
+            found.append(
+                (
+                    ("firewall", "admin_cidrs"),
+                    f"together these networks are {whole[0]}: the whole internet could reach SSH; {fix}",
+                )
+            )
+    return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address
 from pathlib import PurePosixPath
 from typing import ClassVar, Literal
 
@@ -13,6 +12,7 @@ from tempo_gen.models.base import (
     CspSource,
     Email,
     HeaderValue,
+    HostAddress,
     ImageRef,
     Port,
     StrictModel,
@@ -100,7 +100,7 @@ class Tls(StrictModel):
             "Opt-in: Let's Encrypt no longer runs OCSP responders; enable only for a CA that still publishes OCSP."
         ),
     )
-    ocsp_resolvers: list[IPv4Address | IPv6Address] = Field(
+    ocsp_resolvers: list[HostAddress] = Field(
         [],
         description=(
             "DNS resolvers nginx uses to reach the OCSP responder. Default in a container: Docker's "
@@ -261,7 +261,7 @@ class Proxy(StrictModel):
             "only."
         ),
     )
-    publish_addresses: list[IPv4Address | IPv6Address] = Field(
+    publish_addresses: list[HostAddress] = Field(
         [],
         description=(
             "Host addresses the proxy publishes (container) or listens (host) 80/443 on, e.g. the "

@@ -10,11 +10,11 @@ from pydantic import AfterValidator, Field
 from tempo_gen.models.base import ImageRef, Origin, SafeText, StrictModel
 
 UPSTREAM_REGISTRY = "ghcr.io/trevordavies095/tempo"
-_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
 
 
 def _version(value: str) -> str:
-    if not _VERSION.match(value):
+    if not _VERSION.fullmatch(value):
         raise ValueError(f"{value!r} is not a Tempo release: expected MAJOR.MINOR.PATCH, e.g. 2.1.0")
     return value
 

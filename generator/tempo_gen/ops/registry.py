@@ -28,7 +28,7 @@ MANIFEST_TYPES = (
 )
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the limit Docker itself applies
 MAX_TOKEN_BYTES = 64 * 1024
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -67,7 +67,7 @@ class Registry:
         try:
             headers, _ = self._fetch("HEAD", url, host, repository)
             digest = headers.get("Docker-Content-Digest", "")
-            if _DIGEST.match(digest):
+            if _DIGEST.fullmatch(digest):
                 _check_type(headers)
                 return digest
         except RegistryUnreachable as exc:
