@@ -199,6 +199,16 @@ def test_a_fifo_or_oversized_env_is_refused(demo: Path) -> None:
     assert run_tempo_gen(demo, "validate").returncode == 0
 
 
+@pytest.mark.parametrize(
+    "text", ["A=" + "${" * 30_000 + "\n", "".join(f"A{i}=${{B}}x${{C}}\n" for i in range(5000))], ids=["refs", "lines"]
+)
+def test_an_env_that_would_take_minutes_to_expand_is_refused_at_once(demo: Path, text: str) -> None:
+    """python-dotenv's expansion is quadratic: 60 KB of `${` under the size cap ran for minutes."""
+    (demo / ".env").write_text(text)
+    result = run_tempo_gen(demo, "validate", timeout=15)
+    assert result.returncode == 2 and ".env: over 1000 lines or 1000 ${...} references" in result.stderr
+
+
 # 4. secrets.dir stays out of what git sees, and .gitignore names exactly that folder
 
 
@@ -254,3 +264,12 @@ def test_swarm_rotation_records_its_version_without_writing_through_a_symlink(de
     assert victim.read_text() == SECRET + "\n"
     assert load_profile(profile, demo).profile.secrets.versions.jwt_key == 2
     assert not os.path.lexists(demo / "profiles" / ".demo.yaml.rotate-tmp")
+
+
+def test_a_manifest_nested_past_the_parser_stack_is_drift_not_a_traceback(cli: RunCli, demo: Path) -> None:
+    assert cli("render").exit_code == 0
+    (demo / "out" / "demo" / "MANIFEST.json").write_text("[" * 200_000 + "]" * 200_000)
+    check = run_tempo_gen(demo, "render", "--check")
+    assert check.returncode == 1 and "Traceback" not in check.stderr, check.stderr
+    again = run_tempo_gen(demo, "render")
+    assert again.returncode == 2 and "is not a tempo-gen bundle" in again.stderr, again.stderr

@@ -33,7 +33,7 @@ def read_manifest(bundle_dir: Path) -> dict[str, Any] | None:
     """The manifest on disk, or None when missing, unreadable, a symlink or not a JSON object."""
     try:
         document = json.loads(read_beneath(bundle_dir, MANIFEST, MAX_MANIFEST_BYTES))
-    except (OSError, UnsafeFile, ValueError):
+    except (OSError, UnsafeFile, ValueError, RecursionError):  # RecursionError: `[[[...` nested past the C stack
         return None
     return document if isinstance(document, dict) else None
 

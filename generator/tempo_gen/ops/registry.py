@@ -127,7 +127,7 @@ class Registry:
             raise RegistryError(
                 f"the token service {realm} refused an anonymous pull token (HTTP {exc.code})"
             ) from None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser's stack
             raise RegistryError(f"the token service {realm} did not answer with JSON") from None
         token = (answer.get("token") or answer.get("access_token")) if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
@@ -176,7 +176,7 @@ def _explain(exc: urllib.error.HTTPError, host: str) -> str:
         errors = json.loads(exc.read(MAX_TOKEN_BYTES)).get("errors") or []
         detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
         detail = "".join(c if c.isprintable() else "?" for c in detail[:300])  # a registry's words reach a terminal
-    except (ValueError, AttributeError, OSError):
+    except (ValueError, RecursionError, AttributeError, OSError):
         pass
     meaning = {
         401: "not allowed without credentials: the image is private or does not exist",

@@ -25,6 +25,9 @@ from tempo_gen.safe_fs import read_bounded
 
 MAX_EXTENDS_DEPTH = 8
 MAX_ENV_BYTES = 256 * 1024
+# python-dotenv expands ${VAR} in time quadratic in the references and lines: 60 KB of `${` took minutes.
+MAX_ENV_LINES = 1000
+MAX_ENV_REFERENCES = 1000
 _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_WORDS = ("password", "secret", "token", "key", "credential")
 
@@ -72,6 +75,9 @@ def _read_env(project_root: Path) -> dict[str, str | None]:
         raise ProfileError([Problem(".env", None, "", exc.reason)]) from None
     except UnicodeDecodeError:
         raise ProfileError([Problem(".env", None, "", "file is not valid UTF-8 text")]) from None
+    if text.count("\n") > MAX_ENV_LINES or text.count("${") > MAX_ENV_REFERENCES:
+        reason = f"over {MAX_ENV_LINES} lines or {MAX_ENV_REFERENCES} ${{...}} references (a deployment needs a few)"
+        raise ProfileError([Problem(".env", None, "", reason)])
     return dict(dotenv_values(stream=io.StringIO(text)))
 
 
