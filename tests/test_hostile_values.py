@@ -125,3 +125,11 @@ def test_an_ipv6_zone_index_never_reaches_nginx(cli: RunCli, project: Path, fiel
     write(project, VALID_PROFILE.replace("proxy:\n  publish_addresses: [203.0.113.10]\n", overlay))
     assert_refused(cli("render"), field, "zone index")
     assert not (project / "out").exists()
+
+
+def test_csp_source_lists_are_bounded(cli: RunCli, project: Path) -> None:
+    """25,000 sources rendered for seconds into one response header no browser would accept."""
+    sources = ", ".join(f"https://h{i}.example.org" for i in range(33))
+    extra = f"  headers:\n    csp:\n      extra_sources: [{{directive: connect-src, sources: [{sources}]}}]\n"
+    write(project, VALID_PROFILE.replace("proxy:\n", "proxy:\n" + extra))
+    assert_refused(cli("validate"), "proxy.headers.csp.extra_sources.0.sources", "at most 32")

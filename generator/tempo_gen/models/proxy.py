@@ -142,11 +142,15 @@ CspDirective = Literal[
 ]
 
 
+# A policy is one response header on every answer; browsers and proxies cap header sizes near 8 KB.
+MAX_CSP_SOURCES = 32
+
+
 class CspSources(StrictModel):
     """Sources added to one CSP directive."""
 
     directive: CspDirective
-    sources: list[CspSource] = Field(min_length=1)
+    sources: list[CspSource] = Field(min_length=1, max_length=MAX_CSP_SOURCES)
 
 
 class Csp(StrictModel):
@@ -160,6 +164,7 @@ class Csp(StrictModel):
             "https://*.tile.openstreetmap.org",
             "https://cdnjs.cloudflare.com",
         ],
+        max_length=MAX_CSP_SOURCES,
         description=(
             "Map tile and marker hosts allowed in img-src and connect-src: CARTO basemaps (later "
             "Tempo releases), OpenStreetMap tiles and the Leaflet marker icons on cdnjs (2.1.0)."
@@ -167,6 +172,7 @@ class Csp(StrictModel):
     )
     extra_sources: list[CspSources] = Field(
         [],
+        max_length=MAX_CSP_SOURCES,
         description=("Sources added to directives, e.g. [{directive: connect-src, sources: [https://example.org]}]."),
     )
     override: HeaderValue | None = Field(
