@@ -273,3 +273,15 @@ def test_a_manifest_nested_past_the_parser_stack_is_drift_not_a_traceback(cli: R
     assert check.returncode == 1 and "Traceback" not in check.stderr, check.stderr
     again = run_tempo_gen(demo, "render")
     assert again.returncode == 2 and "is not a tempo-gen bundle" in again.stderr, again.stderr
+
+
+def test_check_and_diff_never_pass_escape_sequences_to_the_terminal(demo: Path) -> None:
+    """A committed file or file name in out/ is attacker-written; an OSC or CSI sequence would drive the terminal."""
+    assert run_tempo_gen(demo, "render").returncode == 0
+    bundle = demo / "out" / "demo"
+    (bundle / "compose.yaml").write_text("\x1b]0;pwned\x07\x1b[2J\n")
+    (bundle / "stray\x1b[31m.txt").write_text("x")
+    result = run_tempo_gen(demo, "render", "--check", "--diff")
+    assert result.returncode == 1
+    assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout
+    assert "\\x1b]0;pwned\\x07" in result.stdout and "stray\\x1b[31m.txt" in result.stdout

@@ -20,7 +20,7 @@ from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.bundle.writer import check_replaceable, recover, write_bundle
-from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError
+from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError, terminal_safe
 from tempo_gen.models.base import control_character
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
@@ -73,13 +73,15 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except TempoGenError as exc:
-            click.echo(f"error: {exc}" if not isinstance(exc, ProfileError) else str(exc), err=True)
+            click.echo(terminal_safe(f"error: {exc}" if not isinstance(exc, ProfileError) else str(exc)), err=True)
             if isinstance(exc, ProfileError):
                 click.echo(f"{len(exc.problems)} problem(s) found; nothing was written.", err=True)
             sys.exit(exc.exit_code)
         except OSError as exc:  # an unusable --out, --project or secrets path: the user's to fix, not a bug
             where = f" {exc.filename}" if exc.filename else ""
-            click.echo(f"error:{where}: {exc.strerror or exc}; the previous output is untouched.", err=True)
+            click.echo(
+                terminal_safe(f"error:{where}: {exc.strerror or exc}; the previous output is untouched."), err=True
+            )
             sys.exit(UsageError.exit_code)
 
 
@@ -158,18 +160,18 @@ def _report_drift(outputs: list[Rendered], out_root: Path, all_profiles: bool, s
     for _, target, files in outputs:
         for drift in check_bundle(files, target):
             drifted += 1
-            click.echo(f"{drift.kind}: {os.path.normpath(target / drift.path)}")
+            click.echo(terminal_safe(f"{drift.kind}: {os.path.normpath(target / drift.path)}"))
             if show_diff and drift.diff:
-                click.echo(drift.diff, nl=False)
+                click.echo(terminal_safe(drift.diff), nl=False)
     if all_profiles and out_root.is_dir():
         expected = {target.name for _, target, _ in outputs}
         for stray in sorted(p for p in out_root.iterdir() if not p.name.startswith(".")):
             if stray.is_symlink():
                 drifted += 1
-                click.echo(f"symlink: {stray} (never followed)")
+                click.echo(terminal_safe(f"symlink: {stray} (never followed)"))
             elif stray.is_dir() and stray.name not in expected:
                 drifted += 1
-                click.echo(f"extra: {stray}/ (no profile renders it)")
+                click.echo(terminal_safe(f"extra: {stray}/ (no profile renders it)"))
     # Like stray folders, only for a whole-project check: building the schema costs ~20 ms of a cold start.
     schema = schema_file(root)
     if all_profiles and schema.exists() and not schema_file_is_current(schema):
