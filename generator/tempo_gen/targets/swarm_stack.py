@@ -234,8 +234,6 @@ def _header(profile: Profile, header: str, builds: list[tuple[str, str, str]], b
         {
             "bundle_header": header,
             "secrets": [secret_name(profile, s) for s in ("db_password", "jwt_key")],
-            "endpoint_mode": profile.deploy.endpoint_mode,
-            "proxy_service": service_name(profile, "proxy"),
             "binds": binds,
             "commands": commands,
         },

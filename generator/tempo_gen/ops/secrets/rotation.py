@@ -2,9 +2,10 @@
 
 Database: the new password is written beside the old one, set inside the
 running Postgres (as a SCRAM verifier, so no log can ever hold the password),
-then moved into place, then the API is recreated with it. A failure before the
-move restores the old password in Postgres, so the old one keeps working until
-the new one is in place.
+then moved into place, then the API is recreated with it. If Postgres refuses
+the new one, nothing changed but the deleted .next file; if the move fails, the
+old password is set back. Either way the old one keeps working until the new one
+is in place.
 """
 
 from __future__ import annotations
