@@ -34,8 +34,8 @@ from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.errors import TempoGenError
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import LoadedProfile, load_profile
+from tempo_gen.profile.source import FieldPath, dotted
 
-FieldPath = tuple[str | int, ...]
 Structure = dict[str, object]
 
 # ---------------------------------------------------------------------------------------------
@@ -81,10 +81,6 @@ def _paths_of(annotation: Any, path: FieldPath) -> list[FieldPath]:
         elif isinstance(member, type) and issubclass(member, BaseModel):
             found += string_field_paths(member, path)
     return list(dict.fromkeys(found))
-
-
-def dotted(path: FieldPath) -> str:
-    return ".".join(str(p) for p in path)
 
 
 # ---------------------------------------------------------------------------------------------

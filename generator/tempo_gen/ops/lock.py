@@ -20,7 +20,7 @@ from tempo_gen.models.base import image_parts
 from tempo_gen.ops.registry import Registry
 from tempo_gen.profile.edit import find, set_scalars
 from tempo_gen.profile.loader import LoadedProfile, load_profile
-from tempo_gen.profile.source import FieldPath
+from tempo_gen.profile.source import FieldPath, dotted
 from tempo_gen.safe_fs import stage_beside
 
 FIELDS: dict[str, FieldPath] = {
@@ -64,7 +64,7 @@ def lock(files: list[Path], root: Path, registry: Registry, update: bool = False
         raise ProfileError(problems)
     _write([plan for plan in plans if plan.pins], root)
     for plan in plans:
-        report.extend(f"{plan.loaded.display_path}: {_dotted(path)} = {pin}" for path, pin in plan.pins.items())
+        report.extend(f"{plan.loaded.display_path}: {dotted(path)} = {pin}" for path, pin in plan.pins.items())
         summary = f"{len(plan.pins)} pinned" if plan.pins else "nothing to pin; unchanged"
         summary += f", {plan.kept} already pinned and kept"
         report.append(f"{plan.loaded.display_path}: {summary}")
@@ -89,12 +89,12 @@ def _plan_pin(
         plan.kept += 1
         return
     if tag is None:  # name@sha256:... alone: nothing to re-resolve
-        report.append(f"{display}: {_dotted(path)} {ref} has no tag to re-resolve; kept")
+        report.append(f"{display}: {dotted(path)} {ref} has no tag to re-resolve; kept")
         plan.kept += 1
         return
     if node is not None and "$" in str(node.value):
         # The value is interpolated from ${VAR}; pinning here would hard-code the variable's value.
-        report.append(f"{display}: {_dotted(path)} is set from a variable; pin the image where the variable is defined")
+        report.append(f"{display}: {dotted(path)} is set from a variable; pin the image where the variable is defined")
         return
     key = (name, tag)
     if key not in resolved:
@@ -103,7 +103,7 @@ def _plan_pin(
         except RegistryError as exc:
             resolved[key] = exc
     if isinstance(resolved[key], RegistryError):
-        problems.append(Problem(display, line, _dotted(path), f"cannot resolve {name}:{tag}: {resolved[key]}"))
+        problems.append(Problem(display, line, dotted(path), f"cannot resolve {name}:{tag}: {resolved[key]}"))
         return
     pin = f"{name}:{tag}@{resolved[key]}"
     if pin == ref:
@@ -145,7 +145,3 @@ def _check(temp: Path, root: Path, plan: _Plan) -> None:
     expected = {service: plan.pins.get(FIELDS[service], ref) for service, ref in plan.loaded.profile.images().items()}
     if images != expected:
         raise TempoGenError(f"{display}: the pinned profile would use {images}, not {expected}; nothing was written")
-
-
-def _dotted(path: FieldPath) -> str:
-    return ".".join(str(p) for p in path)

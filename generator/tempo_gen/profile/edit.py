@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from tempo_gen.errors import EditError
-from tempo_gen.profile.source import FieldPath
+from tempo_gen.profile.source import FieldPath, dotted
 
 
 def set_scalars(text: str, values: Mapping[FieldPath, str | int]) -> str:
@@ -45,13 +45,13 @@ def _set(text: str, path: FieldPath, value: str) -> str:
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     for depth, key in enumerate(path):
         if not isinstance(node, yaml.MappingNode):
-            raise EditError(f"{_dotted(path[:depth])} is not a mapping")
+            raise EditError(f"{dotted(path[:depth])} is not a mapping")
         child = _child(node, key)
         if child is None:
             return _insert(text, node, path[depth:], value, _indent_step(text))
         node = child
     if not isinstance(node, yaml.ScalarNode) or node.style in ("|", ">"):
-        raise EditError(f"{_dotted(path)} is not written as a one-line value")
+        raise EditError(f"{dotted(path)} is not written as a one-line value")
     start, end = node.start_mark.index, node.end_mark.index
     if start == end:  # `key:` with nothing after it
         return f"{text[:start]} {value}{text[end:]}"
@@ -118,7 +118,3 @@ def _assign(data: Any, path: FieldPath, value: str | int) -> None:
     for key in path[:-1]:
         data = data.setdefault(key, {})
     data[path[-1]] = value
-
-
-def _dotted(path: FieldPath) -> str:
-    return ".".join(str(p) for p in path)

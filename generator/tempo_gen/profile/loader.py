@@ -19,7 +19,7 @@ from pydantic_core import ErrorDetails
 from tempo_gen.errors import Problem, ProfileError, UnsafeFile
 from tempo_gen.models.base import PLACEHOLDER_SECRET, control_character
 from tempo_gen.models.profile import Profile, RuleViolations
-from tempo_gen.profile.source import FieldPath, SourceMap, read_yaml
+from tempo_gen.profile.source import FieldPath, SourceMap, dotted, read_yaml
 from tempo_gen.project import misplaced_secrets_dir, unignorable
 from tempo_gen.safe_fs import read_bounded
 
@@ -172,9 +172,7 @@ def _interpolate(
             return "$"
         if env.get(match[1]) is None:
             file, line = source.locate(path, display)
-            problems.append(
-                Problem(file, line, _dotted(path), f"${{{match[1]}}} is not set in the environment or .env")
-            )
+            problems.append(Problem(file, line, dotted(path), f"${{{match[1]}}} is not set in the environment or .env"))
             return ""
         return str(env[match[1]])
 
@@ -189,7 +187,7 @@ def _refuse_unsafe_strings(
         for k, v in value.items():
             if isinstance(k, str) and (found := control_character(k)):
                 file, line = source.locate(path, display)
-                problems.append(Problem(file, line, _dotted(path), f"a key contains the control character {found}"))
+                problems.append(Problem(file, line, dotted(path), f"a key contains the control character {found}"))
                 continue
             _refuse_unsafe_strings(v, path + (k,), source, display, problems)
     elif isinstance(value, list):
@@ -197,14 +195,14 @@ def _refuse_unsafe_strings(
             _refuse_unsafe_strings(v, path + (i,), source, display, problems)
     elif isinstance(value, str) and (found := control_character(value)):
         file, line = source.locate(path, display)
-        problems.append(Problem(file, line, _dotted(path), f"contains the control character {found}, never allowed"))
+        problems.append(Problem(file, line, dotted(path), f"contains the control character {found}, never allowed"))
     elif isinstance(value, str) and PLACEHOLDER_SECRET in value:
         file, line = source.locate(path, display)
         problems.append(
             Problem(
                 file,
                 line,
-                _dotted(path),
+                dotted(path),
                 "Tempo's placeholder secret must never be used (and secrets never go in a profile)",
             )
         )
@@ -218,10 +216,10 @@ def _explain(exc: ValidationError, source: SourceMap, display: str) -> list[Prob
         if isinstance(cause, RuleViolations):
             for field_path, message in cause.violations:
                 file, line = source.locate(loc + field_path, display)
-                problems.append(Problem(file, line, _dotted(loc + field_path), message))
+                problems.append(Problem(file, line, dotted(loc + field_path), message))
             continue
         file, line = source.locate(loc, display)
-        problems.append(Problem(file, line, _dotted(loc), _message(error, loc)))
+        problems.append(Problem(file, line, dotted(loc), _message(error, loc)))
     return problems
 
 
@@ -263,10 +261,6 @@ def _fields_at(loc: FieldPath) -> set[str]:
             return set()
         model = candidates[0]
     return set(model.model_fields)
-
-
-def _dotted(path: FieldPath) -> str:
-    return ".".join(str(p) for p in path)
 
 
 def _short(value: Any) -> str:

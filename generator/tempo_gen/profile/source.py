@@ -69,7 +69,8 @@ def _problem(file: str, line: int | None, message: str, fieldpath: str = "") -> 
     return ProfileError([Problem(file, line, fieldpath, message)])
 
 
-def _dotted(path: FieldPath) -> str:
+def dotted(path: FieldPath) -> str:
+    """("proxy", "tls", 0) as proxy.tls.0, the way messages name a field."""
     return ".".join(str(p) for p in path)
 
 
@@ -121,16 +122,16 @@ def _build(node: yaml.Node, path: FieldPath, name: str, source: SourceMap, loade
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _problem(name, line, "merge keys (<<) are not allowed; use `extends:`", _dotted(path))
+                raise _problem(name, line, "merge keys (<<) are not allowed; use `extends:`", dotted(path))
             key = loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
-                raise _problem(name, line, "keys must be plain strings", _dotted(path))
+                raise _problem(name, line, "keys must be plain strings", dotted(path))
             if key in result:
                 raise _problem(
                     name,
                     line,
                     f"duplicate key {key!r} (first given on line {source.locations[path + (key,)][1]})",
-                    _dotted(path),
+                    dotted(path),
                 )
             result[key] = _build(value_node, path + (key,), name, source, loader)
             source.locations[path + (key,)] = (name, line)
@@ -140,4 +141,4 @@ def _build(node: yaml.Node, path: FieldPath, name: str, source: SourceMap, loade
     try:
         return loader.construct_object(node)
     except yaml.YAMLError as exc:
-        raise _problem(name, node.start_mark.line + 1, f"invalid value: {exc}", _dotted(path)) from None
+        raise _problem(name, node.start_mark.line + 1, f"invalid value: {exc}", dotted(path)) from None
