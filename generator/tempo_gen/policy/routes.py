@@ -77,10 +77,6 @@ def body_size(profile: Profile, body: BodyLimit) -> Size:
     return Size(profile.proxy.body_max_kb, "KiB")
 
 
-def body_max_bytes(profile: Profile, body: BodyLimit) -> int:
-    return body_size(profile, body).bytes
-
-
 def body_limits(profile: Profile) -> dict[BodyLimit, Size]:
     """Every body limit by name, in BodyLimit's order (Traefik has one middleware each)."""
     return {body: body_size(profile, body) for body in get_args(BodyLimit)}

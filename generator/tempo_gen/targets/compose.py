@@ -9,9 +9,9 @@ from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
+from tempo_gen.policy.routes import body_size
+from tempo_gen.targets import nginx, traefik
 from tempo_gen.targets.base import TargetInput
-
-name = "compose"
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,18 @@ def networks(profile: Profile) -> dict[str, list[str]]:
     return result
 
 
+def _proxy_mounts(profile: Profile) -> dict[str, object]:
+    """The proxy target's folders, as the compose proxy service mounts them."""
+    if profile.proxy.kind == "traefik":
+        return {
+            "conf_dir": traefik.CONF_DIR,
+            "temp_dir": traefik.TEMP_DIR,
+            "state_dir": traefik.STATE_DIR,
+            "memory_body": traefik.MEMORY_BODY,
+        }
+    return {"conf_dir": nginx.CONF_DIR, "temp_dir": nginx.CONTAINER_TEMP_DIR}
+
+
 def files_for(target_input: TargetInput) -> list[RenderedFile]:
     profile = target_input.profile
     service_networks = networks(profile)
@@ -72,7 +84,8 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
                 "ports": published_ports(profile),
                 "service_networks": service_networks,
                 "networks": used,
-                "media_max_bytes": profile.tempo.media_max_mb * 1024 * 1024,
+                "media_max_bytes": body_size(profile, "media").bytes,
+                "proxy_mounts": _proxy_mounts(profile),
                 "size_bytes": size_bytes,
                 "api_port": API_PORT,
                 "frontend_port": FRONTEND_PORT,

@@ -13,8 +13,6 @@ from tempo_gen.models.firewall import Vpn
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets.base import TargetInput
 
-name = "firewall"
-
 # Where the operator copies out/<name>/firewall/ on the host; the systemd unit and
 # the nftables include name files by this path.
 INSTALL_DIR = "/etc/tempo-gen/firewall"

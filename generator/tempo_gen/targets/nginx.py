@@ -17,9 +17,9 @@ from tempo_gen.policy.routes import API_PREFIX, body_size, rate_limits_for, rout
 from tempo_gen.targets.base import TargetInput
 from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for, proxy_image
 
-name = "nginx"
-
 CONF_DIR = "proxy/nginx"
+# In the container: the compose file mounts a disk volume here (request bodies must not fill RAM).
+CONTAINER_TEMP_DIR = "/var/cache/nginx"
 # Snippets under tempo-gen/, included by paths relative to nginx.conf so the tree works wherever it is mounted.
 SNIPPETS = ("tls", "security", "proxy", "api", "letsencrypt")
 DOCKER_DNS = "127.0.0.11"
@@ -62,8 +62,7 @@ def runtime_for(profile: Profile) -> Runtime:
             https_listen=(str(place.https_port),),
             user=None,
             pid="/tmp/nginx.pid",
-            # The compose file mounts a disk volume here (see _proxy-nginx.yaml.j2).
-            temp_dir="/var/cache/nginx",
+            temp_dir=CONTAINER_TEMP_DIR,
             error_log="stderr",
             access_log="/dev/stdout",
             frontend=place.frontend,

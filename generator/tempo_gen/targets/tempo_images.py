@@ -7,8 +7,6 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.policy.ports import API_PORT
 from tempo_gen.targets.base import TargetInput
 
-name = "tempo"
-
 # Tempo documents a 32-character minimum for the JWT key; the database password gets the same floor.
 MIN_SECRET_LENGTH = 32
 

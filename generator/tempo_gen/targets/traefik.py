@@ -27,8 +27,6 @@ from tempo_gen.policy.routes import (
 from tempo_gen.targets.base import TargetInput
 from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for, proxy_image
 
-name = "traefik"
-
 CONF_DIR = "proxy/traefik"
 DYNAMIC = ("routers", "middlewares", "tls")
 """dynamic/<name>.yml files: which request goes where, what happens on the way, TLS."""
