@@ -1,6 +1,6 @@
 """Tempo's public routes as every proxy target sees them: which paths go where, with which limits.
 
-Data first, like tls_policy: `routes_for` resolves the table for one profile
+Data first, like policy/tls.py: `routes_for` resolves the table for one profile
 into RouteViews, and the nginx and Traefik templates only loop over them and
 format their fields, so the two proxies cannot disagree about which requests
 are logins, imports or uploads, how large their bodies may be or how long

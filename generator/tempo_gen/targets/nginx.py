@@ -142,8 +142,7 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
         "acme": cert.source == "acme",
         "cert_file": runtime.path(cert_file),
         "key_file": runtime.path(key_file),
-        # Docker's embedded DNS answers in every container.
-        "ocsp_resolvers": [f"[{a}]" if a.version == 6 else str(a) for a in proxy.tls.ocsp_resolvers] or ["127.0.0.11"],
+        "ocsp_resolvers": [f"[{a}]" if a.version == 6 else str(a) for a in proxy.tls.ocsp_resolvers] or [DOCKER_DNS],
         "https_suffix": "" if proxy.https_port == 443 else f":{proxy.https_port}",
     }
     files = [
