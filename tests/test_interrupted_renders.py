@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
+import click
 import pytest
 
 from support.project import VALID_PROFILE, RunCli, run_tempo_gen, snapshot, tempo_gen_env
@@ -103,18 +104,21 @@ def test_check_reports_leftovers_and_the_next_render_recovers_a_fallback_kill(de
 # 6. two renders at once
 
 
+# Holds out/'s lock until a line arrives on stdin (or stdin closes).
 HOLDER = """
-import fcntl, os, sys, time
+import fcntl, os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
 fcntl.flock(fd, fcntl.LOCK_EX)
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()
 """
 
 
-def _hold_lock(out: Path, seconds: float) -> subprocess.Popen[str]:
+def _hold_lock(out: Path) -> subprocess.Popen[str]:
     out.mkdir(exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), str(seconds)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
     return holder
 
@@ -123,7 +127,7 @@ def test_a_second_render_says_plainly_that_another_holds_the_lock(
     cli: RunCli, demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("tempo_gen.bundle.outlock.LOCK_TIMEOUT", 0.5)
-    holder = _hold_lock(demo / "out", 30)
+    holder = _hold_lock(demo / "out")
     try:
         result = cli("render")
         assert result.exit_code == 2
@@ -134,15 +138,27 @@ def test_a_second_render_says_plainly_that_another_holds_the_lock(
         holder.wait()
 
 
-def test_a_second_render_waits_for_the_first(cli: RunCli, demo: Path) -> None:
-    holder = _hold_lock(demo / "out", 1.5)
+def test_a_second_render_waits_for_the_first(cli: RunCli, demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder lets go only once the render says it is waiting: no sleep decides the order."""
+    holder = _hold_lock(demo / "out")
+    assert holder.stdin is not None
+    echo = click.echo
+
+    def echo_then_release(message: object = None, *args: Any, **kwargs: Any) -> None:
+        echo(message, *args, **kwargs)
+        if "waiting for another tempo-gen render" in str(message):
+            assert holder.stdin is not None
+            holder.stdin.write("release\n")
+            holder.stdin.flush()
+
+    monkeypatch.setattr(click, "echo", echo_then_release)
     try:
-        started = time.monotonic()
         result = cli("render")
         assert result.exit_code == 0, result.output
         assert "waiting for another tempo-gen render" in result.output
-        assert time.monotonic() - started >= 1
+        assert holder.wait(timeout=30) == 0
     finally:
+        holder.kill()
         holder.wait()
 
 
