@@ -25,7 +25,7 @@ from support.nginx import (
     write_tree,
 )
 from support.project import REPO, profiles_of_kind
-from support.proxy import context, refusal
+from support.proxy import refusal, target_input_for
 from tempo_gen.bundle.jinja import nginx_string
 from tempo_gen.errors import ProfileError, RenderError
 from tempo_gen.models.profile import Profile
@@ -285,7 +285,7 @@ def test_server_tokens_off_and_upstream_identity_hidden() -> None:
 
 
 def compose_doc(profile: Profile) -> dict[str, Any]:
-    (file,) = compose.files_for(context(profile))
+    (file,) = compose.files_for(target_input_for(profile))
     doc: dict[str, Any] = yaml.safe_load(file.content)
     return doc
 
@@ -447,17 +447,17 @@ def test_scripts_are_valid_shell() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the script gives the key to root")
 def test_self_signed_script_makes_a_pair_nginx_accepts(tmp_path: Path) -> None:
     profile = for_local_nginx(make_profile(proxy={"tls": {"certificate": {"source": "self-signed"}}}))
-    rt = runtime(profile, tmp_path)
-    files = render_files(profile, rt)
+    proxy_runtime = runtime(profile, tmp_path)
+    files = render_files(profile, proxy_runtime)
     script = tmp_path / "self-signed-cert.sh"
     script.write_text(files["proxy/self-signed-cert.sh"])
     subprocess.run(["sh", str(script)], check=True, capture_output=True, timeout=120)
-    _, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
+    _, key_file = (Path(proxy_runtime.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
     assert oct(key_file.stat().st_mode & 0o777) == "0o400"
     assert (
         subprocess.run(["sh", str(script)], capture_output=True, timeout=120).returncode == 1
     )  # never replaces a pair
-    conf = write_tree(profile, tmp_path, rt)
+    conf = write_tree(profile, tmp_path, proxy_runtime)
     result = nginx_t(tmp_path, conf)
     assert result.returncode == 0, result.stderr
 

@@ -92,9 +92,9 @@ def test_container_ocsp_resolvers_do_not_replace_dockers_dns() -> None:
 
 
 def test_the_capability_decides_not_the_template() -> None:
-    rt = nginx.runtime_for(container())
-    assert not nginx.upstreams_for(rt, (1, 27, 2)).resolve_param
-    assert nginx.upstreams_for(rt, (1, 27, 3)).resolve_param
+    proxy_runtime = nginx.runtime_for(container())
+    assert not nginx.upstreams_for(proxy_runtime, (1, 27, 2)).resolve_param
+    assert nginx.upstreams_for(proxy_runtime, (1, 27, 3)).resolve_param
     host = nginx.runtime_for(make_profile())
     assert host.resolver is None and not nginx.upstreams_for(host, (1, 28)).variable
 

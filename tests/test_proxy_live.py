@@ -61,9 +61,9 @@ def upstream_header(seen: dict[str, Any], name: str) -> str:
 
 
 def test_tls13_accepted_with_http2(proxy: LiveProxy) -> None:
-    ctx = proxy.tls_context(ssl.TLSVersion.TLSv1_3)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    with proxy.handshake(ctx) as tls:
+    context = proxy.tls_context(ssl.TLSVersion.TLSv1_3)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with proxy.handshake(context) as tls:
         assert tls.version() == "TLSv1.3"
         assert tls.selected_alpn_protocol() == "h2"
 
@@ -107,10 +107,10 @@ def test_old_protocols_refused(proxy: LiveProxy, permissive: PermissiveHandshake
 
 @pytest.mark.parametrize("server_name", ["other.test", None])
 def test_sni_strict_refuses_other_or_missing_names(proxy: LiveProxy, server_name: str | None) -> None:
-    ctx = proxy.tls_context()
-    ctx.check_hostname = False
+    context = proxy.tls_context()
+    context.check_hostname = False
     with pytest.raises(ssl.SSLError):
-        proxy.handshake(ctx, server_name=server_name).close()
+        proxy.handshake(context, server_name=server_name).close()
 
 
 def test_modern_profile_refuses_tls12(kind: str) -> None:

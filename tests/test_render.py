@@ -82,7 +82,7 @@ def test_a_failure_mid_render_leaves_the_previous_output_untouched(
     cli("render")
     before = snapshot(demo / "out" / "demo")
 
-    def explode(ctx: TargetInput) -> NoReturn:
+    def explode(target_input: TargetInput) -> NoReturn:
         raise RuntimeError("target failed mid-render")
 
     (demo / "profiles" / "demo.yaml").write_text(VALID_PROFILE + "containers:\n  restart: always\n")

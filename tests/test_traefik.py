@@ -15,7 +15,7 @@ from support.compose import DIGEST, PINNED_PROFILE, compose_lint, tool
 from support.compose import render as render_project
 from support.engine import compose_command
 from support.project import REPO, RunCli, profiles_of_kind
-from support.proxy import CUSTOM_HEADERS_AND_LIMITS, context, free_ports, refusal
+from support.proxy import CUSTOM_HEADERS_AND_LIMITS, free_ports, refusal, target_input_for
 from support.traefik import (
     TRAEFIK,
     make_profile,
@@ -270,8 +270,8 @@ def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **override
     acme = profile.proxy.tls.certificate.source == "acme"
     if acme:  # never Let's Encrypt from a test: a CA address that refuses connections
         overrides.setdefault("acme_ca_server", f"https://127.0.0.1:{free_ports(1)[0]}/directory")
-    rt, conf = prepare_root(profile, tmp_path, ca, **overrides)
-    with running_traefik(conf, rt, ca, ready_path=None if acme else "/") as running:
+    proxy_runtime, conf = prepare_root(profile, tmp_path, ca, **overrides)
+    with running_traefik(conf, proxy_runtime, ca, ready_path=None if acme else "/") as running:
         errors = running.errors()
     # Without a reachable CA the ACME client reports that; nothing else may be wrong.
     return [line for line in errors if not (acme and ("acme" in line.lower() or "certificate" in line.lower()))]
@@ -323,12 +323,12 @@ def test_traefik_refuses_an_unknown_static_key(tmp_path: Path, ca: trustme.CA) -
 def test_traefik_reports_a_broken_dynamic_value(tmp_path: Path, ca: trustme.CA) -> None:
     profile = make_profile(proxy=FILES)
     http_port, https_port = free_ports(2)
-    rt, conf = prepare_root(
+    proxy_runtime, conf = prepare_root(
         profile, tmp_path, ca, **with_ping(web=f"127.0.0.1:{http_port}", websecure=f"127.0.0.1:{https_port}")
     )
     tls_file = conf.parent / "dynamic" / "tls.yml"
     tls_file.write_text(tls_file.read_text().replace("- CurveP384", "- CurveP999"))
-    with running_traefik(conf, rt, ca, ready_path=None) as running:
+    with running_traefik(conf, proxy_runtime, ca, ready_path=None) as running:
         for _ in range(100):  # the file provider loads within a few hundred ms
             if running.errors():
                 break
@@ -340,7 +340,7 @@ def test_traefik_reports_a_broken_dynamic_value(tmp_path: Path, ca: trustme.CA) 
 
 
 def compose_doc(profile: Profile) -> dict[str, Any]:
-    (file,) = compose.files_for(context(profile))
+    (file,) = compose.files_for(target_input_for(profile))
     doc: dict[str, Any] = yaml.safe_load(file.content)
     return doc
 

@@ -103,10 +103,10 @@ def _running_traefik(proxy: dict[str, Any]) -> Iterator[LiveProxy]:
         arrivals: list[str] = []
         with stub("frontend", []) as frontend, stub("api", arrivals) as api:
             # An RSA certificate: a refused RSA-key-exchange cipher is then refused by policy, not by key type.
-            rt, conf = traefik.prepare_root(
+            proxy_runtime, conf = traefik.prepare_root(
                 profile, root, ca, trustme.KeyType.RSA, **traefik.with_ping(frontend=frontend, api=api)
             )
-            with traefik.running_traefik(conf, rt, ca) as running:
+            with traefik.running_traefik(conf, proxy_runtime, ca) as running:
                 yield LiveProxy(profile, ca, root, arrivals)
                 # Traefik logs each 413 as an error; nothing else may have gone wrong.
                 unexpected = [line for line in running.errors() if "request body over limit" not in line]

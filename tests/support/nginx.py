@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trustme
 
-from support.proxy import CUSTOM_HEADERS_AND_LIMITS, context, dev_profile, write_pair
+from support.proxy import CUSTOM_HEADERS_AND_LIMITS, dev_profile, target_input_for, write_pair
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import deep_merge
@@ -46,22 +46,30 @@ def make_profile(**overlay: Any) -> Profile:
 
 def render_files(profile: Profile, runtime: nginx.Runtime | None = None) -> dict[str, str]:
     """path -> text of the nginx target's files."""
-    return {str(f.path): f.content for f in nginx.files_for(context(profile), runtime)}
+    return {str(f.path): f.content for f in nginx.files_for(target_input_for(profile), runtime)}
 
 
 def runtime(profile: Profile, root: Path, **overrides: Any) -> nginx.Runtime:
     return dataclasses.replace(nginx.runtime_for(profile), root=str(root), **overrides)
 
 
-def write_tree(profile: Profile, root: Path, rt: nginx.Runtime) -> Path:
+def write_tree(profile: Profile, root: Path, proxy_runtime: nginx.Runtime) -> Path:
     """Write the nginx tree under `root` with the folders it expects (logs, pid, temp, webroot,
     certificate); return nginx.conf's path."""
     certificate = profile.proxy.tls.certificate
-    files = [Path(rt.path(p)) for p in (rt.pid, rt.error_log, rt.access_log, *certificate.paths(profile.domain))]
-    folders = [Path(rt.path(rt.temp_dir)), Path(rt.path(certificate.acme_webroot))]
+    files = [
+        Path(proxy_runtime.path(p))
+        for p in (
+            proxy_runtime.pid,
+            proxy_runtime.error_log,
+            proxy_runtime.access_log,
+            *certificate.paths(profile.domain),
+        )
+    ]
+    folders = [Path(proxy_runtime.path(proxy_runtime.temp_dir)), Path(proxy_runtime.path(certificate.acme_webroot))]
     for folder in folders + [f.parent for f in files if str(f).startswith(str(root))]:
         folder.mkdir(parents=True, exist_ok=True)
-    for rel, text in render_files(profile, rt).items():
+    for rel, text in render_files(profile, proxy_runtime).items():
         if rel.startswith(nginx.CONF_DIR + "/"):
             target = root / CONF / rel.removeprefix(nginx.CONF_DIR + "/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,9 +81,9 @@ def prepare_root(
     profile: Profile, root: Path, ca: trustme.CA, key_type: trustme.KeyType = trustme.KeyType.ECDSA, **overrides: Any
 ) -> Path:
     """write_tree, plus a certificate pair from `ca` where the profile says."""
-    rt = runtime(profile, root, **overrides)
-    conf = write_tree(profile, root, rt)
-    cert_file, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
+    proxy_runtime = runtime(profile, root, **overrides)
+    conf = write_tree(profile, root, proxy_runtime)
+    cert_file, key_file = (Path(proxy_runtime.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
     write_pair(ca, cert_file, key_file, key_type)
     return conf
 

@@ -71,7 +71,7 @@ def refusal(folder: Path, kind: str, overlay: dict[str, Any]) -> str:
     return str(error.value)
 
 
-def context(profile: Profile) -> TargetInput:
+def target_input_for(profile: Profile) -> TargetInput:
     return TargetInput(profile, "profiles/test.yaml", "../../secrets/test")
 
 
@@ -204,19 +204,19 @@ class LiveProxy:
         return self.profile.proxy.https_port
 
     def tls_context(self, version: ssl.TLSVersion | None = None, ciphers: str | None = None) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self.ca.configure_trust(ctx)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.ca.configure_trust(context)
         if version:
-            ctx.minimum_version = ctx.maximum_version = version
+            context.minimum_version = context.maximum_version = version
         if ciphers or (version and version < ssl.TLSVersion.TLSv1_2):
             # Let this client offer what OpenSSL 3 would refuse on its own, so only the server can say no.
-            ctx.set_ciphers(f"{ciphers or 'DEFAULT'}:@SECLEVEL=0")
-        return ctx
+            context.set_ciphers(f"{ciphers or 'DEFAULT'}:@SECLEVEL=0")
+        return context
 
-    def handshake(self, ctx: ssl.SSLContext, server_name: str | None = DOMAIN) -> ssl.SSLSocket:
+    def handshake(self, context: ssl.SSLContext, server_name: str | None = DOMAIN) -> ssl.SSLSocket:
         sock = socket.create_connection(("127.0.0.1", self.https_port), timeout=5)
         try:
-            return ctx.wrap_socket(sock, server_hostname=server_name)
+            return context.wrap_socket(sock, server_hostname=server_name)
         except BaseException:
             sock.close()
             raise
@@ -292,10 +292,10 @@ def arrived(arrivals: list[str], start: int, path: str, seconds: float) -> bool:
 def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext], str]]:
     """A TLS server that accepts anything this OpenSSL can do: the control showing that a client
     refused by the proxy would have been served by a weaker server. Yields handshake(client) -> version."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert(DOMAIN, key_type=trustme.KeyType.RSA).configure_cert(ctx)
-    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(DOMAIN, key_type=trustme.KeyType.RSA).configure_cert(context)
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    context.set_ciphers("ALL:@SECLEVEL=0")
     listener = socket.create_server(("127.0.0.1", 0))
     stopped = threading.Event()
 
@@ -304,7 +304,7 @@ def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext],
             with contextlib.suppress(OSError):
                 conn, _ = listener.accept()
                 with contextlib.suppress(OSError, ssl.SSLError):
-                    ctx.wrap_socket(conn, server_side=True).close()
+                    context.wrap_socket(conn, server_side=True).close()
                 conn.close()
 
     threading.Thread(target=serve, daemon=True).start()

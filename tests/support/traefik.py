@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import trustme
 
-from support.proxy import DOMAIN, context, dev_profile, free_ports, stop, write_pair
+from support.proxy import DOMAIN, dev_profile, free_ports, stop, target_input_for, write_pair
 from tempo_gen.models.profile import Profile
 from tempo_gen.targets import traefik
 
@@ -54,7 +54,7 @@ def make_profile(**overlay: Any) -> Profile:
 
 def render_files(profile: Profile, runtime: traefik.Runtime | None = None) -> dict[str, str]:
     """path -> text of the Traefik target's files."""
-    return {str(f.path): f.content for f in traefik.files_for(context(profile), runtime)}
+    return {str(f.path): f.content for f in traefik.files_for(target_input_for(profile), runtime)}
 
 
 def runtime(profile: Profile, root: Path, **overrides: Any) -> traefik.Runtime:
@@ -66,17 +66,17 @@ def prepare_root(
 ) -> tuple[traefik.Runtime, Path]:
     """Write the Traefik tree under `root`, plus a certificate pair from `ca` where the profile says;
     return the runtime and traefik.yml's path."""
-    rt = runtime(profile, root, **overrides)
-    for rel, text in render_files(profile, rt).items():
+    proxy_runtime = runtime(profile, root, **overrides)
+    for rel, text in render_files(profile, proxy_runtime).items():
         if rel.startswith(traefik.CONF_DIR + "/"):
             target = root / CONF / rel.removeprefix(traefik.CONF_DIR + "/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-    Path(rt.path(traefik.STATE_DIR)).mkdir(parents=True, exist_ok=True, mode=0o700)
+    Path(proxy_runtime.path(traefik.STATE_DIR)).mkdir(parents=True, exist_ok=True, mode=0o700)
     if profile.proxy.tls.certificate.source != "acme":
-        cert_file, key_file = (Path(rt.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
+        cert_file, key_file = (Path(proxy_runtime.path(p)) for p in profile.proxy.tls.certificate.paths(profile.domain))
         write_pair(ca, cert_file, key_file, key_type)
-    return rt, root / CONF / "traefik.yml"
+    return proxy_runtime, root / CONF / "traefik.yml"
 
 
 @dataclasses.dataclass
@@ -93,13 +93,15 @@ class Running:
 
 
 @contextlib.contextmanager
-def running_traefik(conf: Path, rt: traefik.Runtime, ca: trustme.CA, ready_path: str | None = "/") -> Iterator[Running]:
+def running_traefik(
+    conf: Path, proxy_runtime: traefik.Runtime, ca: trustme.CA, ready_path: str | None = "/"
+) -> Iterator[Running]:
     """Traefik on `conf`, until its ping answers and a router serves `ready_path` (anything but
     Traefik's own 404: the dynamic files are loaded; None: ping only); stopped after.
     Spooled bodies go under the root."""
     assert TRAEFIK is not None, "callers are marked needs_traefik"
-    log_file = Path(rt.root) / "traefik.log"
-    temp = Path(rt.root) / "tmp"
+    log_file = Path(proxy_runtime.root) / "traefik.log"
+    temp = Path(proxy_runtime.root) / "tmp"
     temp.mkdir(exist_ok=True)
     with log_file.open("wb") as log:
         process = subprocess.Popen(
@@ -110,15 +112,15 @@ def running_traefik(conf: Path, rt: traefik.Runtime, ca: trustme.CA, ready_path:
         )
     running = Running(process, log_file)
     try:
-        _wait_ready(running, rt, ca, ready_path)
+        _wait_ready(running, proxy_runtime, ca, ready_path)
         yield running
     finally:
         stop(process)
 
 
-def _wait_ready(running: Running, rt: traefik.Runtime, ca: trustme.CA, path: str | None) -> None:
-    ping_url = f"http://{rt.ping}/ping"
-    https_port = int(rt.websecure.rsplit(":", 1)[1])
+def _wait_ready(running: Running, proxy_runtime: traefik.Runtime, ca: trustme.CA, path: str | None) -> None:
+    ping_url = f"http://{proxy_runtime.ping}/ping"
+    https_port = int(proxy_runtime.websecure.rsplit(":", 1)[1])
     client = ssl.create_default_context()
     ca.configure_trust(client)
     deadline = time.monotonic() + 10
