@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import trustme
 from click.testing import CliRunner, Result
 
 from support.project import REPO, VALID_PROFILE, RunCli
@@ -36,6 +37,12 @@ def cli(project: Path) -> RunCli:
         return runner.invoke(main, ["--project", str(project), *args], env=env, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority the proxy tests issue and trust certificates from."""
+    return trustme.CA()
 
 
 @pytest.fixture

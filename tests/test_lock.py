@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from support.project import RunCli
-from support.registry import REGISTRY_BIN, LocalRegistry, TokenService, free_port, sha256
+from support.proxy import free_port
+from support.registry import REGISTRY_BIN, LocalRegistry, TokenService, sha256
 from tempo_gen.errors import RegistryError
 from tempo_gen.ops.registry import Registry, locate
 

@@ -37,11 +37,6 @@ SITE = "proxy/nginx/sites-available/tempo.test.conf"
 TLS = "proxy/nginx/tempo-gen/tls.conf"
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 def check(tmp_path: Path, profile: Profile, ca: trustme.CA, **overrides: Any) -> str:
     """`nginx -t` on the profile's tree; returns nginx's output, failing on any problem but OCSP warnings."""
     conf = prepare_root(profile, tmp_path, ca, **overrides)

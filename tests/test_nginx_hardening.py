@@ -43,11 +43,6 @@ LOOPBACK_UPSTREAMS: Upstreams = {"frontend": "127.0.0.1:3000", "api": "127.0.0.1
 needs_gixy = pytest.mark.skipif(importlib.util.find_spec("gixy") is None, reason="gixy-next is not installed")
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 def container(**proxy: Any) -> Profile:
     return make_profile(proxy={**CONTAINER, **proxy})
 

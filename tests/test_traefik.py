@@ -47,11 +47,6 @@ def docs(profile: Profile) -> dict[str, dict[str, Any]]:
     return {path: yaml.safe_load(text) for path, text in render_files(profile).items() if path.endswith(".yml")}
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 # --- what is rendered -------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,6 +23,7 @@ from docker.models.containers import Container
 
 from support.engine import compose
 from support.project import run_tempo_gen
+from support.proxy import free_port
 from support.tls_client import https_request, plain_request
 from support.wait import wait_until
 
@@ -33,13 +33,6 @@ UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
 # their folders by these uids, secrets init gives the secret files to them).
 OWN_UIDS = {"postgres": 2570, "api": 2571, "frontend": 2572, "proxy": 2567}
 UP_TIMEOUT = 300
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from docker.models.containers import Container
 
 from support.engine import unavailable
 from support.project import run_tempo_gen
+from support.proxy import free_port
 from support.tls_client import https_request
 from support.wait import wait_until
 
@@ -40,13 +40,6 @@ SECRETS = {"postgres": {"db_password"}, "api": {"db_password", "jwt_key"}, "fron
 LABEL = "org.tempo-gen.deployment"
 UP_TIMEOUT = 300
 USER = {"username": "runner", "password": "correct horse"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run(command: list[str], cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -144,6 +144,10 @@ def stub(name: str, arrivals: list[str]) -> Iterator[str]:
         server.server_close()
 
 
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -11,7 +11,6 @@ import hashlib
 import http.client
 import io
 import json
-import socket
 import subprocess
 import tarfile
 import threading
@@ -24,6 +23,8 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from support.proxy import free_port
+
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -33,13 +34,6 @@ REQUEST_TIMEOUT = 10.0
 
 def sha256(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class LocalRegistry:
