@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.project import REPO
+from support.project import REPO, snapshot
 
 
 def test_wheel_install_renders_the_examples_identically(tmp_path: Path) -> None:
@@ -27,9 +27,8 @@ def test_wheel_install_renders_the_examples_identically(tmp_path: Path) -> None:
         [str(venv / "bin" / "tempo-gen"), "render"], cwd=project, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
-    for rendered in sorted((project / "out").rglob("*")):
-        if rendered.is_file():
-            committed = REPO / "out" / rendered.relative_to(project / "out")
-            if rendered.name == "MANIFEST.json":
-                continue  # carries the installed version
-            assert rendered.read_bytes() == committed.read_bytes(), rendered
+    rendered, committed = snapshot(project / "out"), snapshot(REPO / "out")
+    assert set(rendered) == set(committed)
+    for name, data in rendered.items():
+        if not name.endswith("MANIFEST.json"):  # the manifest carries the installed version
+            assert data == committed[name], name

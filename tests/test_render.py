@@ -15,6 +15,7 @@ import pytest
 import tempo_gen.targets
 from support.project import REPO, VALID_PROFILE, RunCli, run_tempo_gen, snapshot
 from tempo_gen import __version__
+from tempo_gen.profile.loader import load_profile
 from tempo_gen.targets.base import TargetInput
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ def test_render_writes_the_bundle_and_a_manifest(cli: RunCli, demo: Path) -> Non
     for name, digest in manifest["files"].items():
         assert hashlib.sha256(files[name]).hexdigest() == digest
     assert manifest["profile"]["path"] == "profiles/demo.yaml"
-    assert len(manifest["profile"]["sha256"]) == 64
-    assert "version" in manifest["generator"]
+    profile = load_profile(demo / "profiles" / "demo.yaml", demo).profile
+    assert manifest["profile"]["sha256"] == hashlib.sha256(profile.model_dump_json().encode()).hexdigest()
+    assert manifest["generator"] == {"name": "tempo-gen", "version": __version__}
 
 
 def test_every_file_names_its_profile_and_says_do_not_edit_without_a_version(cli: RunCli, demo: Path) -> None:
