@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from support.compose import DIGEST, PINNED_PROFILE, compose_lint, render, tool
-from support.engine import compose_command
+from support.compose import (
+    DIGEST,
+    PINNED_PROFILE,
+    assert_compose_accepts,
+    assert_hadolint_clean,
+    assert_yamllint_strict_clean,
+    compose_lint,
+    render,
+)
 from support.project import REPO, RunCli
 
 
@@ -71,23 +77,11 @@ def test_secrets_are_files_outside_the_bundle_and_never_values(pinned: Path) -> 
 
 
 def test_docker_compose_accepts_it(pinned: Path) -> None:
-    result = subprocess.run(
-        [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    assert_compose_accepts(pinned / "compose.yaml")
 
 
 def test_yamllint_strict_is_clean(pinned: Path) -> None:
-    result = subprocess.run(
-        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout
+    assert_yamllint_strict_clean(pinned)
 
 
 def test_compose_lint_finds_nothing_when_images_are_pinned(pinned: Path) -> None:
@@ -111,8 +105,7 @@ def test_hadolint_accepts_the_dockerfiles(pinned: Path) -> None:
         "frontend.Dockerfile",
         "postgres.Dockerfile",
     ]
-    result = subprocess.run([tool("hadolint"), *map(str, dockerfiles)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout
+    assert_hadolint_clean(dockerfiles)
 
 
 def test_dockerfiles_build_from_the_pinned_release_and_end_non_root(pinned: Path) -> None:

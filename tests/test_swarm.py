@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from support.compose import tool
-from support.engine import compose_command
-from support.project import REPO, VALID_PROFILE, RunCli
+from support.compose import assert_compose_accepts, assert_hadolint_clean, assert_yamllint_strict_clean
+from support.project import VALID_PROFILE, RunCli
 from tempo_gen.bundle.files import Bundle, RenderedFile
 from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
@@ -223,33 +222,15 @@ def test_profile_edits_take_integers() -> None:
 
 
 def test_yamllint_strict_is_clean(stack: Path) -> None:
-    result = subprocess.run(
-        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(stack)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout
+    assert_yamllint_strict_clean(stack)
 
 
 def test_hadolint_accepts_the_swarm_dockerfiles(stack: Path) -> None:
-    result = subprocess.run(
-        [tool("hadolint"), *map(str, sorted((stack / "tempo").glob("*.Dockerfile")))],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout
+    assert_hadolint_clean(sorted((stack / "tempo").glob("*.Dockerfile")))
 
 
 def test_docker_compose_accepts_it(stack: Path) -> None:
-    result = subprocess.run(
-        [*compose_command(), "-f", str(stack / "compose.yaml"), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    assert_compose_accepts(stack / "compose.yaml")
 
 
 def test_docker_stack_config_accepts_it_without_warnings(stack: Path) -> None:

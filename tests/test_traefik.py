@@ -11,9 +11,15 @@ import pytest
 import trustme
 import yaml
 
-from support.compose import DIGEST, PINNED_PROFILE, compose_lint, tool
+from support.compose import (
+    DIGEST,
+    PINNED_PROFILE,
+    assert_compose_accepts,
+    assert_hadolint_clean,
+    assert_yamllint_strict_clean,
+    compose_lint,
+)
 from support.compose import render as render_project
-from support.engine import compose_command
 from support.project import REPO, RunCli, profiles_of_kind
 from support.proxy import CUSTOM_HEADERS_AND_LIMITS, free_ports, refusal, target_input_for
 from support.traefik import (
@@ -246,13 +252,7 @@ def test_yamllint_strict_is_clean(tmp_path: Path, variant: dict[str, Any]) -> No
             target = tmp_path / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-    result = subprocess.run(
-        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout
+    assert_yamllint_strict_clean(tmp_path)
 
 
 # --- the real binary ------------------------------------------------------------------------------------
@@ -397,13 +397,7 @@ def pinned(cli: RunCli, project: Path) -> Path:
 
 
 def test_docker_compose_accepts_the_bundle(pinned: Path) -> None:
-    result = subprocess.run(
-        [*compose_command(), "-f", str(pinned / "compose.yaml"), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    assert_compose_accepts(pinned / "compose.yaml")
 
 
 def test_compose_lint_finds_nothing_when_pinned(pinned: Path) -> None:
@@ -411,20 +405,13 @@ def test_compose_lint_finds_nothing_when_pinned(pinned: Path) -> None:
 
 
 def test_yamllint_strict_is_clean_on_the_bundle(pinned: Path) -> None:
-    result = subprocess.run(
-        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(pinned)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout
+    assert_yamllint_strict_clean(pinned)
 
 
 def test_hadolint_accepts_the_dockerfile(pinned: Path) -> None:
     dockerfile = pinned / "proxy" / "traefik.Dockerfile"
     assert f"FROM traefik:v3.7{DIGEST}\n" in dockerfile.read_text()
-    result = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout
+    assert_hadolint_clean([dockerfile])
 
 
 # --- refused values ---------------------------------------------------------------------------------------

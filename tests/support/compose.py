@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from support.project import VALID_PROFILE
+from support.project import REPO, VALID_PROFILE
 
 DIGEST = "@sha256:" + "ab" * 32
 PINNED_PROFILE = VALID_PROFILE.replace(
@@ -49,3 +49,23 @@ def compose_lint(compose: Path) -> list[dict[str, Any]]:
     )
     findings: list[dict[str, Any]] = json.loads(result.stdout)["findings"]
     return findings
+
+
+def _passes(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def assert_compose_accepts(compose_file: Path) -> None:
+    """The real Compose v2 parser reads the file without an error (`config -q`)."""
+    from support.engine import compose_command
+
+    _passes([*compose_command(), "-f", str(compose_file), "config", "-q"])
+
+
+def assert_yamllint_strict_clean(folder: Path) -> None:
+    _passes([tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint.yaml"), str(folder)])
+
+
+def assert_hadolint_clean(dockerfiles: list[Path]) -> None:
+    _passes([tool("hadolint"), *map(str, dockerfiles)])
