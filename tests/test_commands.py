@@ -93,6 +93,15 @@ def test_init_refuses_to_overwrite_and_needs_flags_off_a_terminal(cli: RunCli, p
     assert missing.exit_code == 2 and "--domain is required" in missing.output
 
 
+def test_init_never_writes_through_a_dangling_symlink(cli: RunCli, project: Path, tmp_path: Path) -> None:
+    planted = tmp_path / "elsewhere" / "planted.yaml"
+    planted.parent.mkdir()
+    (project / "profiles" / "home.yaml").symlink_to(planted)
+    result = cli(*INIT_ARGS)
+    assert result.exit_code == 2 and "exists" in result.output
+    assert not planted.exists()
+
+
 def test_init_refuses_a_bad_domain_and_leaves_no_file(cli: RunCli, project: Path) -> None:
     result = cli("init", "home", "--domain", "bad domain;", "--proxy", "none", "--admin-cidr", "198.51.100.0/24")
     assert result.exit_code == 2

@@ -97,7 +97,10 @@ def test_an_extends_value_with_a_newline_is_refused(project: Path, cli: RunCli) 
     assert_refused(cli("validate", str(path)), "extends")
 
 
-@pytest.mark.parametrize("folder", ["secrets/a b", "secrets/*", "secrets/#x", "sec!rets", "a\\b"])
+@pytest.mark.parametrize(
+    "folder",
+    ["secrets/a b", "secrets/*", "secrets/#x", "sec!rets", "a\\b", "../victim", "secrets/../x", "/", "/.", "/.."],
+)
 def test_secrets_dir_is_a_plain_path(project: Path, cli: RunCli, folder: str) -> None:
     path = write(project, VALID_PROFILE + f"secrets:\n  dir: '{folder}'\n")
     assert_refused(cli("validate", str(path)), "secrets.dir")

@@ -93,6 +93,24 @@ def test_check_passes_fresh_secrets_and_reports_every_problem(cli: RunCli, demo:
     assert "jwt_key: missing" in cli("secrets", "check").output
 
 
+def test_check_reports_an_undecodable_or_linked_secret_as_a_problem_of_that_secret(
+    cli: RunCli, demo: Path, tmp_path: Path
+) -> None:
+    assert cli("secrets", "init").exit_code == 0
+    folder = demo / "secrets" / "demo"
+    os.chmod(folder / "jwt_key", 0o600)
+    (folder / "jwt_key").write_bytes(b"\xff\xfe" + b"k" * 40)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("v" * 40)
+    (folder / "db_password").unlink()
+    (folder / "db_password").symlink_to(elsewhere)
+    result = cli("secrets", "check")
+    assert result.exit_code == 1, result.output
+    assert "jwt_key: is not UTF-8 text" in result.output
+    assert "db_password: is a symlink" in result.output
+    assert "kkkk" not in result.output and "vvvv" not in result.output
+
+
 def test_render_makes_git_ignore_the_secrets_folder(cli: RunCli, demo: Path) -> None:
     cli("render")
     assert "/secrets/" in (demo / ".gitignore").read_text().splitlines()

@@ -34,6 +34,7 @@ from tempo_gen.reports.schema import (
     schema_file_is_current,
     write_schema_file,
 )
+from tempo_gen.safe_fs import write_new
 
 
 def load_all(paths: tuple[str, ...], root: Path) -> list[LoadedProfile]:
@@ -260,8 +261,9 @@ def init(
             raise UsageError("--admin-cidr is required when not run on a terminal (the network SSH is allowed from)")
         admin_cidrs = (click.prompt("Network allowed to reach SSH (e.g. 198.51.100.0/24)"),)
     path = root / PROFILE_DIR / f"{name}.yaml"
-    if path.exists():
-        raise UsageError(f"{path} exists; choose another name or edit it")
+    exists = UsageError(f"{path} exists; choose another name or edit it")
+    if os.path.lexists(path):  # a dangling symlink too: writing through it would create its target
+        raise exists
     text = expand(
         "init/profile.yaml.j2",
         {
@@ -274,7 +276,10 @@ def init(
         },
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    try:
+        write_new(path, text.encode())
+    except FileExistsError:
+        raise exists from None
     try:
         load_profile(path, root)
     except ProfileError:

@@ -19,9 +19,12 @@ from tempo_gen.errors import UnsafeFile
 from tempo_gen.models.profile import Profile
 from tempo_gen.ops.secrets.store import Created, SecretProblem, secret_to_rotate
 from tempo_gen.ops.secrets.values import SECRET_NAMES, new_value, weaknesses
+from tempo_gen.safe_fs import read_bounded
 
 # Only the Docker daemon (root) opens the folder; containers see the bind-mounted files.
 DIR_MODE = 0o700
+# A secret is one 64-character token; anything far bigger is not a secret file we made.
+SECRET_SIZE_LIMIT = 4096
 
 
 def secrets_dir(profile: Profile, root: Path) -> Path:
@@ -103,7 +106,12 @@ def _reown(path: Path, owner: Ownership) -> str:
 
 
 def read_secret(path: Path) -> str:
-    return path.read_text().strip()
+    """The value in secret file `path`: never through a symlink, bounded, and UTF-8 (the error never quotes it)."""
+    raw = read_bounded(path, SECRET_SIZE_LIMIT, follow=False)
+    try:
+        return raw.decode().strip()
+    except UnicodeDecodeError:
+        raise UnsafeFile(path, "is not UTF-8 text; remove it and run `tempo-gen secrets init`") from None
 
 
 def _own(path: Path, owner: Ownership) -> None:
@@ -136,10 +144,15 @@ def check_secrets(profile: Profile, root: Path) -> list[SecretProblem]:
         )
     for name in SECRET_NAMES:
         path = folder / name
-        if not path.is_file():
+        if not os.path.lexists(path):
             problems.append(SecretProblem(str(path), "missing (run `tempo-gen secrets init`)"))
             continue
-        info, owner = path.stat(), ownership(profile, name)
+        try:
+            value = read_secret(path)
+        except UnsafeFile as unreadable:
+            problems.append(SecretProblem(str(path), unreadable.reason))
+            continue
+        info, owner = path.lstat(), ownership(profile, name)
         mode = stat.S_IMODE(info.st_mode)
         if mode & stat.S_IRWXO:
             problems.append(SecretProblem(str(path), f"world-accessible (mode {mode:o}; want {owner.mode:o})"))
@@ -153,7 +166,7 @@ def check_secrets(profile: Profile, root: Path) -> list[SecretProblem]:
                     "the container users that read it",
                 )
             )
-        problems += [SecretProblem(str(path), p) for p in weaknesses(name, read_secret(path))]
+        problems += [SecretProblem(str(path), p) for p in weaknesses(name, value)]
     return problems
 
 
