@@ -261,9 +261,6 @@ def init(
             raise UsageError("--admin-cidr is required when not run on a terminal (the network SSH is allowed from)")
         admin_cidrs = (click.prompt("Network allowed to reach SSH (e.g. 198.51.100.0/24)"),)
     path = root / PROFILE_DIR / f"{name}.yaml"
-    exists = UsageError(f"{path} exists; choose another name or edit it")
-    if os.path.lexists(path):  # a dangling symlink too: writing through it would create its target
-        raise exists
     text = expand(
         "init/profile.yaml.j2",
         {
@@ -276,10 +273,10 @@ def init(
         },
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # O_EXCL: any existing path, a dangling symlink included, is never written through
         write_new(path, text.encode())
     except FileExistsError:
-        raise exists from None
+        raise UsageError(f"{path} exists; choose another name or edit it") from None
     try:
         load_profile(path, root)
     except ProfileError:

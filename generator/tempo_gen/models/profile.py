@@ -54,13 +54,15 @@ class Secrets(StrictModel):
     @field_validator("dir")
     @classmethod
     def _relative_or_absolute_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         # Written into compose.yaml and .gitignore: only characters neither can misread.
-        if value is not None and not _DIRECTORY.fullmatch(value):
+        if not _DIRECTORY.fullmatch(value):
             raise ValueError(f"{value!r} is not a usable directory path: letters, digits and . _ - @ + between slashes")
         # `..` lets a profile aim init's writes and chmod at any folder beside the project; `/` is every folder.
-        if value is not None and ".." in value.split("/"):
+        if ".." in value.split("/"):
             raise ValueError(f"{value!r} climbs with `..`; name the folder directly (an absolute path if outside)")
-        if value is not None and PurePosixPath(value).is_absolute() and set(value) <= {"/", "."}:
+        if PurePosixPath(value).is_absolute() and set(value) <= {"/", "."}:
             raise ValueError(f"{value!r} is the file system root; secrets need a folder of their own")
         return value
 

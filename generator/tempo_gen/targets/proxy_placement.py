@@ -86,7 +86,6 @@ def proxy_image(
 ) -> RenderedFile:
     """`proxy/<kind>.Dockerfile`: the pinned image plus `folders` owned by the proxy's uid. The
     image's own folders belong to its default user, so any other uid could not write them."""
-    values = {"title": title, "uid": target_input.profile.containers.users.proxy, "folders": folders}
-    return target_input.file(
-        f"proxy/{kind}.Dockerfile", "proxy/Dockerfile.j2", {**values, "writes": writes, "tmpdir": tmpdir}
-    )
+    uid = target_input.profile.containers.users.proxy
+    values = {"title": title, "uid": uid, "folders": folders, "writes": writes, "tmpdir": tmpdir}
+    return target_input.file(f"proxy/{kind}.Dockerfile", "proxy/Dockerfile.j2", values)

@@ -55,7 +55,7 @@ def init_secrets(profile: Profile, root: Path) -> list[Created]:
     result: list[Created] = []
     for name in SECRET_NAMES:
         path = folder / name
-        if path.exists() or path.is_symlink():
+        if os.path.lexists(path):  # a symlink too: _reown refuses it, never follows it
             result.append(Created(str(path), False, _reown(path, ownership(profile, name))))
             continue
         write_secret(path, new_value(), ownership(profile, name))
