@@ -110,7 +110,7 @@ def test_hadolint_accepts_the_dockerfiles(pinned: Path) -> None:
 
 def test_dockerfiles_build_from_the_pinned_release_and_end_non_root(pinned: Path) -> None:
     api = (pinned / "tempo" / "api.Dockerfile").read_text()
-    assert f"FROM ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}\n" in api
+    assert f"FROM ghcr.io/trevordavies095/tempo/api:v2.10.1{DIGEST}\n" in api
     assert api.rstrip().splitlines()[-1].startswith("ENTRYPOINT")
     assert [line for line in api.splitlines() if line.startswith("USER ")][-1] == "USER 1654:1654"
     frontend = (pinned / "tempo" / "frontend.Dockerfile").read_text()

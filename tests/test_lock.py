@@ -33,10 +33,10 @@ name: site
 domain: tempo.example.com
 
 tempo:
-  version: 2.1.0  # the release
+  version: 2.10.1  # the release
   images:
     # The API image, rebuilt non-root.
-    api: "HOST/tempo/api:v2.1.0"   # quoted on purpose
+    api: "HOST/tempo/api:v2.10.1"   # quoted on purpose
     postgres: HOST/library/postgres:16-alpine@sha256:PINNED
   # frontend comes from the base
 
@@ -51,7 +51,7 @@ BASE = """\
 extends: _common.yaml
 tempo:
   images:
-    frontend: HOST/tempo/frontend:v2.1.0
+    frontend: HOST/tempo/frontend:v2.10.1
 proxy:
   placement: container
   image: HOST/nginx-unprivileged:1.28-alpine
@@ -88,8 +88,8 @@ def test_lock_writes_the_registry_digests_and_keeps_everything_else(
     registry: LocalRegistry, cli: RunCli, project: Path
 ) -> None:
     host = registry.host
-    api, api_index = registry.push_index("tempo/api", "v2.1.0", b"api")
-    frontend, _ = registry.push_image("tempo/frontend", "v2.1.0", b"frontend")
+    api, api_index = registry.push_index("tempo/api", "v2.10.1", b"api")
+    frontend, _ = registry.push_image("tempo/frontend", "v2.10.1", b"frontend")
     proxy, _ = registry.push_image("nginx-unprivileged", "1.28-alpine", b"nginx")
     postgres, _ = registry.push_image("library/postgres", "16-alpine", b"postgres")
     base = _write(project, "_base.yaml", BASE, host)
@@ -103,12 +103,12 @@ def test_lock_writes_the_registry_digests_and_keeps_everything_else(
     assert api == sha256(api_index), "the digest of the index the tag names, not of a platform image"
     expected = (
         before.replace(
-            f'api: "{host}/tempo/api:v2.1.0"',
-            f'api: "{host}/tempo/api:v2.1.0@{api}"',
+            f'api: "{host}/tempo/api:v2.10.1"',
+            f'api: "{host}/tempo/api:v2.10.1@{api}"',
         )
         .replace(
             f"@{postgres}\n",
-            f"@{postgres}\n    frontend: {host}/tempo/frontend:v2.1.0@{frontend}\n",
+            f"@{postgres}\n    frontend: {host}/tempo/frontend:v2.10.1@{frontend}\n",
         )
         .replace(
             "# the public address\n",
@@ -117,7 +117,7 @@ def test_lock_writes_the_registry_digests_and_keeps_everything_else(
     )
     assert site.read_text() == expected
     assert base.read_text() == BASE.replace("HOST", host), "pins go into the file named, not its base"
-    assert f"profiles/site.yaml: tempo.images.frontend = {host}/tempo/frontend:v2.1.0@{frontend}" in result.output
+    assert f"profiles/site.yaml: tempo.images.frontend = {host}/tempo/frontend:v2.10.1@{frontend}" in result.output
     assert "3 pinned, 1 already pinned and kept" in result.output
     assert sorted(p.name for p in site.parent.iterdir()) == ["_base.yaml", "_common.yaml", "schema.json", "site.yaml"]
     assert cli("validate", str(site)).exit_code == 0

@@ -216,7 +216,13 @@ def test_limits_and_routing_come_from_the_profile() -> None:
             tempo={"media_max_mb": 7, "import_max_mb": 900, "import_timeout_minutes": 45},
             proxy={
                 "body_max_kb": 256,
-                "rate_limits": {"login_per_minute": 3, "login_burst": 2, "api_per_second": 9, "api_burst": 11},
+                "rate_limits": {
+                    "login_per_minute": 3,
+                    "login_burst": 2,
+                    "api_per_second": 9,
+                    "api_burst": 11,
+                    "import_chunks_per_second": 13,
+                },
             },
         )
     )
@@ -228,7 +234,14 @@ def test_limits_and_routing_come_from_the_profile() -> None:
     assert "client_max_body_size 7m;" in site
     assert "client_max_body_size 256k;" in files["proxy/nginx/nginx.conf"]
     assert "rate=3r/m" in site and "zone=tempo_login burst=2 nodelay" in site
-    assert "rate=9r/s" in site and "zone=tempo_api burst=11 nodelay" in api
+    assert "rate=9r/s" in site and "limit_req" not in api, "each location sets its own limit"
+    chunks = site[site.index("/chunks/") :]
+    chunks = chunks[: chunks.index("}")]
+    # One limit per location: chunks never count against the API's, and their burst is every chunk of a 900 MiB import.
+    assert "rate=13r/s" in site and "limit_req zone=tempo_chunk burst=1800 nodelay;" in chunks
+    assert "tempo_api" not in chunks and "client_max_body_size 1024k;" in chunks
+    plain = site[site.index("location /api/ {") :]
+    assert "limit_req zone=tempo_api burst=11 nodelay;" in plain[: plain.index("}")]
     assert "limit_req_status 429;" in site
     assert "rewrite ^/api(/.*)$ $1 break;" in api and "proxy_pass http://tempo_api;" in api
     assert "proxy_set_header X-Forwarded-Proto https;" in files["proxy/nginx/tempo-gen/proxy.conf"]

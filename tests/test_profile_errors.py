@@ -85,7 +85,7 @@ CASES = [
     ),
     (
         "unpinned-image",
-        VALID_PROFILE.replace("  allow_unpinned: true\n", "  version: 2.1.0\n"),
+        VALID_PROFILE.replace("  allow_unpinned: true\n", "  version: 2.10.1\n"),
         3,
         ["tempo.images", "not pinned by sha256 digest", "tempo-gen lock"],
     ),

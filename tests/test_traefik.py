@@ -35,7 +35,8 @@ from tempo_gen.bundle.jinja import yaml_wrapped
 from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy import tls as tls_policy
-from tempo_gen.policy.routes import API_ROUTES
+from tempo_gen.policy.releases import NEWEST, release
+from tempo_gen.policy.routes import api_routes
 from tempo_gen.profile.loader import deep_merge, load_profile
 from tempo_gen.reports.audit import weakenings
 from tempo_gen.targets import compose, traefik
@@ -139,14 +140,16 @@ def test_tls_options_from_the_mozilla_table(name: str) -> None:
 
 def test_routes_come_from_the_shared_table() -> None:
     routers = docs(make_profile())[ROUTERS]["http"]["routers"]
-    assert list(routers) == ["login", "import", "media", "api", "frontend"]
-    for route in API_ROUTES:
+    assert list(routers) == ["login", "import", "chunk", "media", "api", "frontend"]
+    table = api_routes(release(NEWEST))
+    for route in table:
         assert routers[route.name]["rule"] == f"Host(`tempo.test`) && PathRegexp(`{route.pattern}`)"
         assert routers[route.name]["middlewares"][-2:] == ["strip-api-prefix", "api-request"]
         assert f"body-{route.body}" in routers[route.name]["middlewares"]
-    assert [routers[r.name]["middlewares"][0] for r in API_ROUTES] == [
+    assert [routers[r.name]["middlewares"][0] for r in table] == [
         "ratelimit-login",
         "ratelimit-api",
+        "ratelimit-chunk",
         "ratelimit-api",
     ]
     assert routers["api"]["rule"] == "Host(`tempo.test`) && PathPrefix(`/api/`)"
@@ -159,9 +162,7 @@ def test_routes_come_from_the_shared_table() -> None:
         "tls": {"certResolver": "acme"},
     }
     assert (
-        min(routers[r.name]["priority"] for r in API_ROUTES)
-        > routers["api"]["priority"]
-        > routers["frontend"]["priority"]
+        min(routers[r.name]["priority"] for r in table) > routers["api"]["priority"] > routers["frontend"]["priority"]
     )
     assert all(router["entryPoints"] == ["websecure"] for router in routers.values())
 

@@ -18,8 +18,8 @@ PINNED_PROFILE = VALID_PROFILE.replace(
     "  allow_unpinned: true\n",
     f"""\
   images:
-    api: ghcr.io/trevordavies095/tempo/api:v2.1.0{DIGEST}
-    frontend: ghcr.io/trevordavies095/tempo/frontend:v2.1.0{DIGEST}
+    api: ghcr.io/trevordavies095/tempo/api:v2.10.1{DIGEST}
+    frontend: ghcr.io/trevordavies095/tempo/frontend:v2.10.1{DIGEST}
     postgres: postgres:16-alpine{DIGEST}
 """,
 ).replace("proxy:\n", f"proxy:\n  image: nginxinc/nginx-unprivileged:1.28-alpine{DIGEST}\n")

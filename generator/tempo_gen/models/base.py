@@ -20,6 +20,18 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Violation = tuple[tuple[str | int, ...], str]
+"""A broken cross-field rule: the field it is reported on (relative to the model that found it), and why."""
+
+
+class RuleViolations(ValueError):
+    """Several cross-field problems at once, each with its own field path."""
+
+    def __init__(self, violations: list[Violation]):
+        self.violations = violations
+        super().__init__("; ".join(message for _, message in violations))
+
+
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _IMAGE = re.compile(

@@ -38,7 +38,9 @@ class Users(StrictModel):
 
 class ServiceLimits(StrictModel):
     postgres: Limits = Limits(memory="1g", cpus=1.0, pids=200)
-    api: Limits = Limits(memory="1g", cpus=1.0, pids=200)
+    # Tempo builds an export ZIP whole in memory and buffers bulk import bodies: 2g leaves an export of
+    # about 1.5 GiB room (the README says so); raise it for larger data sets.
+    api: Limits = Limits(memory="2g", cpus=1.0, pids=200)
     frontend: Limits = Limits(memory="512m", cpus=0.5, pids=100)
     proxy: Limits = Limits(memory="256m", cpus=0.5, pids=100)
 

@@ -9,14 +9,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tempo_gen.models.base import Domain, Slug, StrictModel, image_parts
+from tempo_gen.models.base import Domain, RuleViolations, Slug, StrictModel, Violation, image_parts
 from tempo_gen.models.containers import Containers
 from tempo_gen.models.firewall import Firewall
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.models.tempo import Tempo
-
-# A broken cross-field rule: the field it is reported on, and why.
-Violation = tuple[tuple[str | int, ...], str]
 
 _DIRECTORY = re.compile(r"/?[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*/?")
 
@@ -142,6 +139,14 @@ class Profile(StrictModel):
                 violations.append(
                     (("tempo", "cors_origins", i), f"{origin!r} is plain http; production origins must be https")
                 )
+        cookie_domain = self.tempo.cookie_domain
+        if cookie_domain and not (self.domain == cookie_domain or self.domain.endswith(f".{cookie_domain}")):
+            violations.append(
+                (
+                    ("tempo", "cookie_domain"),
+                    f"{cookie_domain} is neither {self.domain} nor a parent of it: browsers would drop the cookie",
+                )
+            )
         unpinned = self.unpinned_images()
         if production and unpinned and not self.tempo.allow_unpinned:
             violations.append(
@@ -226,14 +231,6 @@ class Profile(StrictModel):
                 )
             )
         return violations
-
-
-class RuleViolations(ValueError):
-    """Several cross-field problems at once, each with its own field path."""
-
-    def __init__(self, violations: list[Violation]):
-        self.violations = violations
-        super().__init__("; ".join(message for _, message in violations))
 
 
 def _world_admin_rules(cidrs: list[str]) -> list[Violation]:

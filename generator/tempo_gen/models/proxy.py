@@ -241,6 +241,15 @@ class RateLimits(StrictModel):
     api_burst: int = Field(
         default=50, ge=0, le=10000, description="Requests to /api/ allowed at once above the rate (0: none)."
     )
+    import_chunks_per_second: int = Field(
+        default=20,
+        ge=1,
+        le=10000,
+        description=(
+            "Bulk import chunk uploads per second, a limit of their own; its burst is the number of chunks in "
+            "the largest import (tempo.import_max_mb), so one upload at any speed never gets a 429."
+        ),
+    )
 
 
 class Proxy(StrictModel):

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
-from tempo_gen.models.base import ImageRef, Origin, SafeText, StrictModel
+from tempo_gen.models.base import Domain, ImageRef, Origin, RuleViolations, SafeText, StrictModel
+from tempo_gen.policy.releases import NEWEST, Release, Setting, first_with, release, unsupported_reason
 
 UPSTREAM_REGISTRY = "ghcr.io/trevordavies095/tempo"
 _VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+_CARTO_KEY = re.compile(r"[A-Za-z0-9._-]{1,256}")
 
 
 def _version(value: str) -> str:
     if not _VERSION.fullmatch(value):
-        raise ValueError(f"{value!r} is not a Tempo release: expected MAJOR.MINOR.PATCH, e.g. 2.1.0")
+        raise ValueError(f"{value!r} is not a Tempo release: expected MAJOR.MINOR.PATCH, e.g. {NEWEST}")
+    if reason := unsupported_reason(value):
+        raise ValueError(reason)
+    return value
+
+
+def _carto_key(value: str) -> str:
+    if not _CARTO_KEY.fullmatch(value):
+        raise ValueError("a CARTO API key is 1 to 256 letters, digits, dots, dashes and underscores")
     return value
 
 
 Version = Annotated[str, AfterValidator(_version)]
+CartoKey = Annotated[str, AfterValidator(_carto_key)]
 
 
 class Images(StrictModel):
@@ -51,12 +62,25 @@ class Jwt(StrictModel):
     expiration_days: int = Field(
         default=7, ge=1, le=90, description=("Token lifetime (JWT__ExpirationDays), 1 to 90 days.")
     )
+    remember_me_days: int | None = Field(
+        None,
+        ge=1,
+        le=365,
+        description=("Token lifetime after `Remember me` (JWT__RememberMeExpirationDays). Default: Tempo's, 30 days."),
+    )
 
 
 class Tempo(StrictModel):
     """The Tempo release and the API's configuration."""
 
-    version: Version = Field("2.1.0", description="Tempo release (MAJOR.MINOR.PATCH); the default images follow it.")
+    version: Version = Field(
+        NEWEST,
+        description=(
+            "Tempo release (MAJOR.MINOR.PATCH), one of the releases in the README's table; the default "
+            "images, routes, health checks and settings follow it. Its images are unconfirmed: pin them "
+            "with `tempo-gen lock`."
+        ),
+    )
     images: Images = Images()
     allow_unpinned: bool = Field(
         False,
@@ -78,12 +102,67 @@ class Tempo(StrictModel):
     outbound_internet: bool = Field(
         True,
         description=(
-            "Let the API reach the internet (its weather lookups need it). The database network stays "
-            "internal either way."
+            "Let the API reach the internet (weather lookups, and intervals.icu from 2.10.0). The database "
+            "network stays internal either way."
         ),
     )
+    cookie_domain: Domain | None = Field(
+        None,
+        description=(
+            "Domain attribute of the authToken cookie (Cookie__Domain): the site's domain or a "
+            "parent of it, to share the session with subdomains. Default: host-only, the safest."
+        ),
+    )
+    carto_api_key: CartoKey | None = Field(
+        None,
+        description=(
+            "CARTO basemaps API key (CartoBasemaps__ApiKey, Tempo 2.8.0+). Configuration, not a secret: the "
+            "API hands it to every signed-in browser. Use a key restricted to your domain."
+        ),
+    )
+    logging_profile: Literal["standard", "debug"] | None = Field(
+        None,
+        description=("API logging (Tempo__Logging__Profile, Tempo 2.10.0+). Default: Tempo's, `standard`."),
+    )
+
+    @property
+    def release(self) -> Release:
+        """This version's row of the capability table."""
+        return release(self.version)
+
+    def settings(self) -> dict[Setting, object]:
+        """Every optional setting the profile gives a value, by name."""
+        values: dict[Setting, object] = {
+            "remember-me": self.jwt.remember_me_days,
+            "cookie-domain": self.cookie_domain,
+            "carto-key": self.carto_api_key,
+            "logging-profile": self.logging_profile,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+    @model_validator(mode="after")
+    def _release_reads_every_setting(self) -> Tempo:
+        """A setting the deployed release ignores would silently do nothing: refuse it, naming the release."""
+        unread = [name for name in self.settings() if name not in self.release.settings]
+        if unread:
+            raise RuleViolations(
+                [
+                    (_SETTING_FIELDS[name], f"needs Tempo {first_with(name)} or later; tempo.version is {self.version}")
+                    for name in unread
+                ]
+            )
+        return self
 
     def image(self, service: str) -> str:
         """The upstream image reference for 'api', 'frontend' or 'postgres'."""
         explicit = getattr(self.images, service)
         return explicit or f"{UPSTREAM_REGISTRY}/{service}:v{self.version}"
+
+
+_SETTING_FIELDS: dict[Setting, tuple[str, ...]] = {
+    "remember-me": ("jwt", "remember_me_days"),
+    "cookie-domain": ("cookie_domain",),
+    "carto-key": ("carto_api_key",),
+    "logging-profile": ("logging_profile",),
+}
+"""Where each optional setting lives in the `tempo` section."""

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from tempo_gen.models.profile import Profile
+from tempo_gen.policy.releases import IMPORT_CHUNK_BYTES, Release
 
 API_PREFIX = "/api"
 """The browser's prefix for API calls; the API's own routes have none."""
 KIB = 1024
 MIB = 1024 * KIB
 
-BodyLimit = Literal["default", "media", "import"]
-RateLimit = Literal["login", "api"]
+BodyLimit = Literal["default", "media", "import", "chunk"]
+RateLimit = Literal["login", "api", "chunk"]
 Upstream = Literal["api", "frontend"]
 
 
@@ -42,10 +43,21 @@ class Route:
 LOGIN = Route("login", rf"^{API_PREFIX}/auth/(?:login|register)$", "default", "login")
 """Login and register: the strict per-IP limit against password guessing."""
 IMPORT = Route("import", rf"^{API_PREFIX}/workouts/import/(?:bulk|export)$", "import", "api")
-"""Bulk imports (Strava export, Tempo export): the largest bodies and the longest requests."""
+"""Whole-body bulk imports (Strava export, Tempo export) from API clients: the largest bodies and longest requests."""
+CHUNK = Route("chunk", rf"^{API_PREFIX}/workouts/import/jobs/[0-9a-fA-F-]{{36}}/chunks/[0-9]+$", "chunk", "chunk")
+"""The browser's bulk import: about a thousand sequential 512 KiB PUTs, with a limit of their own so a
+full-speed upload never meets the API's 429s."""
 MEDIA = Route("media", rf"^{API_PREFIX}/workouts/(?:import|[0-9a-fA-F-]{{36}}/media)$", "media", "api")
 """Media uploads and single-file imports."""
-API_ROUTES = (LOGIN, IMPORT, MEDIA)
+MEDIA_HEALTHKIT = Route(
+    "media", rf"^{API_PREFIX}/workouts/(?:import(?:/healthkit)?|[0-9a-fA-F-]{{36}}/media)$", "media", "api"
+)
+"""The same, with the iOS client's HealthKit workouts (JSON) from 2.8.0."""
+
+
+def api_routes(release: Release) -> tuple[Route, ...]:
+    """The API routes with limits of their own, for one release."""
+    return (LOGIN, IMPORT, CHUNK, MEDIA_HEALTHKIT if release.healthkit else MEDIA)
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class Size:
 
 def body_size(profile: Profile, body: BodyLimit) -> Size:
     """Largest request body a route accepts; the proxy answers 413 above it."""
+    if body == "chunk":  # twice a chunk: room for the client's framing, never a whole import
+        return Size(2 * IMPORT_CHUNK_BYTES // KIB, "KiB")
     if body == "import":
         return Size(profile.tempo.import_max_mb, "MiB")
     if body == "media":
@@ -109,12 +123,19 @@ class RateLimitView:
 
 
 def rate_limits_for(profile: Profile) -> dict[RateLimit, RateLimitView]:
-    """Every per-IP limit by name, in RateLimit's order: logins, then every API call."""
+    """Every per-IP limit by name, in RateLimit's order: logins, every API call, import chunks."""
     limits = profile.proxy.rate_limits
     return {
         "login": RateLimitView("login", limits.login_per_minute, "minute", limits.login_burst),
         "api": RateLimitView("api", limits.api_per_second, "second", limits.api_burst),
+        "chunk": RateLimitView("chunk", limits.import_chunks_per_second, "second", import_chunks(profile)),
     }
+
+
+def import_chunks(profile: Profile) -> int:
+    """Chunks in the largest import the profile allows: the chunk limit's burst, so one upload, however
+    fast, never exceeds it (the excess over the rate grows by at most one a request)."""
+    return -(-body_size(profile, "import").bytes // IMPORT_CHUNK_BYTES)
 
 
 @dataclass(frozen=True)
@@ -167,9 +188,14 @@ class RouteView:
 _ABOUT: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "login": ("Login and register", "", ()),
     "import": (
-        "Bulk imports",
-        "Strava export, Tempo export",
+        "Whole-body bulk imports",
+        "Strava export, Tempo export, from API clients",
         (f"{API_PREFIX}/workouts/import/bulk", f"{API_PREFIX}/workouts/import/export"),
+    ),
+    "chunk": (
+        "Bulk import chunks",
+        "the browser's Strava or Tempo export, 512 KiB at a time",
+        (f"{API_PREFIX}/workouts/import/jobs/<id>/chunks/<n>",),
     ),
     "media": ("Media uploads and single-file imports", "", ()),
 }
@@ -197,7 +223,7 @@ def routes_for(profile: Profile) -> tuple[RouteView, ...]:
             rate=rate_limits[route.rate],
             priority=30,
         )
-        for route in API_ROUTES
+        for route in api_routes(profile.tempo.release)
     )
     default = body_size(profile, "default")
     api = RouteView(

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from tempo_gen.errors import Problem, ProfileError, UnsafeFile
-from tempo_gen.models.base import PLACEHOLDER_SECRET, control_character
-from tempo_gen.models.profile import Profile, RuleViolations
+from tempo_gen.models.base import PLACEHOLDER_SECRET, RuleViolations, control_character
+from tempo_gen.models.profile import Profile
 from tempo_gen.profile.source import FieldPath, SourceMap, dotted, read_yaml
 from tempo_gen.project import misplaced_secrets_dir, unignorable
 from tempo_gen.safe_fs import read_bounded

@@ -42,7 +42,30 @@ def weakenings(profile: Profile) -> list[Finding]:
         found.append(
             Finding("environment", "development: plain-http origins and self-signed certificates are accepted")
         )
-    found += _firewall(profile) + _proxy(profile) + _raised_limits(profile) + _swarm(profile)
+    found += _firewall(profile) + _proxy(profile) + _tempo(profile) + _raised_limits(profile) + _swarm(profile)
+    return found
+
+
+def _tempo(profile: Profile) -> list[Finding]:
+    """Tempo settings that widen what a browser, a log or a subdomain sees."""
+    tempo, found = profile.tempo, []
+    if tempo.logging_profile == "debug":
+        found.append(
+            Finding("tempo.logging_profile", "debug: the API logs request details; use it while diagnosing only")
+        )
+    if tempo.cookie_domain:
+        found.append(
+            Finding(
+                "tempo.cookie_domain", f"the session cookie is sent to {tempo.cookie_domain} and all its subdomains"
+            )
+        )
+    if tempo.carto_api_key:
+        found.append(
+            Finding(
+                "tempo.carto_api_key",
+                "handed to every signed-in browser: restrict the key to this site at CARTO",
+            )
+        )
     return found
 
 
@@ -120,6 +143,7 @@ _LIMITS: tuple[tuple[str, Callable[[Profile], int]], ...] = (
     ("proxy.rate_limits.login_burst", lambda p: p.proxy.rate_limits.login_burst),
     ("proxy.rate_limits.api_per_second", lambda p: p.proxy.rate_limits.api_per_second),
     ("proxy.rate_limits.api_burst", lambda p: p.proxy.rate_limits.api_burst),
+    ("proxy.rate_limits.import_chunks_per_second", lambda p: p.proxy.rate_limits.import_chunks_per_second),
 )
 
 

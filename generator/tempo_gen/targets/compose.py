@@ -9,6 +9,7 @@ from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
+from tempo_gen.policy.releases import SETTING_VARIABLES, Setting
 from tempo_gen.policy.routes import body_size
 from tempo_gen.targets import nginx, traefik
 from tempo_gen.targets.base import TargetInput
@@ -60,6 +61,21 @@ def networks(profile: Profile) -> dict[str, list[str]]:
     return result
 
 
+def api_settings(profile: Profile) -> dict[str, str]:
+    """The API's optional settings the profile sets, as environment variables; on releases that echo
+    them at /version, the image references the bundle builds from."""
+    tempo = profile.tempo
+    values: dict[Setting, object] = dict(tempo.settings())
+    if "image-version" in tempo.release.settings:
+        values["image-version"] = (tempo.image("api"), tempo.image("frontend"))
+    variables: dict[str, str] = {}
+    for setting, value in values.items():
+        names = SETTING_VARIABLES[setting]
+        parts = value if isinstance(value, tuple) else (value,)
+        variables.update(zip(names, map(str, parts), strict=True))
+    return variables
+
+
 def _proxy_mounts(profile: Profile) -> dict[str, object]:
     """The proxy target's folders, as the compose proxy service mounts them."""
     if profile.proxy.kind == "traefik":
@@ -85,6 +101,8 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
                 "service_networks": service_networks,
                 "networks": used,
                 "media_max_bytes": body_size(profile, "media").bytes,
+                "api_settings": api_settings(profile),
+                "frontend_health": "/health" if profile.tempo.release.frontend_health else "/",
                 "proxy_mounts": _proxy_mounts(profile),
                 "size_bytes": size_bytes,
                 "api_port": API_PORT,

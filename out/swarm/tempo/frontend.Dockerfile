@@ -2,7 +2,7 @@
 # and run `tempo-gen render`.
 #
 # The Tempo frontend (Next.js standalone server), pinned, run as non-root.
-FROM ghcr.io/trevordavies095/tempo/frontend:v2.1.0
+FROM ghcr.io/trevordavies095/tempo/frontend:v2.10.1
 
 # Swarm cannot give a tmpfs an owner: the mount is root's, with the mode of the
 # image's folder. The Next.js cache folder is made writable (sticky) for that.

@@ -2,7 +2,7 @@
 # and run `tempo-gen render`.
 #
 # The Tempo API, pinned, hardened for a read-only, non-root container.
-FROM ghcr.io/trevordavies095/tempo/api:v2.1.0
+FROM ghcr.io/trevordavies095/tempo/api:v2.10.1
 
 # Runs as root only to prepare folders owned by the API's uid; Docker copies a
 # folder's ownership into a fresh named volume, so media stays writable.

@@ -2,7 +2,7 @@
 # and run `tempo-gen render`.
 #
 # The Tempo frontend (Next.js standalone server), pinned, run as non-root.
-FROM ghcr.io/trevordavies095/tempo/frontend:v2.1.0
+FROM ghcr.io/trevordavies095/tempo/frontend:v2.10.1
 
 USER 1000:1000
 ENV NODE_ENV=production \

@@ -1,0 +1,163 @@
+"""What each supported Tempo release needs from a deployment: one capability table.
+
+Data first, like policy/tls.py: every difference between releases that a
+target, a model rule or an operation depends on is a field of `Release`, and
+they read it here instead of comparing version strings. Releases with no
+deployment-relevant change share a row. Sources: shared/reference/
+tempo-releases.md (release groups, settings, health, cookie, host commands,
+where the API writes); no release's images were confirmed against the
+registry, so production profiles pin them with `tempo-gen lock`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+BrowserImports = Literal["import-port", "chunked-jobs"]
+"""How the release's browser uploads a bulk import: cross-origin to the API's own port 5001
+(`<host>:5001/workouts/import/{bulk,export}`, whole multipart bodies), or through /api in
+512 KiB chunks to import jobs."""
+Setting = Literal["remember-me", "cookie-domain", "carto-key", "logging-profile", "image-version"]
+"""Optional API settings a profile can set, each read only by the releases that list it."""
+HostCommand = Literal["reset-password"]
+
+SETTING_VARIABLES: dict[Setting, tuple[str, ...]] = {
+    "remember-me": ("JWT__RememberMeExpirationDays",),
+    "cookie-domain": ("Cookie__Domain",),
+    "carto-key": ("CartoBasemaps__ApiKey",),
+    "logging-profile": ("Tempo__Logging__Profile",),
+    "image-version": ("TEMPO_API_IMAGE", "TEMPO_FRONTEND_IMAGE"),
+}
+"""The API's environment variables behind each setting."""
+LOGGING_PROFILES = ("standard", "debug")
+"""`Tempo__Logging__Profile` values 2.10 accepts; any other stops the API at start-up."""
+
+IMPORT_CHUNK_BYTES = 524_288
+"""One chunk PUT of a chunked import job (the last may be shorter)."""
+IMPORT_MAX_BYTES = 500_000_000
+"""The API's own ceiling for one bulk import (Kestrel and form limits, and the import job's total)."""
+IMPORT_STAGING = "imports"
+"""Chunked import jobs stage under `<media root>/imports/<job id>/` until they complete, fail or are cancelled."""
+IMPORT_IDLE_MINUTES = 15
+"""A `receiving` job idle this long is abandoned (replaced when the next job starts)."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One group of Tempo releases that a deployment treats alike."""
+
+    versions: tuple[str, ...]
+    api_base: str
+    """The upstream API image's base: what its shell tools are (Debian 12, or Ubuntu 24.04 from .NET 10)."""
+    browser_imports: BrowserImports
+    settings: frozenset[Setting] = frozenset()
+    api_tools: frozenset[str] = frozenset({"sh", "curl", "find"})
+    """Tools the upstream API image has (curl comes with its own health check)."""
+    api_ready: bool = False
+    """`GET /ready`: 200 only when Postgres answers (else only `/health`, which never touches it)."""
+    frontend_health: bool = False
+    """The frontend's own `GET /health` (before it, only its pages)."""
+    cookie_secure_in_production: bool = False
+    """authToken is `Secure` whenever ASPNETCORE_ENVIRONMENT is Production (before: only when the
+    request is https, i.e. when the proxy's X-Forwarded-Proto is trusted)."""
+    password_length: tuple[int, int | None] = (6, None)
+    """Shortest and longest account password the API accepts (None: no upper bound)."""
+    session_version: bool = False
+    """Each request reloads the user, so a password reset ends every existing session."""
+    host_commands: frozenset[HostCommand] = frozenset()
+    healthkit: bool = False
+    """`POST /workouts/import/healthkit` (iOS client JSON)."""
+    jwt_key_encrypts_integrations: bool = False
+    """The JWT key also derives the key that encrypts the stored intervals.icu API key."""
+    notes: tuple[str, ...] = ()
+    """What changed in this group, for the README."""
+
+    @property
+    def first(self) -> str:
+        return self.versions[0]
+
+    @property
+    def imports_work(self) -> bool:
+        """Whether a bundle can serve this release's browser imports: the chunked jobs go through the
+        proxy's /api like every other call; the older cross-origin uploads to the API's own port 5001
+        would need that port published beside the site, which no bundle does."""
+        return self.browser_imports == "chunked-jobs"
+
+
+_BEFORE_2_7 = Release(
+    versions=("2.1.0", "2.1.1", "2.2.0", "2.3.0", "2.3.1", "2.3.2", "2.4.0", "2.5.0", "2.6.0"),
+    api_base="aspnet:9.0 (Debian 12), aspnet:10.0 (Ubuntu 24.04) from 2.4.0",
+    browser_imports="import-port",
+    notes=("bulk imports go cross-origin to the API's port 5001: known, refused",),
+)
+_R2_7 = Release(
+    versions=("2.7.0",),
+    api_base="aspnet:10.0 (Ubuntu 24.04)",
+    browser_imports="chunked-jobs",
+    settings=frozenset({"remember-me", "cookie-domain"}),
+    # Secure in Production was seen in a 2.4-era revision; every supported release has it.
+    cookie_secure_in_production=True,
+    password_length=(16, 64),
+    session_version=True,
+    notes=(
+        "chunked import jobs through /api, staged under the media root",
+        "authToken always Secure in Production",
+        "passwords of 16 to 64 characters; a password change ends every session",
+    ),
+)
+_R2_8 = replace(
+    _R2_7,
+    versions=("2.8.0", "2.8.1", "2.9.0"),
+    settings=_R2_7.settings | {"carto-key"},
+    healthkit=True,
+    notes=("CartoBasemaps__ApiKey", "HealthKit import route", "backfill workers"),
+)
+_R2_10 = replace(
+    _R2_8,
+    versions=("2.10.0", "2.10.1"),
+    settings=_R2_8.settings | {"logging-profile", "image-version"},
+    api_ready=True,
+    frontend_health=True,
+    host_commands=frozenset({"reset-password"}),
+    jwt_key_encrypts_integrations=True,
+    notes=(
+        "/ready and the frontend's /health",
+        "Tempo__Logging__Profile",
+        "host command reset-password",
+        "intervals.icu (its stored key is encrypted with a key derived from the JWT key)",
+        "/version shows the image references",
+    ),
+)
+
+RELEASES: tuple[Release, ...] = (_BEFORE_2_7, _R2_7, _R2_8, _R2_10)
+SUPPORTED: tuple[str, ...] = tuple(v for row in RELEASES if row.imports_work for v in row.versions)
+"""Every release a bundle serves completely, oldest first."""
+NEWEST = SUPPORTED[-1]
+
+
+def release(version: str) -> Release:
+    """The row of a known release, supported or not; KeyError for a release the table does not know."""
+    for row in RELEASES:
+        if version in row.versions:
+            return row
+    raise KeyError(version)
+
+
+def unsupported_reason(version: str) -> str | None:
+    """Why `version` cannot be deployed, naming what can; None when it is supported."""
+    if version in SUPPORTED:
+        return None
+    known = next((row for row in RELEASES if version in row.versions), None)
+    if known is not None and not known.imports_work:
+        return (
+            f"Tempo {version}'s browser sends bulk imports cross-origin to the API's port 5001, which no bundle "
+            f"serves, so imports could never work; {SUPPORTED[0]} is the first release whose imports go through "
+            f"the proxy (supported: {SUPPORTED[0]} to {NEWEST})"
+        )
+    return f"Tempo {version} is not a release tempo-gen knows; supported: {', '.join(SUPPORTED)}"
+
+
+def first_with(setting: Setting) -> str:
+    """The oldest supported release that reads `setting`."""
+    return next(row.first for row in RELEASES if setting in row.settings)
