@@ -110,11 +110,7 @@ def test_health_checks_follow_the_release() -> None:
 
 
 def test_audit_reports_the_settings_that_widen_exposure() -> None:
-    found = {
-        f.field
-        for f in weakenings(
-            dev_profile("nginx", tempo={"cookie_domain": "tempo.test", "carto_api_key": "k", "logging_profile": "debug"})
-        )
-    }
+    widened = {"cookie_domain": "tempo.test", "carto_api_key": "k", "logging_profile": "debug"}
+    found = {f.field for f in weakenings(dev_profile("nginx", tempo=widened))}
     assert {"tempo.cookie_domain", "tempo.carto_api_key", "tempo.logging_profile"} <= found
     assert not {"tempo.logging_profile"} & {f.field for f in weakenings(dev_profile("nginx"))}
