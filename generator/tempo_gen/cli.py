@@ -20,7 +20,7 @@ from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.bundle.writer import check_replaceable, recover, write_bundle
-from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError, terminal_safe
+from tempo_gen.errors import DeploymentError, Problem, ProfileError, TempoGenError, UsageError, terminal_safe
 from tempo_gen.models.base import control_character
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
@@ -358,18 +358,70 @@ def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
     click.echo("secrets: ok")
 
 
+_OUT_OPTION = click.option(
+    "--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: out/)."
+)
+
+
+def load_one(profile: str | None, root: Path, what: str) -> LoadedProfile:
+    """The one profile a command on a running deployment acts on."""
+    loaded = load_all((profile,) if profile else (), root)
+    if len(loaded) != 1:
+        raise UsageError(f"name the profile whose {what}")
+    return loaded[0]
+
+
 @secrets.command("rotate")
 @click.argument("which", type=click.Choice(["jwt", "db"]))
 @click.argument("profile", required=False, type=click.Path(dir_okay=False))
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: out/).")
+@_OUT_OPTION
+@click.option("--force", is_flag=True, help="Rotate even while a bulk import is in progress (it is interrupted).")
 @click.pass_obj
-def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None) -> None:
-    """Rotate the JWT key or the database password of PROFILE's running stack (Compose or Swarm)."""
-    from tempo_gen.ops.secrets import secret_store
+def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None, force: bool) -> None:
+    """Rotate the JWT key or the database password of PROFILE's running stack (Compose or Swarm).
 
-    loaded = load_all((profile,) if profile else (), root)
-    if len(loaded) != 1:
-        raise UsageError("name the profile whose secret to rotate")
-    item = loaded[0]
-    for line in secret_store(item, root, (out or root / OUT_DIR) / item.profile.name).rotate(which):
+    Says first what the deployed release loses; refuses while an import is in progress unless --force."""
+    from tempo_gen.ops.secrets import secret_store
+    from tempo_gen.ops.tempo_api import import_in_progress, restart_effects, running_stack
+
+    item = load_one(profile, root, "secret to rotate")
+    bundle = (out or root / OUT_DIR) / item.profile.name
+    for effect in restart_effects(item.profile.tempo.release, which):
+        click.echo(f"note: {effect}")
+    if import_in_progress(running_stack(item, bundle)):
+        if not force:
+            raise DeploymentError(
+                "a bulk import is in progress and restarting the API would interrupt it; "
+                "wait until it finishes, or pass --force"
+            )
+        click.echo("note: --force: the import in progress is interrupted")
+    for line in secret_store(item, root, bundle).rotate(which):
         click.echo(line)
+
+
+@main.group()
+def admin() -> None:
+    """Tempo's own host commands, run in the deployment's API container with its secrets."""
+
+
+@admin.command("reset-password")
+@click.argument("profile", required=False, type=click.Path(dir_okay=False))
+@click.option("--username", help="The account (optional when Tempo has exactly one).")
+@_OUT_OPTION
+@click.pass_obj
+def admin_reset_password(root: Path, profile: str | None, username: str | None, out: Path | None) -> None:
+    """Set a new password for a Tempo account; every session of it ends.
+
+    The password is read from standard input (asked twice on a terminal), never from arguments."""
+    from tempo_gen.ops.tempo_api import check_password, reset_password, running_stack
+
+    item = load_one(profile, root, "account to reset")
+    release = item.profile.tempo.release
+    if sys.stdin.isatty():
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline(4096).removesuffix("\n")
+    check_password(release, password)
+    stack = running_stack(item, (out or root / OUT_DIR) / item.profile.name)
+    said = reset_password(stack, release, password, username)
+    click.echo(said or "password reset")

@@ -8,7 +8,7 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
-from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
+from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT, MEDIA_ROOT
 from tempo_gen.policy.releases import SETTING_VARIABLES, Setting
 from tempo_gen.policy.routes import body_size
 from tempo_gen.targets import nginx, traefik
@@ -102,6 +102,7 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
                 "networks": used,
                 "media_max_bytes": body_size(profile, "media").bytes,
                 "api_settings": api_settings(profile),
+                "media_root": MEDIA_ROOT,
                 "frontend_health": "/health" if profile.tempo.release.frontend_health else "/",
                 "proxy_mounts": _proxy_mounts(profile),
                 "size_bytes": size_bytes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.errors import RenderError
-from tempo_gen.policy.ports import API_PORT
+from tempo_gen.policy.ports import API_PORT, MEDIA_ROOT
 from tempo_gen.policy.releases import Release
 from tempo_gen.targets.base import TargetInput
 
@@ -26,7 +26,9 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
             f"the API image of Tempo {target_input.profile.tempo.version} has no curl for its health check"
         )
     return [
-        target_input.file("tempo/api.Dockerfile", "tempo/api.Dockerfile.j2", {"uid": users.api}),
+        target_input.file(
+            "tempo/api.Dockerfile", "tempo/api.Dockerfile.j2", {"uid": users.api, "media_root": MEDIA_ROOT}
+        ),
         target_input.file("tempo/frontend.Dockerfile", "tempo/frontend.Dockerfile.j2", {"uid": users.frontend}),
         target_input.file("tempo/postgres.Dockerfile", "tempo/postgres.Dockerfile.j2", {"uid": users.postgres}),
         target_input.file(
