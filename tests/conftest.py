@@ -33,8 +33,8 @@ def cli(project: Path) -> RunCli:
     """Run `tempo-gen --project <project> ARGS`, returning click's Result."""
     runner = CliRunner()
 
-    def run(*args: str, env: Mapping[str, str | None] | None = None) -> Result:
-        return runner.invoke(main, ["--project", str(project), *args], env=env, catch_exceptions=False)
+    def run(*args: str, env: Mapping[str, str | None] | None = None, input: str | None = None) -> Result:
+        return runner.invoke(main, ["--project", str(project), *args], env=env, input=input, catch_exceptions=False)
 
     return run
 

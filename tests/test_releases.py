@@ -114,3 +114,38 @@ def test_audit_reports_the_settings_that_widen_exposure() -> None:
     found = {f.field for f in weakenings(dev_profile("nginx", tempo=widened))}
     assert {"tempo.cookie_domain", "tempo.carto_api_key", "tempo.logging_profile"} <= found
     assert not {"tempo.logging_profile"} & {f.field for f in weakenings(dev_profile("nginx"))}
+
+
+@pytest.mark.parametrize(
+    ("version", "password", "expected"),
+    [
+        ("2.10.1", "short", "Tempo needs a password of 16 to 64 characters (got 5)"),
+        ("2.10.1", "x" * 65, "Tempo needs a password of 16 to 64 characters (got 65)"),
+        ("2.9.0", "a-long-enough-password", "no reset-password command (it came in 2.10.0)"),
+    ],
+)
+def test_reset_password_is_refused_before_anything_runs(
+    cli: RunCli, project: Path, version: str, password: str, expected: str
+) -> None:
+    path = project / "profiles" / "demo.yaml"
+    path.write_text(VALID_PROFILE.replace("tempo:\n", f"tempo:\n  version: {version}\n"))
+    # No engine is asked: the policy and the release's commands are checked first.
+    result = cli(
+        "admin",
+        "reset-password",
+        str(path),
+        env={"DOCKER_HOST": "unix:///nonexistent"},
+        input=f"{password}\n",
+    )
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and password not in result.output
+
+
+def test_rotation_names_what_the_release_loses() -> None:
+    from tempo_gen.ops.tempo_api import restart_effects
+
+    newest, older = restart_effects(release("2.10.1"), "jwt"), restart_effects(release("2.9.0"), "jwt")
+    assert any("intervals.icu" in effect for effect in newest)
+    assert not any("intervals.icu" in effect for effect in older)
+    assert all(any("session" in e for e in effects) for effects in (newest, older))
+    assert restart_effects(release("2.10.1"), "db") == ["the API restarts: an import in progress would be interrupted"]

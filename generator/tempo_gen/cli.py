@@ -413,15 +413,13 @@ def admin_reset_password(root: Path, profile: str | None, username: str | None, 
     """Set a new password for a Tempo account; every session of it ends.
 
     The password is read from standard input (asked twice on a terminal), never from arguments."""
-    from tempo_gen.ops.tempo_api import check_password, reset_password, running_stack
+    from tempo_gen.ops.tempo_api import reset_password, reset_password_command, running_stack
 
     item = load_one(profile, root, "account to reset")
-    release = item.profile.tempo.release
     if sys.stdin.isatty():
         password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     else:
         password = sys.stdin.readline(4096).removesuffix("\n")
-    check_password(release, password)
+    command = reset_password_command(item.profile.tempo.release, password, username)
     stack = running_stack(item, (out or root / OUT_DIR) / item.profile.name)
-    said = reset_password(stack, release, password, username)
-    click.echo(said or "password reset")
+    click.echo(reset_password(stack, command, password) or "password reset")

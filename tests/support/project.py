@@ -28,7 +28,7 @@ firewall:
 class RunCli(Protocol):
     """The `cli` fixture: run `tempo-gen --project <project> ARGS` and return click's Result."""
 
-    def __call__(self, *args: str, env: Mapping[str, str | None] | None = None) -> Result: ...
+    def __call__(self, *args: str, env: Mapping[str, str | None] | None = None, input: str | None = None) -> Result: ...
 
 
 def profiles_of_kind(kind: str) -> list[Path]:

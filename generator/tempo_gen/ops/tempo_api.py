@@ -47,8 +47,8 @@ def check_password(release: Release, password: str) -> None:
         raise UsageError(f"Tempo needs a password of {bound} characters (got {len(password)})")
 
 
-def reset_password(stack: RunningStack, release: Release, password: str, username: str | None) -> str:
-    """Run Tempo's `reset-password` in the API container, the password on stdin; return what Tempo said."""
+def reset_password_command(release: Release, password: str, username: str | None) -> list[str]:
+    """The exec that resets a password on `release`, after Tempo's own checks: refused before anything runs."""
     if "reset-password" not in release.host_commands:
         raise UsageError(f"this Tempo release has no reset-password command (it came in {_first_reset()})")
     check_password(release, password)
@@ -57,6 +57,11 @@ def reset_password(stack: RunningStack, release: Release, password: str, usernam
         if not username.isprintable() or username.startswith("-") or not username.strip():
             raise UsageError(f"{username!r} is not a user name")
         command += ["--username", username]
+    return command
+
+
+def reset_password(stack: RunningStack, command: list[str], password: str) -> str:
+    """Run Tempo's `reset-password` in the API container, the password on stdin; return what Tempo said."""
     code, output = stack.exec_with_stdin("api", command, f"{password}\n", timeout=RESET_TIMEOUT)
     said = output.replace(password, "***").strip()
     if code != 0:
