@@ -108,7 +108,9 @@ _NOT_A_FILE = "not a regular file; remove it and run `tempo-gen secrets init`"
 def _reown(dir_fd: int, name: str, path: Path, owner: Ownership) -> str:
     """As root, give a kept secret file the owner and mode the profile wants now (a uid may have
     changed since it was made); what changed, or "". Opened without following a symlink, so a
-    planted link never hands its target to a container user."""
+    planted link never hands its target to a container user (nor gets a `sudo chown` hint)."""
+    if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        raise UnsafeFile(path, _NOT_A_FILE)
     if os.geteuid() != 0:
         return ""  # only root can chown: init_hints says what to run
     try:
@@ -117,7 +119,7 @@ def _reown(dir_fd: int, name: str, path: Path, owner: Ownership) -> str:
         raise UnsafeFile(path, _NOT_A_FILE) from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):  # swapped since the check above
             raise UnsafeFile(path, _NOT_A_FILE)
         changes = []
         if (info.st_uid, info.st_gid) != (owner.uid, owner.gid):
