@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -154,6 +156,80 @@ def test_lock_never_writes_its_temp_file_through_a_symlink(cli: RunCli, project:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _planted_secrets(elsewhere: Path) -> dict[str, tuple[bytes, int, int]]:
+    """A folder outside the project holding files named like our secrets; what they and it hold now."""
+    (elsewhere / "demo").mkdir(parents=True)
+    for name in ("jwt_key", "db_password"):
+        (elsewhere / "demo" / name).write_text(SECRET + "\n")
+    os.chmod(elsewhere / "demo", 0o755)
+    return _state(elsewhere)
+
+
+def _state(folder: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every entry under `folder`, and the folder itself ("."): its bytes (files), mode and owner."""
+    found = {}
+    for path in [folder, *sorted(folder.rglob("*"))]:
+        info = path.lstat()
+        data = path.read_bytes() if stat.S_ISREG(info.st_mode) else b""
+        found[path.relative_to(folder).as_posix()] = (data, info.st_mode, info.st_uid)
+    return found
+
+
+@pytest.mark.parametrize("command", ["init", "check"])
+@pytest.mark.parametrize("link", ["secrets/demo", "secrets"])
+def test_secrets_commands_never_follow_a_symlinked_secrets_folder(
+    cli: RunCli, demo: Path, victim: Path, link: str, command: str
+) -> None:
+    """A checkout can carry secrets/<name> (or secrets/) as a symlink: init must not write its files
+    into the target or chmod it, and check must not read through it."""
+    elsewhere = victim.parent / "elsewhere"
+    before = _planted_secrets(elsewhere)
+    if link == "secrets/demo":
+        (demo / "secrets").mkdir()
+    (demo / link).symlink_to(elsewhere / "demo" if link == "secrets/demo" else elsewhere, target_is_directory=True)
+    result = cli("secrets", command)
+    assert result.exit_code == 2, result.output
+    assert f"{demo / link}: is a symlink; refusing to follow it" in result.output
+    assert "Traceback" not in result.output
+    assert _state(elsewhere) == before
+
+
+def test_secrets_init_refuses_a_symlink_anywhere_in_an_absolute_secrets_dir(
+    cli: RunCli, demo: Path, victim: Path
+) -> None:
+    elsewhere = victim.parent / "elsewhere"
+    before = _planted_secrets(elsewhere)
+    (victim.parent / "link").symlink_to(elsewhere, target_is_directory=True)
+    profile = demo / "profiles" / "demo.yaml"
+    profile.write_text(VALID_PROFILE + f"secrets:\n  dir: {victim.parent}/link/demo\n")
+    result = cli("secrets", "init")
+    assert result.exit_code == 2 and f"{victim.parent / 'link'}: is a symlink" in result.output, result.output
+    assert _state(elsewhere) == before
+    (victim.parent / "link").unlink()
+    assert cli("secrets", "init").exit_code == 0, "missing folders of an absolute secrets.dir are created"
+    assert stat.S_IMODE((victim.parent / "link" / "demo").stat().st_mode) == 0o700
+
+
+def test_secret_rotation_never_writes_through_a_symlinked_secrets_folder(demo: Path, victim: Path) -> None:
+    """Rotation reads and replaces the secret files in the folder init made, through the same no-follow walk."""
+    from tempo_gen.errors import UnsafeFile
+    from tempo_gen.ops.compose_project import ComposeProject
+    from tempo_gen.ops.secrets.rotation import rotate_db, rotate_jwt
+    from tempo_gen.profile.loader import load_profile
+
+    elsewhere = victim.parent / "elsewhere"
+    before = _planted_secrets(elsewhere)
+    (demo / "secrets").mkdir()
+    (demo / "secrets" / "demo").symlink_to(elsewhere / "demo", target_is_directory=True)
+    profile = load_profile(demo / "profiles" / "demo.yaml", demo).profile
+    untouchable = cast(ComposeProject, object())  # any use of the stack would be an AttributeError
+    with pytest.raises(UnsafeFile, match="is a symlink"):
+        rotate_jwt(profile, demo, None)
+    with pytest.raises(UnsafeFile, match="is a symlink"):
+        rotate_db(profile, demo, untouchable)
+    assert _state(elsewhere) == before
 
 
 # 3. reads are bounded: FIFOs, devices and folders are refused with a located exit 2

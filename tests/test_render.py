@@ -8,13 +8,14 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
 import tempo_gen.targets
 from support.project import REPO, VALID_PROFILE, RunCli, run_tempo_gen, snapshot
-from tempo_gen import __version__
+from tempo_gen import __version__, safe_fs
+from tempo_gen.bundle import writer
 from tempo_gen.profile.loader import load_profile
 from tempo_gen.targets.base import TargetInput
 
@@ -122,6 +123,77 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(
     assert result.exit_code == 2 and "No space left on device" in result.output
     assert snapshot(demo / "out" / "demo") == before
     assert [p.name for p in (demo / "out").iterdir()] == ["demo"]
+
+
+def _two_bundles_about_to_change(cli: RunCli, project: Path, tmp_path: Path) -> dict[str, dict[str, bytes]]:
+    """Profiles alpha and beta rendered, then edited so that a render would replace both bundles: what out/
+    holds now. alpha's secrets.dir is absolute (no .gitignore rule), so it comes first with nothing to check."""
+    for name, secrets in (("alpha", f"secrets:\n  dir: {tmp_path}/keys\n"), ("beta", "")):
+        profile = VALID_PROFILE.replace("name: demo", f"name: {name}") + secrets
+        (project / "profiles" / f"{name}.yaml").write_text(profile)
+    assert cli("render").exit_code == 0
+    for name in ("alpha", "beta"):
+        path = project / "profiles" / f"{name}.yaml"
+        path.write_text(path.read_text() + "containers:\n  restart: always\n")
+    return {name: snapshot(project / "out" / name) for name in ("alpha", "beta")}
+
+
+def _fail_staging_of_beta(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = safe_fs.write_new
+
+    def write_new(path: Path, *args: Any, **kwargs: Any) -> None:
+        if "/.beta." in str(path):
+            raise OSError(28, "No space left on device", str(path))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "write_new", write_new)
+
+
+@pytest.mark.parametrize(
+    "failure", ["symlinked .gitignore", "folder at profiles/schema.json", "staging the 2nd bundle"]
+)
+def test_a_multi_profile_render_that_fails_replaces_no_bundle(
+    cli: RunCli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Every precondition of a render is met before the first bundle is swapped in: all bundles or none."""
+    before = _two_bundles_about_to_change(cli, project, tmp_path)
+    if failure == "symlinked .gitignore":
+        (project / ".gitignore").unlink()
+        (project / ".gitignore").symlink_to(tmp_path / "elsewhere")
+    elif failure == "folder at profiles/schema.json":
+        (project / "profiles" / "schema.json").unlink()
+        (project / "profiles" / "schema.json").mkdir()
+    else:
+        _fail_staging_of_beta(monkeypatch)
+    result = cli("render")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert {name: snapshot(project / "out" / name) for name in ("alpha", "beta")} == before
+    assert sorted(p.name for p in (project / "out").iterdir()) == ["alpha", "beta"], "no staging folder left behind"
+    assert not any(p.name.startswith(".schema.json") for p in (project / "profiles").iterdir())
+
+
+def test_a_swap_that_fails_after_another_says_truthfully_what_was_replaced(
+    cli: RunCli, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _two_bundles_about_to_change(cli, project, tmp_path)
+    real = writer._exchange
+
+    def exchange(a: Path, b: Path) -> bool:
+        if b.name == "beta":
+            raise OSError(5, "Input/output error", str(b))
+        return real(a, b)
+
+    monkeypatch.setattr(writer, "_exchange", exchange)
+    result = cli("render")
+    assert result.exit_code == 2, result.output
+    out = project / "out"
+    assert "untouched" not in result.output
+    assert f"{out / 'beta'}: Input/output error" in result.output
+    assert f"already replaced: {out / 'alpha'}" in result.output
+    assert f"kept as it was: {out / 'beta'}" in result.output
+    assert snapshot(out / "alpha") != before["alpha"] and snapshot(out / "beta") == before["beta"]
+    assert sorted(p.name for p in out.iterdir()) == ["alpha", "beta"]
 
 
 def test_check_passes_on_a_fresh_render_and_lists_every_kind_of_drift(cli: RunCli, demo: Path) -> None:

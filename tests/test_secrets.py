@@ -75,6 +75,21 @@ def test_init_never_reowns_through_a_symlink(cli: RunCli, demo: Path, tmp_path: 
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
 
 
+def test_init_without_root_refuses_a_linked_secret_instead_of_hinting_a_chown_through_it(
+    cli: RunCli, demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sudo chown` follows a symlink: a hint naming a planted link would give its target to the API user."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli("secrets", "init").exit_code == 0
+    target = tmp_path / "host-file"
+    target.write_text("not a secret")
+    (demo / "secrets" / "demo" / "jwt_key").unlink()
+    (demo / "secrets" / "demo" / "jwt_key").symlink_to(target)
+    result = cli("secrets", "init")
+    assert result.exit_code == 2 and "jwt_key: not a regular file" in result.output, result.output
+    assert "sudo chown" not in result.output
+
+
 def test_check_passes_fresh_secrets_and_reports_every_problem(cli: RunCli, demo: Path) -> None:
     cli("secrets", "init")
     assert cli("secrets", "check").exit_code == 0

@@ -19,7 +19,7 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
-from tempo_gen.bundle.writer import check_replaceable, recover, write_bundle
+from tempo_gen.bundle.writer import check_replaceable, recover, write_bundles
 from tempo_gen.errors import DeploymentError, Problem, ProfileError, TempoGenError, UsageError, terminal_safe
 from tempo_gen.models.base import control_character
 from tempo_gen.models.tempo import Tempo
@@ -127,21 +127,28 @@ def render(root: Path, profiles: tuple[str, ...], out: Path | None, check: bool,
         click.echo(f"waiting for another tempo-gen render of {out_root} to finish...", err=True)
 
     with render_lock(out_root, waiting=waiting):
-        for _, target, _ in outputs:  # refuse before writing any bundle
+        # Refusals first, then the project files, then every bundle at once (write_bundles): a failure
+        # anywhere before the bundles' swaps leaves every out/<name> as it was.
+        for _, target, _ in outputs:
             recover(target)
             check_replaceable(target)
-        for item, target, files in outputs:
-            # Default folders (secrets/<name>) share the one rule /secrets/; a chosen secrets.dir gets its own.
-            ensure_ignored(
-                root, PurePosixPath("secrets") if item.profile.secrets.dir is None else item.profile.secrets_dir
-            )
-            summary = write_bundle(files, target)
+        # Default folders (secrets/<name>) share the one rule /secrets/; a chosen secrets.dir gets its own.
+        ensure_ignored(
+            root,
+            [
+                PurePosixPath("secrets") if i.profile.secrets.dir is None else i.profile.secrets_dir
+                for i, _, _ in outputs
+            ],
+        )
+        schema = schema_file(root)
+        refreshed = schema.exists() and write_schema_file(schema)
+        summaries = write_bundles([(files, target) for _, target, files in outputs])
+        for (item, target, _), summary in zip(outputs, summaries, strict=True):
             click.echo(
                 f"{item.display_path} -> {target}: {len(summary.written)} written, {len(summary.changed)} changed, "
                 f"{len(summary.unchanged)} unchanged, {len(summary.removed)} removed"
             )
-        schema = schema_file(root)
-        if schema.exists() and write_schema_file(schema):
+        if refreshed:
             click.echo(f"{schema}: refreshed to this version's profile schema")
 
 

@@ -66,6 +66,12 @@ class UnsafeFile(TempoGenError):
         super().__init__(f"{path}: {reason}")
 
 
+class PartialWrite(TempoGenError):
+    """A render replaced some bundles before it failed to swap in another; the message names both: exit status 2."""
+
+    exit_code = 2
+
+
 class EditError(TempoGenError):
     """A profile's text cannot take a value where asked (e.g. a list sits on the path)."""
 

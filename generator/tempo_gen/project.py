@@ -65,10 +65,11 @@ def ignore_rule(secrets_dir: PurePosixPath) -> str | None:
     return f"/{normal}/"
 
 
-def ensure_ignored(root: Path, secrets_dir: PurePosixPath) -> None:
-    """Make sure git ignores the secrets folder when it sits inside the project; never writes through a symlink."""
-    rule = ignore_rule(secrets_dir)
-    if rule is None:
+def ensure_ignored(root: Path, secrets_dirs: list[PurePosixPath]) -> None:
+    """Make sure git ignores every secrets folder that sits inside the project, in one append; never
+    writes through a symlink."""
+    rules = [rule for folder in secrets_dirs if (rule := ignore_rule(folder))]
+    if not rules:
         return
     gitignore = root / ".gitignore"
     try:
@@ -78,16 +79,17 @@ def ensure_ignored(root: Path, secrets_dir: PurePosixPath) -> None:
             raise UsageError(f"{gitignore}: {exc.reason}; refusing to edit it") from None
         text = ""
     lines = [line.rstrip() for line in text.splitlines()]
-    parts = rule.strip("/").split("/")
-    covering = {f"{'/'.join(parts[:i])}/" for i in range(1, len(parts) + 1)}
-    if any(line in covering or line.removeprefix("/") in covering for line in lines):
+    added: list[str] = []
+    for rule in rules:
+        if not _covered(rule, lines + added):
+            added.append(rule)
+    if not added:
         return
     addition = (
         ("\n" if text and not text.endswith("\n") else "")
         + ("\n" if lines and lines[-1] else "")
         + "# Secret files (tempo-gen secrets init); never committed.\n"
-        + rule
-        + "\n"
+        + "".join(f"{rule}\n" for rule in added)
     )
     try:
         fd = os.open(gitignore, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -99,3 +101,10 @@ def ensure_ignored(root: Path, secrets_dir: PurePosixPath) -> None:
         os.write(fd, addition.encode())
     finally:
         os.close(fd)
+
+
+def _covered(rule: str, lines: list[str]) -> bool:
+    """Whether a .gitignore line already ignores the folder of `rule` (that folder, or one above it)."""
+    parts = rule.strip("/").split("/")
+    covering = {f"{'/'.join(parts[:i])}/" for i in range(1, len(parts) + 1)}
+    return any(line in covering or line.removeprefix("/") in covering for line in lines)

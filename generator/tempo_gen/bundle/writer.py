@@ -1,8 +1,10 @@
-"""Write a bundle atomically into out/<name>/: every file or none, and out/<name> is never missing.
+"""Write bundles atomically into out/<name>/: every file or none, and out/<name> is never missing.
 
-A render builds the whole folder beside the old one (`.<name>.XXXXXXXX.new`) and
-swaps it in only when every file is written, so a failure leaves the previous
-output untouched. Unchanged files are carried over by hard link, keeping their mtime.
+A render builds each whole folder beside the old one (`.<name>.XXXXXXXX.new`) and
+swaps them in only when every file of every bundle is written, so a failure leaves
+the previous output untouched. Unchanged files are carried over by hard link,
+keeping their mtime. A swap is one rename; should one still fail after another
+bundle was swapped in, PartialWrite says which were replaced and which kept.
 
 The swap is one renameat2(RENAME_EXCHANGE) system call (Linux, via ctypes): the
 new folder and the old one trade names atomically, so at every instant -- even
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.bundle.manifest import is_our_bundle
-from tempo_gen.errors import UnsafeFile, UsageError
+from tempo_gen.errors import PartialWrite, UnsafeFile, UsageError
 from tempo_gen.safe_fs import open_dir_beneath, read_beneath, walk, write_new
 
 _AT_FDCWD = -100
@@ -50,12 +52,45 @@ class Summary:
     removed: list[str] = field(default_factory=list)
 
 
-def write_bundle(files: list[RenderedFile], target: Path) -> Summary:
-    """Replace `target` with exactly `files`; untouched on any error before the swap."""
+@dataclass
+class _Staged:
+    target: Path
+    staging: Path
+    summary: Summary
+
+
+def write_bundles(bundles: list[tuple[list[RenderedFile], Path]]) -> list[Summary]:
+    """Replace each target with exactly its files: every bundle is checked and staged before the first
+    swap, so any failure until then leaves all of them untouched."""
+    for _, target in bundles:
+        recover(target)
+        check_replaceable(target)
+    staged: list[_Staged] = []
+    try:
+        for files, target in bundles:
+            staged.append(_stage(files, target))
+        for done, item in enumerate(staged):
+            try:
+                _swap(item.staging, item.target)
+            except OSError as exc:
+                if done == 0:
+                    raise
+                raise PartialWrite(
+                    f"{item.target}: {exc.strerror or exc} while swapping in its new bundle; "
+                    f"already replaced: {', '.join(str(s.target) for s in staged[:done])}; "
+                    f"kept as it was: {', '.join(str(s.target) for s in staged[done:])}. "
+                    "Run the render again once the cause is fixed."
+                ) from None
+    finally:
+        for item in staged:
+            _remove(item.staging)  # gone already once swapped in
+    return [item.summary for item in staged]
+
+
+def _stage(files: list[RenderedFile], target: Path) -> _Staged:
+    """Build `files` in a new folder beside `target`, carrying unchanged files over by hard link."""
     summary = Summary()
     target.parent.mkdir(parents=True, exist_ok=True)
-    recover(target)
-    check_replaceable(target)
     previous = walk(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".new", dir=target.parent))
     try:
@@ -72,13 +107,12 @@ def write_bundle(files: list[RenderedFile], target: Path) -> Summary:
             (summary.changed if path in previous else summary.written).append(path)
         for directory in [staging, *(p for p in staging.rglob("*") if p.is_dir() and not p.is_symlink())]:
             os.chmod(directory, 0o755)
-        kept = {str(f.path) for f in files}
-        summary.removed = sorted(p for p, mode in previous.items() if not stat.S_ISDIR(mode) and p not in kept)
-        _swap(staging, target)
     except BaseException:
         _remove(staging)
         raise
-    return summary
+    kept = {str(f.path) for f in files}
+    summary.removed = sorted(p for p, mode in previous.items() if not stat.S_ISDIR(mode) and p not in kept)
+    return _Staged(target, staging, summary)
 
 
 def check_replaceable(target: Path) -> None:

@@ -47,11 +47,19 @@ def schema_file_is_current(path: Path) -> bool:
 def write_schema_file(path: Path) -> bool:
     """Write the schema when it is missing or outdated; True when the file was written.
 
-    A temporary file beside it replaces it, so a symlink planted there is replaced, never written through."""
+    A temporary file beside it replaces it, so a symlink planted there is replaced, never written through;
+    a folder there is refused (a rename cannot replace it) and the temporary file is not left behind."""
     if schema_file_is_current(path):
         return False
+    if path.is_dir() and not path.is_symlink():
+        raise UnsafeFile(path, "is a folder; refusing to replace it with the profile schema")
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(stage_beside(path, "tmp", json_schema().encode(), 0o644), path)
+    staged = stage_beside(path, "tmp", json_schema().encode(), 0o644)
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
     return True
 
 

@@ -11,6 +11,7 @@ is in place.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -19,9 +20,10 @@ from pathlib import Path
 from tempo_gen.errors import DeploymentError
 from tempo_gen.models.profile import Profile
 from tempo_gen.ops.compose_project import ComposeProject
-from tempo_gen.ops.secrets.files import ownership, read_secret, secrets_dir, write_secret
+from tempo_gen.ops.secrets.files import existing_secrets_folder, ownership, read_secret, secrets_dir, write_secret
 from tempo_gen.ops.secrets.values import new_value
 from tempo_gen.ops.stack import RunningStack
+from tempo_gen.safe_fs import lexists_at
 
 SCRAM_ITERATIONS = 4096
 # psql reads the current password as the first line of stdin; the SQL follows.
@@ -51,37 +53,40 @@ def _b64(raw: bytes) -> str:
 def rotate_jwt(profile: Profile, root: Path, stack: ComposeProject | None) -> None:
     """Replace the JWT key; the API is recreated, so every session ends and users log in again."""
     path = secrets_dir(profile, root) / "jwt_key"
-    if not path.exists():
-        raise DeploymentError(f"{path} does not exist (run `tempo-gen secrets init`)")
-    write_secret(path, new_value(), ownership(profile, "jwt_key"))
+    with existing_secrets_folder(profile, root) as folder:
+        if folder is None or not lexists_at(folder, "jwt_key"):
+            raise DeploymentError(f"{path} does not exist (run `tempo-gen secrets init`)")
+        write_secret(folder, "jwt_key", new_value(), ownership(profile, "jwt_key"))
     if stack:
         stack.recreate("api")
         stack.wait_healthy("api")
 
 
 def rotate_db(profile: Profile, root: Path, stack: ComposeProject) -> None:
-    folder = secrets_dir(profile, root)
-    current_path, next_path = folder / "db_password", folder / "db_password.next"
-    if not current_path.exists():
-        raise DeploymentError(f"{current_path} does not exist (run `tempo-gen secrets init`)")
-    if next_path.exists():
-        raise DeploymentError(
-            f"{next_path} exists: a previous rotation did not finish; check which password "
-            "Postgres accepts, keep that one as db_password and delete the other"
-        )
-    current, new = read_secret(current_path), new_value()
-    write_secret(next_path, new, ownership(profile, "db_password"))
-    try:
-        set_db_password(stack, authenticate_with=current, verifier_for=new)
-    except BaseException:
-        next_path.unlink()
-        raise
-    try:
-        os.replace(next_path, current_path)
-    except BaseException:
-        set_db_password(stack, authenticate_with=new, verifier_for=current)
-        next_path.unlink(missing_ok=True)
-        raise
+    current_path = secrets_dir(profile, root) / "db_password"
+    name, next_name = "db_password", "db_password.next"
+    with existing_secrets_folder(profile, root) as folder:
+        if folder is None or not lexists_at(folder, name):
+            raise DeploymentError(f"{current_path} does not exist (run `tempo-gen secrets init`)")
+        if lexists_at(folder, next_name):
+            raise DeploymentError(
+                f"{current_path}.next exists: a previous rotation did not finish; check which password "
+                "Postgres accepts, keep that one as db_password and delete the other"
+            )
+        current, new = read_secret(folder, name, current_path), new_value()
+        write_secret(folder, next_name, new, ownership(profile, name))
+        try:
+            set_db_password(stack, authenticate_with=current, verifier_for=new)
+        except BaseException:
+            os.unlink(next_name, dir_fd=folder)
+            raise
+        try:
+            os.replace(next_name, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            set_db_password(stack, authenticate_with=new, verifier_for=current)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(next_name, dir_fd=folder)
+            raise
     stack.recreate("api")
     stack.wait_healthy("api")
 
