@@ -22,10 +22,14 @@ import trustme
 from docker.models.containers import Container
 
 from support.engine import compose
-from support.project import run_tempo_gen
+from support.project import run_tempo_gen, tempo_gen_env
 from support.proxy import free_port
+from support.tempo_client import Origin, TempoClient, write_zip
 from support.tls_client import https_request, plain_request
 from support.wait import wait_until
+from tempo_gen.policy.releases import NEWEST, SUPPORTED, release
+
+from .images.build import release_tag
 
 DOMAIN = "tempo.test"
 UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
@@ -33,6 +37,11 @@ UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
 # their folders by these uids, secrets init gives the secret files to them).
 OWN_UIDS = {"postgres": 2570, "api": 2571, "frontend": 2572, "proxy": 2567}
 UP_TIMEOUT = 300
+OLDEST = SUPPORTED[0]
+USER = "runner"
+PASSWORD = "correct horse battery staple"  # Tempo's policy: 16 to 64 characters
+LOGIN = {"username": USER, "password": PASSWORD}
+EXPORT_BYTES = 200 * 1024 * 1024
 
 
 def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,6 +57,7 @@ def profile_text(
     https_port: int,
     tls: Path,
     uids: dict[str, int] = UIDS,
+    version: str = NEWEST,
 ) -> str:
     users = "".join(f"    {service}: {uid}\n" for service, uid in uids.items() if UIDS[service] != uid)
     return f"""\
@@ -55,10 +65,11 @@ name: {name}
 domain: {DOMAIN}
 environment: development
 tempo:
+  version: {version}
   allow_unpinned: true
   images:
-    api: {images["api"]}
-    frontend: {images["frontend"]}
+    api: {release_tag("api", version)}
+    frontend: {release_tag("frontend", version)}
     postgres: {images["postgres"]}
 proxy:
   kind: {kind}
@@ -148,9 +159,10 @@ class ComposeProject:
         http_port: int,
         https_port: int,
         uids: dict[str, int],
+        version: str,
     ) -> None:
         self.root, self.name, self.kind, self.client, self.ca, self.world = root, name, kind, client, ca, world
-        self.uids = uids
+        self.uids, self.version = uids, version
         self.http_port, self.https_port = http_port, https_port
         self.bundle = root / "out" / name
         self.profile = root / "profiles" / f"{name}.yaml"
@@ -178,6 +190,21 @@ class ComposeProject:
     def https(self, method: str, path: str, **kw: Any) -> tuple[int, dict[str, str], str | bytes]:
         return https_request(World.HOST, self.https_port, DOMAIN, self.ca, method, path, **kw)
 
+    def browser(self) -> TempoClient:
+        """A browser of this release's web app on the site, from the host."""
+        return TempoClient(self.version, Origin(World.HOST, self.https_port, DOMAIN, self.ca))
+
+    def tempo_gen(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """`tempo-gen ARGS PROFILE` on this project, `stdin` as its standard input."""
+        return subprocess.run(
+            [sys.executable, "-m", "tempo_gen", "--project", str(self.root), *args, str(self.profile)],
+            input=stdin,
+            env=tempo_gen_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
     def secret_values(self) -> dict[str, str]:
         folder = self.root / "secrets" / self.name
         return {name: (folder / name).read_text().strip() for name in ("db_password", "jwt_key")}
@@ -190,7 +217,16 @@ class ComposeProject:
         wait_until(healthy, UP_TIMEOUT, f"{service} healthy")
 
 
-@pytest.fixture(scope="module", params=["nginx", "traefik", "nginx-own-uids", "traefik-own-uids"])
+# Both proxies on the newest and the oldest supported release; the oldest also with every uid moved.
+STACKS = {
+    f"nginx-{NEWEST}": ("nginx", NEWEST, UIDS),
+    f"traefik-{NEWEST}": ("traefik", NEWEST, UIDS),
+    f"nginx-{OLDEST}-own-uids": ("nginx", OLDEST, OWN_UIDS),
+    f"traefik-{OLDEST}-own-uids": ("traefik", OLDEST, OWN_UIDS),
+}
+
+
+@pytest.fixture(scope="module", params=list(STACKS))
 def stack(
     request: pytest.FixtureRequest,
     docker_client: docker.DockerClient,
@@ -198,8 +234,7 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
     network_namespaces: None,
 ) -> Iterator[ComposeProject]:
-    kind = request.param.removesuffix("-own-uids")
-    uids = OWN_UIDS if request.param.endswith("-own-uids") else UIDS
+    kind, version, uids = STACKS[request.param]
     root = tmp_path_factory.mktemp(f"stack-{kind}")
     tag = uuid.uuid4().hex[:8]
     name = f"e2e-{tag}"
@@ -214,13 +249,13 @@ def stack(
     (root / "profiles").mkdir()
     http_port, https_port = free_port(), free_port()
     (root / "profiles" / f"{name}.yaml").write_text(
-        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls, uids)
+        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls, uids, version)
     )
     for command in (("secrets", "init"), ("render",)):
         result = tempo_gen(root, *command)
         assert result.returncode == 0, result.stdout + result.stderr
     world = World(tag)
-    running = ComposeProject(root, name, kind, docker_client, ca, world, http_port, https_port, uids)
+    running = ComposeProject(root, name, kind, docker_client, ca, world, http_port, https_port, uids, version)
     try:
         running.up()
         yield running
@@ -332,13 +367,9 @@ def test_https_redirect_headers_and_a_secure_login_cookie(stack: ComposeProject)
     ):
         assert name in headers, name
     assert headers.get("server", "nginx") == "nginx" and "x-powered-by" not in headers
-    status, _, _ = stack.https(
-        "POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"}
-    )
+    status, _, _ = stack.https("POST", "/api/auth/register", json_body=LOGIN)
     assert status in (200, 400)
-    status, headers, _ = stack.https(
-        "POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"}
-    )
+    status, headers, _ = stack.https("POST", "/api/auth/login", json_body=LOGIN)
     assert status == 200
     cookie = headers["set-cookie"].lower()
     assert cookie.startswith("authtoken=") and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
@@ -377,9 +408,7 @@ def test_secret_values_appear_nowhere(stack: ComposeProject) -> None:
 
 
 def _login_and_upload(stack: ComposeProject) -> tuple[str, str, bytes]:
-    status, headers, _ = stack.https(
-        "POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"}
-    )
+    status, headers, _ = stack.https("POST", "/api/auth/login", json_body=LOGIN)
     assert status == 200
     cookie = headers["set-cookie"].split(";")[0]
     workout = str(uuid.uuid4())
@@ -400,9 +429,7 @@ def _media(stack: ComposeProject, workout: str, media_id: str, cookie: str) -> b
 
 
 def _cookie(stack: ComposeProject) -> str:
-    status, headers, _ = stack.https(
-        "POST", "/api/auth/login", json_body={"username": "runner", "password": "correct horse"}
-    )
+    status, headers, _ = stack.https("POST", "/api/auth/login", json_body=LOGIN)
     assert status == 200, "the user survived"
     return headers["set-cookie"].split(";")[0]
 
@@ -420,6 +447,122 @@ def _shared_network(stack: ComposeProject, service: str) -> str:
     """The network the proxy reaches `service` on."""
     proxy = stack.container("proxy").attrs["NetworkSettings"]["Networks"]
     return str(next(name for name in stack.container(service).attrs["NetworkSettings"]["Networks"] if name in proxy))
+
+
+def test_health_and_readiness_follow_the_release(stack: ComposeProject) -> None:
+    tempo = release(stack.version)
+    status, _, body = stack.https("GET", "/api/ready")
+    assert status == (200 if tempo.api_ready else 404), body
+    status, _, body = stack.https("GET", "/health")
+    assert (status, "healthy" in str(body)) == ((200, True) if tempo.frontend_health else (404, False))
+
+
+@pytest.fixture(scope="module")
+def strava_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 200 MiB Strava export: a valid ZIP of incompressible data."""
+    return write_zip(tmp_path_factory.mktemp("export") / "export_12345678.zip", EXPORT_BYTES)
+
+
+def test_a_browser_imports_a_200_mb_export_through_the_proxy(stack: ComposeProject, strava_export: Path) -> None:
+    """As this release's web app does it: about 400 chunk PUTs at full speed, never a 429 or a 413, and
+    the archive unzipped on the API's disk temp volume, not its 64 MiB tmpfs."""
+    browser = stack.browser()
+    try:
+        assert browser.register(USER, PASSWORD).status in (200, 400)
+        browser.login(USER, PASSWORD)
+        result = browser.upload_export(strava_export)
+    finally:
+        browser.close()
+    assert 429 not in result.statuses and 413 not in result.statuses, sorted(set(result.statuses))
+    assert result.final["status"] == "completed", result.final
+    assert result.chunks == EXPORT_BYTES // (512 * 1024)
+    # The staging under the media root is gone once the job completed.
+    code, out = stack.exec("api", "find", "/app/media/imports", "-type", "f")
+    assert code in (0, 1) and not out.strip(), out
+
+
+def test_login_guessing_gets_429_after_five_tries(stack: ComposeProject) -> None:
+    """From another client address than the other tests (the world namespace), ten wrong passwords in a row."""
+    ca_file = stack.root / "ca.pem"
+    stack.ca.cert_pem.write_to_path(str(ca_file))
+    script = (
+        "import json, socket, ssl, sys\n"
+        "ca, address, port, host = sys.argv[1:]\n"
+        "ctx = ssl.create_default_context(cafile=ca)\n"
+        "body = json.dumps({'username': 'runner', 'password': 'not the password at all'}).encode()\n"
+        "head = f'POST /api/auth/login HTTP/1.1\\r\\nHost: {host}\\r\\nContent-Type: application/json\\r\\n'\n"
+        "head += f'Content-Length: {len(body)}\\r\\nConnection: close\\r\\n\\r\\n'\n"
+        "codes = []\n"
+        "for _ in range(10):\n"
+        "    with ctx.wrap_socket(socket.create_connection((address, int(port)), 10), server_hostname=host) as s:\n"
+        "        s.sendall(head.encode() + body)\n"
+        "        data = b''\n"
+        "        while chunk := s.recv(65536):\n"
+        "            data += chunk\n"
+        "    codes.append(int(data.split(b' ', 2)[1]))\n"
+        "print(json.dumps(codes))\n"
+    )
+    result = subprocess.run(
+        ["ip", "netns", "exec", stack.world.netns, sys.executable, "-c", script]
+        + [str(ca_file), World.HOST, str(stack.https_port), DOMAIN],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    codes = json.loads(result.stdout)
+    assert codes[:5] == [401] * 5, codes
+    assert 429 in codes[5:7] and codes[-1] == 429, codes
+
+
+def test_reset_password_takes_a_new_password_and_ends_every_session(stack: ComposeProject) -> None:
+    tempo = release(stack.version)
+    new_password = "a brand new password, 16-64 chars"
+    if "reset-password" not in tempo.host_commands:
+        result = stack.tempo_gen("admin", "reset-password", stdin=f"{new_password}\n")
+        assert result.returncode == 2 and "no reset-password command" in result.stderr, result.stderr
+        return
+    browser = stack.browser()
+    try:
+        assert browser.register(USER, PASSWORD).status in (200, 400)
+        browser.login(USER, PASSWORD)
+        assert browser.me().status == 200
+        result = stack.tempo_gen("admin", "reset-password", "--username", USER, stdin=f"{new_password}\n")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert new_password not in result.stdout + result.stderr
+        assert browser.me().status == 401, "the session from before the reset still works"
+        assert stack.https("POST", "/api/auth/login", json_body=LOGIN)[0] == 401
+        browser.login(USER, new_password)
+        assert browser.me().status == 200
+    finally:
+        browser.close()
+    # The password never reached a command line or an environment that `docker inspect` shows.
+    api = stack.container("api")
+    assert new_password not in json.dumps(api.attrs)
+    back = stack.tempo_gen("admin", "reset-password", "--username", USER, stdin=f"{PASSWORD}\n")
+    assert back.returncode == 0, back.stderr
+
+
+def test_rotation_waits_for_an_import_in_progress(stack: ComposeProject) -> None:
+    browser = stack.browser()
+    try:
+        assert browser.register(USER, PASSWORD).status in (200, 400)
+        browser.login(USER, PASSWORD)
+        created = browser.send_json(
+            "POST", "/api/workouts/import/jobs", {"kind": "strava_bulk", "filename": "e.zip", "byteSize": 1 << 20}
+        )
+        assert created.status == 201, created.body
+        job = f"/api/workouts/import/jobs/{created.json()['id']}"
+        chunk = browser.request("PUT", f"{job}/chunks/0?total=2", os.urandom(512 * 1024))
+        assert chunk.status == 200, chunk.body
+        api = stack.container("api").id
+        result = stack.tempo_gen("secrets", "rotate", "jwt")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "import is in progress" in result.stderr and "every session ends" in result.stdout
+        assert stack.container("api").id == api, "the API was restarted anyway"
+        assert browser.request("DELETE", job).status in (200, 204)
+    finally:
+        browser.close()
 
 
 def test_the_proxy_follows_a_recreated_api_to_its_new_address(
@@ -451,7 +594,7 @@ def test_the_proxy_follows_a_recreated_api_to_its_new_address(
 
 
 def test_nothing_is_lost_across_down_up_and_a_killed_api(stack: ComposeProject) -> None:
-    stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
+    stack.https("POST", "/api/auth/register", json_body=LOGIN)
     workout, media_id, payload = _login_and_upload(stack)
     stack.compose("down", timeout=180)
     stack.up()
@@ -527,7 +670,7 @@ def test_a_failed_database_rotation_changes_nothing(stack: ComposeProject) -> No
 
 
 def test_rotating_both_secrets_keeps_data_and_login(stack: ComposeProject) -> None:
-    stack.https("POST", "/api/auth/register", json_body={"username": "runner", "password": "correct horse"})
+    stack.https("POST", "/api/auth/register", json_body=LOGIN)
     workout, media_id, payload = _login_and_upload(stack)
     before = stack.secret_values()
     old_cookie = _cookie(stack)

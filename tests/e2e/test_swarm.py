@@ -39,7 +39,7 @@ UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
 SECRETS = {"postgres": {"db_password"}, "api": {"db_password", "jwt_key"}, "frontend": set(), "proxy": set()}
 LABEL = "org.tempo-gen.deployment"
 UP_TIMEOUT = 300
-USER = {"username": "runner", "password": "correct horse"}
+USER = {"username": "runner", "password": "correct horse battery staple"}  # Tempo: 16 to 64 characters
 
 
 def run(command: list[str], cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
