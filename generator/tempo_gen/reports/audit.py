@@ -30,7 +30,9 @@ def weakenings(profile: Profile) -> list[Finding]:
     if profile.proxy.kind == "none":
         found.append(
             Finding(
-                "proxy.kind", "no reverse proxy: TLS, redirects, headers and rate limits must be provided elsewhere"
+                "proxy.kind",
+                "no reverse proxy: TLS, redirects, headers and rate limits must be provided elsewhere "
+                "(the session cookie is Secure in Production: plain http cannot hold a session)",
             )
         )
     for address in profile.proxy.publish_addresses:
