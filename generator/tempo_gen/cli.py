@@ -427,6 +427,9 @@ def admin_reset_password(root: Path, profile: str | None, username: str | None, 
         password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     else:
         password = sys.stdin.readline(4096).removesuffix("\n")
-    command = reset_password_command(item.profile.tempo.release, password, username)
+    release = item.profile.tempo.release
+    command = reset_password_command(release, password, username)
     stack = running_stack(item, (out or root / OUT_DIR) / item.profile.name)
     click.echo(reset_password(stack, command, password) or "password reset")
+    if release.session_version:
+        click.echo("every session of that account has ended: sign in again with the new password")

@@ -35,8 +35,6 @@ LOGGING_PROFILES = ("standard", "debug")
 
 IMPORT_CHUNK_BYTES = 524_288
 """One chunk PUT of a chunked import job (the last may be shorter)."""
-IMPORT_MAX_BYTES = 500_000_000
-"""The API's own ceiling for one bulk import (Kestrel and form limits, and the import job's total)."""
 IMPORT_STAGING = "imports"
 """Chunked import jobs stage under `<media root>/imports/<job id>/` until they complete, fail or are cancelled."""
 IMPORT_IDLE_MINUTES = 15

@@ -28,11 +28,15 @@ def weakenings(profile: Profile) -> list[Finding]:
             )
         )
     if profile.proxy.kind == "none":
+        cookie = (
+            " (Tempo's session cookie is Secure in Production: plain http cannot hold a session)"
+            if profile.tempo.release.cookie_secure_in_production
+            else ""
+        )
         found.append(
             Finding(
                 "proxy.kind",
-                "no reverse proxy: TLS, redirects, headers and rate limits must be provided elsewhere "
-                "(the session cookie is Secure in Production: plain http cannot hold a session)",
+                f"no reverse proxy: TLS, redirects, headers and rate limits must be provided elsewhere{cookie}",
             )
         )
     for address in profile.proxy.publish_addresses:
