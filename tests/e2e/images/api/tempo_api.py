@@ -48,6 +48,7 @@ PLACEHOLDER_KEY = "CHANGE_THIS_IN_PRODUCTION_USE_ENVIRONMENT_VARIABLE"
 MIN_KEY_LENGTH = 32
 MAX_REQUEST_BODY = 500_000_000  # Kestrel MaxRequestBodySize set by Tempo
 JSON_BODY_LIMIT = 1 << 20
+DRAIN_LIMIT = 1 << 20  # unread request bodies up to this size are drained before answering
 CLOCK_SKEW = 300  # seconds, ASP.NET JwtBearer default
 CHUNK = 1 << 16
 # Exit code of an unhandled .NET exception on Linux (the runtime aborts).
@@ -476,6 +477,12 @@ class Handler(BaseHTTPRequestHandler):
         headers: list[tuple[str, str]] | None = None,
         close: bool = False,
     ) -> None:
+        if not close and self._body_pending() and not self.headers.get("Transfer-Encoding"):
+            # Kestrel drains a small unread request body so the connection stays usable
+            # (and a client still sending, e.g. a 512 KiB chunk, reads the answer).
+            with suppress(BodyTooLarge):
+                for _ in self.iter_body(DRAIN_LIMIT):
+                    pass
         self.send_response(status)
         if content_type:
             self.send_header("Content-Type", content_type)
@@ -873,11 +880,24 @@ class Handler(BaseHTTPRequestHandler):
             return None
         folder = os.environ.get("ASPNETCORE_TEMP") or self.settings.temp_path
         path = os.path.join(folder, f"ASPNETCORE_{uuid.uuid4()}.tmp")
+        body = self.iter_body(MAX_REQUEST_BODY)
         try:
             with open(path, "wb") as fh:
-                for chunk in self.iter_body(MAX_REQUEST_BODY):
+                for chunk in body:
                     fh.write(chunk)
             found = find_form_file(path, m.group(1).encode(), "file")
+        except ConnectionError:  # the client went away
+            with suppress(OSError):
+                os.unlink(path)
+            raise
+        except OSError as exc:  # buffering failed: an unhandled IOException, a bare 500
+            with suppress(OSError):
+                os.unlink(path)
+            for _ in body:  # drain, as Kestrel does, so the client reads the answer
+                pass
+            log("ERR", f"Unhandled IOException reading the form: {exc.strerror or exc}")
+            self.send(500)
+            return None
         except BaseException:
             with suppress(OSError):
                 os.unlink(path)
