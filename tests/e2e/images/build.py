@@ -84,6 +84,17 @@ ROLE_TAGS = {
     "tools": "tempo-e2e/tools:latest",
 }
 
+# Fixed tag -> content-addressed tag (tempo-e2e/<role>:h-<hash>) of this
+# process's last build_standins(). Other worktrees sharing the engine re-point
+# the fixed tags to their own builds at any time; the h- tags never move.
+_BUILT: dict[str, str] = {}
+
+
+def built_image(fixed: str) -> str:
+    """The content-addressed tag this process built for a fixed tag (the fixed tag if none was built)."""
+    return _BUILT.get(fixed, fixed)
+
+
 BUILD_TIMEOUT = 600  # seconds for one docker build
 DEBOOTSTRAP_TIMEOUT = 1200
 
@@ -388,7 +399,9 @@ def build_standins(client: docker.DockerClient | None = None) -> dict[str, str]:
                 ref = f"tempo-e2e/{role}:h-{role_hash(role, base_ref, release)}"
                 if not _image_exists(client, ref):
                     _build_role(client, role, base_ref, ref, release)
-                _retag(client, ref, release_tag(role, release) if release else fixed)
+                tag = release_tag(role, release) if release else fixed
+                _retag(client, ref, tag)
+                _BUILT[tag] = ref
             refs[role] = fixed
     return refs
 
