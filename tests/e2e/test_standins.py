@@ -20,7 +20,7 @@ from support.sandbox import Sandbox
 from support.tempo_client import Origin, TempoClient, version_tuple, write_zip
 from support.wait import wait_until
 
-from .images.build import built_image, release_tag
+from .images.build import release_images
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +101,7 @@ def start_api(
 def image(role: str, release: str) -> str:
     """The stand-in this session built for `release` (by content hash: the shared
     engine's fixed tags may be re-pointed by other checkouts' builds meanwhile)."""
-    return built_image(release_tag(role, release))
+    return release_images(release)[role]
 
 
 def start_frontend(box: Sandbox, release: str, alias: str = "frontend", **env: str) -> Container:

@@ -95,6 +95,12 @@ def built_image(fixed: str) -> str:
     return _BUILT.get(fixed, fixed)
 
 
+def release_images(release: str) -> dict[str, str]:
+    """role -> image of the versioned roles for one release, as built by this process
+    (call after build_standins(); content-addressed, so other builds cannot swap them)."""
+    return {role: built_image(release_tag(role, release)) for role in VERSIONED_ROLES}
+
+
 BUILD_TIMEOUT = 600  # seconds for one docker build
 DEBOOTSTRAP_TIMEOUT = 1200
 
