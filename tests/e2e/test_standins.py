@@ -20,7 +20,7 @@ from support.sandbox import Sandbox
 from support.tempo_client import Origin, TempoClient, version_tuple, write_zip
 from support.wait import wait_until
 
-from .images.build import release_images
+from .images.build import STANDIN_RELEASES, release_images
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,8 @@ HARDENED = {  # what tempo-gen's Compose files ask of every service
     "read_only": True,
 }
 CREDS = json.dumps({"username": "runner", "password": "correct-horse"})
-OLDEST, NEWEST = "2.1.0", "2.10.1"  # build.py's STANDIN_RELEASES
+OLDEST = min(STANDIN_RELEASES, key=version_tuple)  # 2.1.0
+NEWEST = max(STANDIN_RELEASES, key=version_tuple)  # 2.10.1
 PASSPHRASE = "stride tempo cadence 9"  # 22 characters: fits the 2.5+ policy
 MIB = 1 << 20
 CHUNK = 512 * 1024
