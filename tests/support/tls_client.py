@@ -38,6 +38,15 @@ def _read(
     return response.status, lowered, data if raw else data.decode(errors="replace")
 
 
+def tls_context(ca: trustme.CA, tls_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client context that trusts only the test CA (and verifies host names), optionally pinned to one version."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    if tls_version:
+        context.minimum_version = context.maximum_version = tls_version
+    return context
+
+
 def https_request(
     address: str,
     port: int,
@@ -51,10 +60,7 @@ def https_request(
     **kw: Any,
 ) -> tuple[int, dict[str, str], str | bytes]:
     """(status, lower-cased headers, body) of one HTTPS request; the certificate must verify for `host`."""
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    if tls_version:
-        context.minimum_version = context.maximum_version = tls_version
+    context = tls_context(ca, tls_version)
     sock = context.wrap_socket(socket.create_connection((address, port), timeout=timeout), server_hostname=host)
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     connection.sock = sock

@@ -57,7 +57,24 @@ BASE_PACKAGES = sorted(
 # Bump when the rootfs recipe (cleanup below) changes without a package change.
 BASE_RECIPE = 1
 
+# Tempo releases whose contract the api and frontend stand-ins keep, one image
+# per release (tempo-e2e/<role>:v<release>), chosen at build time by the
+# TEMPO_VERSION build arg. Extend the tuple to cover another release.
+STANDIN_RELEASES = ("2.1.0", "2.10.1")
+VERSIONED_ROLES = ("api", "frontend")
+
+
+def release_tag(role: str, release: str) -> str:
+    """The fixed tag of a versioned role's stand-in for one release."""
+    if role not in VERSIONED_ROLES:
+        raise ValueError(f"{role} is not built per release")
+    if release not in STANDIN_RELEASES:
+        raise ValueError(f"no stand-in for Tempo {release}; built: {', '.join(STANDIN_RELEASES)}")
+    return f"tempo-e2e/{role}:v{release}"
+
+
 # Fixed tags referenced by the test profiles (stand-ins for upstream images).
+# The versioned roles point at the oldest release's image.
 ROLE_TAGS = {
     "postgres": "tempo-e2e/postgres:16-alpine",
     "api": "tempo-e2e/api:v2.1.0",
@@ -66,6 +83,23 @@ ROLE_TAGS = {
     "traefik": "tempo-e2e/traefik:v3",
     "tools": "tempo-e2e/tools:latest",
 }
+
+# Fixed tag -> content-addressed tag (tempo-e2e/<role>:h-<hash>) of this
+# process's last build_standins(). Other worktrees sharing the engine re-point
+# the fixed tags to their own builds at any time; the h- tags never move.
+_BUILT: dict[str, str] = {}
+
+
+def built_image(fixed: str) -> str:
+    """The content-addressed tag this process built for a fixed tag (the fixed tag if none was built)."""
+    return _BUILT.get(fixed, fixed)
+
+
+def release_images(release: str) -> dict[str, str]:
+    """role -> image of the versioned roles for one release, as built by this process
+    (call after build_standins(); content-addressed, so other builds cannot swap them)."""
+    return {role: built_image(release_tag(role, release)) for role in VERSIONED_ROLES}
+
 
 BUILD_TIMEOUT = 600  # seconds for one docker build
 DEBOOTSTRAP_TIMEOUT = 1200
@@ -324,15 +358,15 @@ def _role_inputs(role: str) -> dict[str, Path]:
     return files
 
 
-def role_hash(role: str, base_ref: str) -> str:
-    parts = [base_ref.encode()]
+def role_hash(role: str, base_ref: str, release: str = "") -> str:
+    parts = [base_ref.encode(), release.encode()]
     for name, path in _role_inputs(role).items():
         mode = b"x" if os.access(path, os.X_OK) else b"-"
         parts += [name.encode(), mode, _file_hash(path)]
     return _digest(*parts)
 
 
-def _build_role(client: docker.DockerClient, role: str, base_ref: str, ref: str) -> None:
+def _build_role(client: docker.DockerClient, role: str, base_ref: str, ref: str, release: str = "") -> None:
     with tempfile.TemporaryDirectory(prefix=f"ctx-{role}-") as ctx:
         for name, src in _role_inputs(role).items():
             dest = Path(ctx) / name
@@ -344,7 +378,7 @@ def _build_role(client: docker.DockerClient, role: str, base_ref: str, ref: str)
         for chunk in client.api.build(
             path=ctx,
             tag=ref,
-            buildargs={"BASE": base_ref},
+            buildargs={"BASE": base_ref, **({"TEMPO_VERSION": release} if release else {})},
             rm=True,
             forcerm=True,
             decode=True,
@@ -367,10 +401,13 @@ def build_standins(client: docker.DockerClient | None = None) -> dict[str, str]:
     with _build_lock():
         base_ref = build_base(client)
         for role, fixed in ROLE_TAGS.items():
-            ref = f"tempo-e2e/{role}:h-{role_hash(role, base_ref)}"
-            if not _image_exists(client, ref):
-                _build_role(client, role, base_ref, ref)
-            _retag(client, ref, fixed)
+            for release in STANDIN_RELEASES if role in VERSIONED_ROLES else ("",):
+                ref = f"tempo-e2e/{role}:h-{role_hash(role, base_ref, release)}"
+                if not _image_exists(client, ref):
+                    _build_role(client, role, base_ref, ref, release)
+                tag = release_tag(role, release) if release else fixed
+                _retag(client, ref, tag)
+                _BUILT[tag] = ref
             refs[role] = fixed
     return refs
 
@@ -379,4 +416,7 @@ if __name__ == "__main__":
     started = time.monotonic()
     for role, ref in build_standins().items():
         print(f"{role:9} {ref}")
+    for role in VERSIONED_ROLES:
+        for release in STANDIN_RELEASES:
+            print(f"{role:9} {release_tag(role, release)}")
     print(f"done in {time.monotonic() - started:.1f}s")

@@ -8,6 +8,9 @@
 // 30 s idle proxy timeout). Every response says `X-Powered-By: Next.js`.
 // Note: real Next.js bakes rewrites at build time, so upstream images always
 // proxy to http://api:5001 whatever API_SERVICE_URL says at run time.
+// Per release (baked into /app/VERSION at build time): 2.10.0 and later add
+// the route GET /health -> 200 {"status":"healthy"}; before, /health is a
+// Next.js 404 page like any unknown path.
 
 const http = require('node:http');
 const fs = require('node:fs');
@@ -18,6 +21,8 @@ const hostname = process.env.HOSTNAME || '0.0.0.0';
 const apiBase = new URL(process.env.API_SERVICE_URL || 'http://api:5001');
 const PROXY_TIMEOUT_MS = 30000; // Next's default proxyTimeout for rewrites
 const STATIC_DIR = path.join(__dirname, '.next', 'static');
+const RELEASE = readRelease();
+const HAS_HEALTH_ROUTE = atLeast(RELEASE, [2, 10, 0]);
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer'];
 
 const PAGE = `<!DOCTYPE html>
@@ -28,6 +33,24 @@ const PAGE = `<!DOCTYPE html>
 <script>self.__next_f=self.__next_f||[];self.__next_f.push([0,"tempo"])</script>
 </body></html>
 `;
+
+function readRelease() {
+  let text = '';
+  try {
+    text = fs.readFileSync(path.join(__dirname, 'VERSION'), 'utf8');
+  } catch {
+    text = process.env.TEMPO_VERSION || '2.1.0';
+  }
+  return text.trim().split('-')[0].split('.').map((part) => Number.parseInt(part, 10) || 0);
+}
+
+function atLeast(version, floor) {
+  for (let i = 0; i < floor.length; i += 1) {
+    const have = version[i] || 0;
+    if (have !== floor[i]) return have > floor[i];
+  }
+  return true;
+}
 
 function log(message) {
   process.stdout.write(`${message}\n`);
@@ -98,6 +121,9 @@ const server = http.createServer((req, res) => {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     return send(res, 405, 'Method Not Allowed', 'text/plain; charset=utf-8', { Allow: 'GET, HEAD' });
   }
+  if (HAS_HEALTH_ROUTE && pathname === '/health') {
+    return send(res, 200, JSON.stringify({ status: 'healthy' }), 'application/json');
+  }
   if (pathname.startsWith('/_next/static/')) {
     return serveStatic(req, res, pathname.slice('/_next/static/'.length));
   }
@@ -111,7 +137,7 @@ const server = http.createServer((req, res) => {
 // Long uploads stream through: no whole-request timeout (Node 18 default is 5 min).
 server.requestTimeout = 0;
 server.listen(port, hostname, () => {
-  log('  ▲ Next.js (tempo e2e stand-in)');
+  log(`  ▲ Next.js (tempo e2e stand-in for Tempo ${RELEASE.join('.')})`);
   log(`  - Local:   http://${hostname}:${port}`);
   log(' ✓ Ready');
 });
