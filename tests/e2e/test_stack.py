@@ -29,7 +29,7 @@ from support.tls_client import https_request, plain_request
 from support.wait import wait_until
 from tempo_gen.policy.releases import NEWEST, SUPPORTED, release
 
-from .images.build import release_tag
+from .images.build import release_images
 
 DOMAIN = "tempo.test"
 UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
@@ -68,8 +68,8 @@ tempo:
   version: {version}
   allow_unpinned: true
   images:
-    api: {release_tag("api", version)}
-    frontend: {release_tag("frontend", version)}
+    api: {release_images(version)["api"]}
+    frontend: {release_images(version)["frontend"]}
     postgres: {images["postgres"]}
 proxy:
   kind: {kind}

@@ -34,6 +34,7 @@ import docker
 import docker.errors
 
 from support.engine import PrerequisiteMissing, require_tool
+from tempo_gen.policy.releases import NEWEST, SUPPORTED
 
 HERE = Path(__file__).resolve().parent
 CACHE_DIR = Path(os.environ.get("TEMPO_E2E_CACHE", "/var/cache/tempo-e2e"))
@@ -60,7 +61,8 @@ BASE_RECIPE = 1
 # Tempo releases whose contract the api and frontend stand-ins keep, one image
 # per release (tempo-e2e/<role>:v<release>), chosen at build time by the
 # TEMPO_VERSION build arg. Extend the tuple to cover another release.
-STANDIN_RELEASES = ("2.1.0", "2.10.1")
+STANDIN_RELEASES = tuple(dict.fromkeys(("2.1.0", SUPPORTED[0], NEWEST)))
+"""The oldest and newest supported releases, and 2.1.0, whose pre-2.7 import contract the stand-in keeps too."""
 VERSIONED_ROLES = ("api", "frontend")
 
 
@@ -74,11 +76,11 @@ def release_tag(role: str, release: str) -> str:
 
 
 # Fixed tags referenced by the test profiles (stand-ins for upstream images).
-# The versioned roles point at the oldest release's image.
+# The versioned roles point at the newest release's image: the default tempo.version.
 ROLE_TAGS = {
     "postgres": "tempo-e2e/postgres:16-alpine",
-    "api": "tempo-e2e/api:v2.1.0",
-    "frontend": "tempo-e2e/frontend:v2.1.0",
+    "api": release_tag("api", NEWEST),
+    "frontend": release_tag("frontend", NEWEST),
     "nginx": "tempo-e2e/nginx:1.22",
     "traefik": "tempo-e2e/traefik:v3",
     "tools": "tempo-e2e/tools:latest",
