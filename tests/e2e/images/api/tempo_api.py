@@ -605,7 +605,10 @@ class Handler(BaseHTTPRequestHandler):
         except BodyTooLarge:
             self.send_json(413, {"error": "Request body too large"}, close=True)
         except psycopg2.Error as exc:
-            log("ERR", f"Database error on {method} {path}: {type(exc).__name__}")
+            # The driver's first line (log() redacts every secret value): enough to tell a refused
+            # connection from a lock timeout.
+            first = str(exc).strip().splitlines()[:1]
+            log("ERR", f"Database error on {method} {path}: {type(exc).__name__}: {''.join(first)[:200]}")
             self.send_json(500, {"error": "Database error"}, close=True)
         except ConnectionError:  # the client went away
             self.close_connection = True
