@@ -78,6 +78,12 @@ class Release:
         return self.versions[0]
 
     @property
+    def import_port(self) -> bool:
+        """The browser sends bulk imports cross-origin to `https://<host>:IMPORT_PORT` (policy/ports.py): every
+        proxy then serves a TLS listener there with only the two import routes (policy/routes.py)."""
+        return self.browser_imports == "import-port"
+
+    @property
     def imports_work(self) -> bool:
         """Whether a bundle can serve this release's browser imports: the chunked jobs go through the
         proxy's /api like every other call; the older cross-origin uploads to the API's own port 5001
@@ -134,6 +140,8 @@ RELEASES: tuple[Release, ...] = (_BEFORE_2_7, _R2_7, _R2_8, _R2_10)
 SUPPORTED: tuple[str, ...] = tuple(v for row in RELEASES if row.imports_work for v in row.versions)
 """Every release a bundle serves completely, oldest first."""
 NEWEST = SUPPORTED[-1]
+FIRST_CHUNKED = next(row.first for row in RELEASES if row.browser_imports == "chunked-jobs")
+"""The first release whose browser uploads bulk imports through /api (no import port)."""
 
 
 def release(version: str) -> Release:
