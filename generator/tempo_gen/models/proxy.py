@@ -283,9 +283,10 @@ class Proxy(StrictModel):
     publish_addresses: list[HostAddress] = Field(
         [],
         description=(
-            "Host addresses the proxy publishes (container) or listens (host) 80/443 on, e.g. the "
-            "server's public IP. Required for a production container proxy; 0.0.0.0 or :: is allowed "
-            "but audit reports it. Empty with placement host: every address."
+            "Host addresses the proxy publishes (container) or listens (host) 80/443 on (and 5001, where "
+            "Tempo 2.1.x-2.6.x browsers send bulk imports), e.g. the server's public IP. Required for a "
+            "production container proxy; 0.0.0.0 or :: is allowed but audit reports it. Empty with placement "
+            "host: every address."
         ),
     )
     http_port: Port = Field(
