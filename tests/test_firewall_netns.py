@@ -54,7 +54,7 @@ CONTAINER = ("10.200.9.2", "fd00:200:9::2")
 HOST_TCP = (22, 80, 443, 3004, 5001, 5432)
 VPN_PORT = 51820
 STRAY = 8081  # a port published by mistake (not in the profile): nothing may reach it
-CONTAINER_TCP = (8080, 8443, 3000, 18081)
+CONTAINER_TCP = (8080, 8443, 8444, 3000, 18081)
 
 # Docker-style publications per proxy placement: host port -> container port.
 PUBLISHED = {
@@ -62,6 +62,8 @@ PUBLISHED = {
     "host": {STRAY: 18081},
 }
 LOOPBACK_PUBLISHED = {3004: 3000}  # like compose's 127.0.0.1:3004:3000
+IMPORT = {"container": {5001: 8444}, "host": {}}
+"""What a Tempo 2.1.x-2.6.x profile publishes besides: the proxy's import port (5001 to the container's 8444)."""
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # The proxy container publishes 80/443; SSH from the admin CIDR only.
@@ -288,8 +290,9 @@ def measure(clients: dict[str, str]) -> dict[tuple[str, str], str | None]:
     return matrix
 
 
-def server_world(lab: Lab, placement: str) -> tuple[str, dict[str, str]]:
-    """The server, its container and the clients, wired and listening; no firewall yet."""
+def server_world(lab: Lab, placement: str, published: dict[int, int] | None = None) -> tuple[str, dict[str, str]]:
+    """The server, its container and the clients, wired and listening; no firewall yet. `published`: Docker's
+    publications (default: the placement's)."""
     srv, ctr = lab.ns("srv"), lab.ns("ctr")
     lab.sh(srv, "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1")
     clients: dict[str, str] = {}
@@ -313,7 +316,7 @@ def server_world(lab: Lab, placement: str) -> tuple[str, dict[str, str]]:
     lab.address(srv, BRIDGE, "10.200.9.1/24", "fd00:200:9::1/64")
     lab.address(ctr, "eth0", f"{CONTAINER[0]}/24", f"{CONTAINER[1]}/64")
     lab.sh(ctr, "ip route add default via 10.200.9.1; ip -6 route add default via fd00:200:9::1")
-    docker_style_nat(lab, srv, PUBLISHED[placement])
+    docker_style_nat(lab, srv, PUBLISHED[placement] if published is None else published)
     lab.listen(srv, "srv", HOST_TCP, (VPN_PORT,))
     lab.listen(ctr, "ctr", CONTAINER_TCP)
     return srv, clients
@@ -352,13 +355,13 @@ def docker_style_nat(lab: Lab, srv: str, published: dict[int, int]) -> None:
         lab.exec(srv, binary, input="\n".join(rules) + "\n")
 
 
-def render_firewall(directory: Path, placement: str, **overrides: object) -> Path:
-    """Render the firewall files of a test profile into directory; return it."""
+def render_firewall(directory: Path, placement: str, version: str | None = None, **overrides: object) -> Path:
+    """Render the firewall files of a test profile (Tempo `version`, default the newest) into directory; return it."""
     data: dict[str, Any] = {
         "name": "fwtest",
         "domain": "tempo.example.com",
         "environment": "production",
-        "tempo": {"allow_unpinned": True},
+        "tempo": {"allow_unpinned": True, **({"version": version} if version else {})},
         **PROFILES[placement],
     }
     data["firewall"] = {**data["firewall"], **overrides}
@@ -417,6 +420,31 @@ def test_reachability_matrix(lab: Callable[[str], Lab], tmp_path: Path, placemen
             key: profile[key] if (open_matrix[key] or "").startswith("ctr:") else open_matrix[key] for key in measured
         }
     assert measured == expected, difference(measured, expected)
+
+
+@pytest.mark.parametrize("placement", ["container", "host"])
+@pytest.mark.parametrize("version", ["2.1.0", "2.10.1"])
+def test_import_port_is_open_like_443_only_for_releases_that_use_it(
+    lab: Callable[[str], Lab], tmp_path: Path, placement: str, version: str
+) -> None:
+    """Tempo 2.1.x-2.6.x browsers send bulk imports to port 5001: on those releases the proxy's import port is
+    reachable exactly where 443 is (a container's publication, or the host proxy for web_cidrs); on 2.10.1 the
+    same listener and publication stay unreachable."""
+    netns_lab = lab(f"i{placement[0]}{version.split('.')[1]}")
+    legacy = version == "2.1.0"
+    srv, clients = server_world(netns_lab, placement, {**PUBLISHED[placement], **IMPORT[placement]})
+    load_layer(netns_lab, srv, render_firewall(tmp_path, placement, version), "full")
+
+    measured = measure(clients)
+    expected: Matrix = {key: ALLOWED[placement].get(key) for key in measured}
+    if legacy:
+        for (client, label), answer in ALLOWED[placement].items():
+            if label.endswith(" tcp/443"):  # whoever reaches 443 reaches the import port
+                port = answer.replace("8443", "8444") if answer.startswith("ctr:") else "srv:5001"
+                expected[(client, label.replace("tcp/443", "tcp/5001"))] = port
+    assert measured == expected, difference(measured, expected)
+    opened = {key for key, answer in measured.items() if answer and key[1].endswith("tcp/5001")}
+    assert bool(opened) == legacy
 
 
 def open_answer(placement: str, label: str) -> str:

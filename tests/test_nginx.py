@@ -243,7 +243,8 @@ def test_limits_and_routing_come_from_the_profile() -> None:
     plain = site[site.index("location /api/ {") :]
     assert "limit_req zone=tempo_api burst=11 nodelay;" in plain[: plain.index("}")]
     assert "limit_req_status 429;" in site
-    assert "rewrite ^/api(/.*)$ $1 break;" in api and "proxy_pass http://tempo_api;" in api
+    assert "proxy_pass http://tempo_api;" in api and "\nrewrite" not in api
+    assert "rewrite ^/api(/.*)$ $1 break;" in plain[: plain.index("}")] and "rewrite ^/api(/.*)$ $1 break;" in bulk
     assert "proxy_set_header X-Forwarded-Proto https;" in files["proxy/nginx/tempo-gen/proxy.conf"]
 
 

@@ -152,6 +152,11 @@ def _gixy_profiles() -> dict[str, Profile]:
         profiles[f"host-{source}"] = make_profile(proxy={"tls": {"certificate": certificate}})
         profiles[f"container-{source}"] = container(tls={"certificate": certificate})
     profiles["container-ocsp-resolvers"] = container(tls={"ocsp_stapling": True, "ocsp_resolvers": ["192.0.2.53"]})
+    # Tempo 2.1.x-2.6.x: the import port's server, before and after nginx's `http2 on`.
+    for version in ("1.22", "1.28"):
+        profiles[f"host-import-port-{version}"] = make_profile(
+            tempo={"version": "2.1.0"}, proxy={"nginx_version": version}
+        )
     return profiles
 
 

@@ -12,7 +12,9 @@ from support.project import VALID_PROFILE, RunCli
 from support.proxy import dev_profile, refusal, target_input_for
 from tempo_gen.policy.releases import NEWEST, RELEASES, SUPPORTED, release
 from tempo_gen.reports.audit import weakenings
-from tempo_gen.targets import compose, tempo_images
+from tempo_gen.targets import compose, nginx, tempo_images, traefik
+
+TARGETS = {"nginx": nginx, "traefik": traefik}
 
 
 def _compose(**tempo: Any) -> dict[str, Any]:
@@ -31,18 +33,24 @@ def test_the_table_knows_every_release_once_and_supports_the_newest_by_default()
     known = [v for row in RELEASES for v in row.versions]
     assert len(known) == len(set(known))
     assert known[0] == "2.1.0" and known[-1] == NEWEST == "2.10.1"
-    assert SUPPORTED[0] == "2.7.0" and SUPPORTED[-1] == NEWEST
+    assert SUPPORTED[0] == "2.1.0" and SUPPORTED[-1] == NEWEST
     assert dev_profile("nginx").tempo.version == NEWEST
     assert all(release(v).imports_work for v in SUPPORTED)
 
 
 @pytest.mark.parametrize("version", ["2.1.0", "2.4.0", "2.6.0"])
-def test_a_release_whose_imports_cannot_work_is_refused_naming_the_first_that_does(
-    tmp_path: Path, version: str
-) -> None:
-    message = refusal(tmp_path, "nginx", {"tempo": {"version": version}})
-    assert "tempo.version" in message and f"Tempo {version}" in message
-    assert "port 5001" in message and "2.7.0 is the first release" in message
+@pytest.mark.parametrize("kind", ["nginx", "traefik"])
+def test_a_release_whose_browser_posts_imports_to_port_5001_gets_the_import_listener(kind: str, version: str) -> None:
+    profile = dev_profile(kind, tempo={"version": version})
+    files = {str(f.path): f.content for f in TARGETS[kind].files_for(target_input_for(profile))}
+    if kind == "nginx":
+        site = files["proxy/nginx/sites-available/tempo.test.conf"]
+        assert "set $tempo_public_port 5001;" in site and 'location ~ "^/workouts/import/(?:bulk|export)$"' in site
+    else:
+        assert "imports" in yaml.safe_load(files["proxy/traefik/traefik.yml"])["entryPoints"]
+    newer = dev_profile(kind, tempo={"version": "2.7.0"})
+    text = "".join(f.content for f in TARGETS[kind].files_for(target_input_for(newer)))
+    assert "/workouts/import/(?:bulk|export)$" not in text.replace("/api/workouts/import/(?:bulk|export)$", "")
 
 
 def test_an_unknown_release_is_refused_with_the_supported_list(cli: RunCli, project: Path) -> None:

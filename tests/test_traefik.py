@@ -263,6 +263,8 @@ def run_on_loopback(tmp_path: Path, profile: Profile, ca: trustme.CA, **override
     """Start traefik on the profile's config moved to loopback ports; return its error lines once it serves."""
     http_port, https_port = free_ports(2)
     overrides = with_ping(web=f"127.0.0.1:{http_port}", websecure=f"127.0.0.1:{https_port}", **overrides)
+    if traefik.runtime_for(profile).imports:  # the import port's entry point, moved to loopback too
+        overrides.setdefault("imports", f"127.0.0.1:{free_ports(1)[0]}")
     acme = profile.proxy.tls.certificate.source == "acme"
     if acme:  # never Let's Encrypt from a test: a CA address that refuses connections
         overrides.setdefault("acme_ca_server", f"https://127.0.0.1:{free_ports(1)[0]}/directory")

@@ -17,7 +17,9 @@ from typing import Any
 import trustme
 
 from support import nginx, traefik
-from support.proxy import LiveProxy, free_ports, stop, stub, wait_for_port
+from support.proxy import LiveProxy, free_port, free_ports, stop, stub, wait_for_port
+from tempo_gen.targets import nginx as nginx_target
+from tempo_gen.targets import traefik as traefik_target
 
 KINDS = ("nginx", "traefik")
 # The one `Server` header each proxy may send (no version, never the upstream's).
@@ -48,19 +50,32 @@ def _proxy_settings(kind: str, tls_profile: str, overlay: dict[str, Any]) -> dic
 
 @contextlib.contextmanager
 def running_proxy(
-    kind: str, tls_profile: str = "intermediate", runtime: dict[str, Any] | None = None, **overlay: Any
+    kind: str,
+    tls_profile: str = "intermediate",
+    runtime: dict[str, Any] | None = None,
+    tempo: dict[str, Any] | None = None,
+    **overlay: Any,
 ) -> Iterator[LiveProxy]:
-    """Proxy `kind` with the profile's config (proxy settings `overlay`) on 127.0.0.1; stopped and cleaned up after.
-    `runtime` replaces Runtime fields of nginx's render (e.g. a resolver, for a container's upstreams)."""
+    """Proxy `kind` with the profile's config (proxy settings `overlay`, tempo settings `tempo`) on 127.0.0.1;
+    stopped and cleaned up after. `runtime` replaces Runtime fields of nginx's render (e.g. a resolver, for a
+    container's upstreams). A release with an import listener gets it on a free loopback port
+    (LiveProxy.import_port)."""
     settings = _proxy_settings(kind, tls_profile, overlay)
-    runner = _running_nginx(settings, runtime or {}) if kind == "nginx" else _running_traefik(settings)
+    runner = (
+        _running_nginx(settings, tempo or {}, runtime or {})
+        if kind == "nginx"
+        else _running_traefik(settings, tempo or {})
+    )
     with runner as running:
         yield running
 
 
 @contextlib.contextmanager
-def _running_nginx(proxy: dict[str, Any], runtime: dict[str, Any]) -> Iterator[LiveProxy]:
-    profile = nginx.for_local_nginx(nginx.make_profile(proxy=proxy))
+def _running_nginx(proxy: dict[str, Any], tempo: dict[str, Any], runtime: dict[str, Any]) -> Iterator[LiveProxy]:
+    profile = nginx.for_local_nginx(nginx.make_profile(proxy=proxy, tempo=tempo))
+    import_port = free_port() if nginx_target.runtime_for(profile).import_listen else None
+    if import_port:
+        runtime = {"import_listen": (f"127.0.0.1:{import_port}",), **runtime}
     ca = trustme.CA()
     # Not pytest's tmp_path: its parents are private to root, and nginx workers run as www-data.
     root = Path(tempfile.mkdtemp(prefix="tempo-nginx-"))
@@ -88,15 +103,17 @@ def _running_nginx(proxy: dict[str, Any], runtime: dict[str, Any]) -> Iterator[L
                 return started.stderr.read().decode()
 
             wait_for_port(process, profile.proxy.https_port, "nginx", stderr_once_exited)
-            yield LiveProxy(profile, ca, root, arrivals)
+            yield LiveProxy(profile, ca, root, arrivals, import_port)
     finally:
         stop(process)
         shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def _running_traefik(proxy: dict[str, Any]) -> Iterator[LiveProxy]:
-    profile = traefik.make_profile(proxy=proxy)
+def _running_traefik(proxy: dict[str, Any], tempo: dict[str, Any]) -> Iterator[LiveProxy]:
+    profile = traefik.make_profile(proxy=proxy, tempo=tempo)
+    import_port = free_port() if traefik_target.runtime_for(profile).imports else None
+    imports = {"imports": f"127.0.0.1:{import_port}"} if import_port else {}
     ca = trustme.CA()
     root = Path(tempfile.mkdtemp(prefix="tempo-traefik-"))
     try:
@@ -104,10 +121,10 @@ def _running_traefik(proxy: dict[str, Any]) -> Iterator[LiveProxy]:
         with stub("frontend", []) as frontend, stub("api", arrivals) as api:
             # An RSA certificate: a refused RSA-key-exchange cipher is then refused by policy, not by key type.
             proxy_runtime, conf = traefik.prepare_root(
-                profile, root, ca, trustme.KeyType.RSA, **traefik.with_ping(frontend=frontend, api=api)
+                profile, root, ca, trustme.KeyType.RSA, **traefik.with_ping(frontend=frontend, api=api, **imports)
             )
             with traefik.running_traefik(conf, proxy_runtime, ca) as running:
-                yield LiveProxy(profile, ca, root, arrivals)
+                yield LiveProxy(profile, ca, root, arrivals, import_port)
                 # Traefik logs each 413 as an error; nothing else may have gone wrong.
                 unexpected = [line for line in running.errors() if "request body over limit" not in line]
                 assert unexpected == [], running.log()

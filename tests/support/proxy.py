@@ -28,6 +28,7 @@ from tempo_gen.errors import ProfileError
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import deep_merge, load_profile
 from tempo_gen.targets.base import TargetInput
+from tempo_gen.targets.proxy_placement import site_headers
 
 DOMAIN = "tempo.test"
 MIB = 1024 * 1024
@@ -96,6 +97,25 @@ def _stub_handler(name: str, arrivals: list[str]) -> type[BaseHTTPRequestHandler
         def log_message(self, *args: object) -> None:
             pass
 
+        def cors(self) -> None:
+            """Like ASP.NET's CORS middleware with CORS__AllowedOrigins = the site: the allowed origin echoed,
+            with credentials; another origin gets no CORS headers (the browser then refuses the answer)."""
+            origin = self.headers.get("Origin")
+            if origin and origin.split(":")[:2] == ["https", f"//{DOMAIN}"]:
+                self.send_header("Access-Control-Allow-Origin", origin)
+                self.send_header("Access-Control-Allow-Credentials", "true")
+                self.send_header("Vary", "Origin")
+
+        def do_OPTIONS(self) -> None:
+            arrivals.append(f"OPTIONS {self.path}")
+            self.send_response(204)
+            self.cors()
+            if self.headers.get("Access-Control-Request-Method"):
+                self.send_header("Access-Control-Allow-Methods", self.headers["Access-Control-Request-Method"])
+                self.send_header("Access-Control-Max-Age", "86400")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def handle_request(self) -> None:
             arrivals.append(self.path)  # before the body: shows whether the proxy streams it
             received = 0
@@ -118,6 +138,7 @@ def _stub_handler(name: str, arrivals: list[str]) -> type[BaseHTTPRequestHandler
             # What Next.js and Kestrel leak, and a header the proxy must own.
             self.send_header("X-Powered-By", "Next.js" if name == "frontend" else "ASP.NET")
             self.send_header("X-Frame-Options", "ALLOWALL")
+            self.cors()
             if name == "api" and self.path == "/auth/login":
                 # Like Tempo: Secure only when the request is https as ASP.NET sees it (X-Forwarded-Proto).
                 secure = "; secure" if self.headers.get("X-Forwarded-Proto") == "https" else ""
@@ -197,7 +218,9 @@ class LiveProxy:
     ca: trustme.CA
     root: Path
     api_arrivals: list[str]
-    """Paths the API stub has seen, appended when the request line arrives."""
+    """Paths the API stub has seen, appended when the request line arrives ("OPTIONS <path>" for a preflight)."""
+    import_port: int | None = None
+    """Where the import listener answers (releases whose browser sends bulk imports to its own port)."""
 
     @property
     def http_port(self) -> int:
@@ -217,8 +240,10 @@ class LiveProxy:
             context.set_ciphers(f"{ciphers or 'DEFAULT'}:@SECLEVEL=0")
         return context
 
-    def handshake(self, context: ssl.SSLContext, server_name: str | None = DOMAIN) -> ssl.SSLSocket:
-        sock = socket.create_connection(("127.0.0.1", self.https_port), timeout=5)
+    def handshake(
+        self, context: ssl.SSLContext, server_name: str | None = DOMAIN, port: int | None = None
+    ) -> ssl.SSLSocket:
+        sock = socket.create_connection(("127.0.0.1", port or self.https_port), timeout=5)
         try:
             return context.wrap_socket(sock, server_hostname=server_name)
         except BaseException:
@@ -233,7 +258,9 @@ class LiveProxy:
         headers: dict[str, str] | None = None,
         source: str = "127.0.0.1",
         tls: bool = True,
+        port: int | None = None,
     ) -> Response:
+        """One request; `port`: another of the proxy's TLS ports (the import listener) instead of the site's."""
         proxy = self
 
         # One class for both schemes: connect() makes the TLS connection itself when `tls`.
@@ -244,7 +271,7 @@ class LiveProxy:
                 sock = socket.create_connection(("127.0.0.1", self.port), self.timeout, (source, 0))
                 self.sock = proxy.tls_context().wrap_socket(sock, server_hostname=DOMAIN) if tls else sock
 
-        conn = Connection(DOMAIN, self.https_port if tls else self.http_port, timeout=30)
+        conn = Connection(DOMAIN, port or (self.https_port if tls else self.http_port), timeout=30)
         conn.request(method, path, body=body, headers={"Host": DOMAIN, **(headers or {})})
         response = conn.getresponse()
         assert isinstance(response, Response)
@@ -253,17 +280,27 @@ class LiveProxy:
         return response
 
     def upload(
-        self, path: str, size: int, source: str, send_body: bool = True, halfway: Callable[[], object] | None = None
+        self,
+        path: str,
+        size: int,
+        source: str,
+        send_body: bool = True,
+        halfway: Callable[[], object] | None = None,
+        port: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
         """POST `size` bytes in 1 MiB writes; without send_body only the headers go (the proxy judges Content-Length).
-        `halfway()` is called once half the body is sent."""
-        sock = socket.create_connection(("127.0.0.1", self.https_port), 60, (source, 0))
-        conn = http.client.HTTPSConnection(DOMAIN, self.https_port, timeout=120, context=self.tls_context())
+        `halfway()` is called once half the body is sent. `port`: another of the proxy's TLS ports (the import
+        listener); `headers` are sent besides Content-Length, replacing the defaults Host (DOMAIN) and Content-Type
+        (octet-stream)."""
+        port = port or self.https_port
+        sock = socket.create_connection(("127.0.0.1", port), 60, (source, 0))
+        conn = http.client.HTTPSConnection(DOMAIN, port, timeout=120, context=self.tls_context())
         conn.response_class = Response
         conn.sock = self.tls_context().wrap_socket(sock, server_hostname=DOMAIN)
         conn.putrequest("POST", path, skip_host=True)
-        conn.putheader("Host", DOMAIN)
-        conn.putheader("Content-Type", "application/octet-stream")
+        for name, value in {"Host": DOMAIN, "Content-Type": "application/octet-stream", **(headers or {})}.items():
+            conn.putheader(name, value)
         conn.putheader("Content-Length", str(size))
         conn.endheaders()
         if send_body:
@@ -330,7 +367,7 @@ def permissive_tls_server(ca: trustme.CA) -> Iterator[Callable[[ssl.SSLContext],
 
 def assert_security_headers(response: http.client.HTTPResponse, profile: Profile, server: str | None) -> None:
     """Every security header exactly once with the profile's value; `Server` only as `server` (no version)."""
-    expected = profile.proxy.security_headers()
+    expected = site_headers(profile)
     # Independent of the model: the values the bundle promises (README, "What the bundle guarantees").
     assert expected["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
     assert expected["X-XSS-Protection"] == "0"

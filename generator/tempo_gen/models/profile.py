@@ -14,6 +14,7 @@ from tempo_gen.models.containers import Containers
 from tempo_gen.models.firewall import Firewall
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.models.tempo import Tempo
+from tempo_gen.policy.ports import IMPORT_PORT
 
 _DIRECTORY = re.compile(r"/?[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*/?")
 
@@ -180,6 +181,16 @@ class Profile(StrictModel):
                     "self-signed certificates are for environment: development only; use acme or files in production",
                 )
             )
+        if self.proxy.kind != "none" and self.tempo.release.import_port:
+            for port in ("http_port", "https_port"):
+                if getattr(self.proxy, port) == IMPORT_PORT:
+                    violations.append(
+                        (
+                            ("proxy", port),
+                            f"{IMPORT_PORT} is where Tempo {self.tempo.version}'s browser sends bulk imports: "
+                            "the proxy serves that port itself",
+                        )
+                    )
         violations += self._swarm_rules()
         firewall = self.firewall
         if firewall.enabled:
@@ -195,6 +206,13 @@ class Profile(StrictModel):
                 violations.extend(_world_admin_rules(firewall.admin_cidrs))
             if self.proxy.kind != "none" and firewall.ssh_port in (self.proxy.http_port, self.proxy.https_port):
                 violations.append((("firewall", "ssh_port"), f"{firewall.ssh_port} is also the proxy's HTTP(S) port"))
+            if self.proxy.kind != "none" and self.tempo.release.import_port and firewall.ssh_port == IMPORT_PORT:
+                violations.append(
+                    (
+                        ("firewall", "ssh_port"),
+                        f"{IMPORT_PORT} is the proxy's import port on Tempo {self.tempo.version}",
+                    )
+                )
         if violations:
             raise RuleViolations(violations)
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import ClassVar, Literal
 
@@ -179,7 +180,8 @@ class Csp(StrictModel):
         None, description=("A complete policy replacing the generated one (to tighten it).")
     )
 
-    def policy(self, frame_ancestors: str) -> str:
+    def policy(self, frame_ancestors: str, connect: Sequence[str] = ()) -> str:
+        """The policy; `connect`: origins the bundle itself serves beside the site (connect-src)."""
         if self.override:
             return self.override
         maps = list(self.map_sources)
@@ -189,7 +191,7 @@ class Csp(StrictModel):
             "style-src": ["'self'", "'unsafe-inline'"],
             "img-src": ["'self'", "data:", "blob:", *maps],
             "font-src": ["'self'", "data:"],
-            "connect-src": ["'self'", *maps],
+            "connect-src": ["'self'", *connect, *maps],
             "media-src": ["'self'", "blob:"],
             "worker-src": ["'self'", "blob:"],
             "object-src": ["'none'"],
@@ -258,6 +260,8 @@ class Proxy(StrictModel):
     # What the unprivileged proxy container listens on (published as http_port/https_port).
     CONTAINER_HTTP_PORT: ClassVar[int] = 8080
     CONTAINER_HTTPS_PORT: ClassVar[int] = 8443
+    # The import listener of releases whose browser posts bulk imports to <host>:5001 (published as 5001).
+    CONTAINER_IMPORT_PORT: ClassVar[int] = 8444
     # Loopback-only listener inside the container for its healthcheck.
     CONTAINER_HEALTH_PORT: ClassVar[int] = 8081
 
@@ -279,9 +283,10 @@ class Proxy(StrictModel):
     publish_addresses: list[HostAddress] = Field(
         [],
         description=(
-            "Host addresses the proxy publishes (container) or listens (host) 80/443 on, e.g. the "
-            "server's public IP. Required for a production container proxy; 0.0.0.0 or :: is allowed "
-            "but audit reports it. Empty with placement host: every address."
+            "Host addresses the proxy publishes (container) or listens (host) 80/443 on (and 5001, where "
+            "Tempo 2.1.x-2.6.x browsers send bulk imports), e.g. the server's public IP. Required for a "
+            "production container proxy; 0.0.0.0 or :: is allowed but audit reports it. Empty with placement "
+            "host: every address."
         ),
     )
     http_port: Port = Field(
@@ -352,8 +357,9 @@ class Proxy(StrictModel):
         parts += ["includeSubDomains"] * self.hsts.include_subdomains + ["preload"] * self.hsts.preload
         return "; ".join(parts)
 
-    def security_headers(self) -> dict[str, str]:
-        """Every header the proxy adds to every response, by name (any proxy target renders this)."""
+    def security_headers(self, connect: Sequence[str] = ()) -> dict[str, str]:
+        """Every header the proxy adds to every response, by name (any proxy target renders this);
+        `connect`: origins beside the site that the browser calls (CSP connect-src), from the caller's policy."""
         headers = self.headers
         return {
             "Strict-Transport-Security": self.hsts_value(),
@@ -362,7 +368,7 @@ class Proxy(StrictModel):
             "X-XSS-Protection": headers.x_xss_protection,
             "Referrer-Policy": headers.referrer_policy,
             "Content-Security-Policy": headers.csp.policy(
-                "'self'" if headers.frame_options == "SAMEORIGIN" else "'none'"
+                "'self'" if headers.frame_options == "SAMEORIGIN" else "'none'", connect
             ),
             "Permissions-Policy": headers.permissions_policy,
             "Cross-Origin-Opener-Policy": "same-origin",

@@ -76,18 +76,24 @@ class Release:
         return self.versions[0]
 
     @property
+    def import_port(self) -> bool:
+        """The browser sends bulk imports cross-origin to `https://<host>:IMPORT_PORT` (policy/ports.py): every
+        proxy then serves a TLS listener there with only the two import routes (policy/routes.py)."""
+        return self.browser_imports == "import-port"
+
+    @property
     def imports_work(self) -> bool:
-        """Whether a bundle can serve this release's browser imports: the chunked jobs go through the
-        proxy's /api like every other call; the older cross-origin uploads to the API's own port 5001
-        would need that port published beside the site, which no bundle does."""
-        return self.browser_imports == "chunked-jobs"
+        """Whether a bundle serves this release's browser imports: the chunked jobs go through the proxy's
+        /api like every other call; the older cross-origin uploads go to the import port, where every
+        proxy target serves the two import routes for these releases (policy.routes.import_port_route)."""
+        return self.browser_imports in ("chunked-jobs", "import-port")
 
 
 _BEFORE_2_7 = Release(
     versions=("2.1.0", "2.1.1", "2.2.0", "2.3.0", "2.3.1", "2.3.2", "2.4.0", "2.5.0", "2.6.0"),
     api_base="aspnet:9.0 (Debian 12), aspnet:10.0 (Ubuntu 24.04) from 2.4.0",
     browser_imports="import-port",
-    notes=("bulk imports go cross-origin to the API's port 5001: known, refused",),
+    notes=("bulk imports go cross-origin to port 5001: the proxy serves them there (TLS, the two import routes only)",),
 )
 _R2_7 = Release(
     versions=("2.7.0",),
@@ -132,6 +138,8 @@ RELEASES: tuple[Release, ...] = (_BEFORE_2_7, _R2_7, _R2_8, _R2_10)
 SUPPORTED: tuple[str, ...] = tuple(v for row in RELEASES if row.imports_work for v in row.versions)
 """Every release a bundle serves completely, oldest first."""
 NEWEST = SUPPORTED[-1]
+FIRST_CHUNKED = next(row.first for row in RELEASES if row.browser_imports == "chunked-jobs")
+"""The first release whose browser uploads bulk imports through /api (no import port)."""
 
 
 def release(version: str) -> Release:
@@ -146,13 +154,6 @@ def unsupported_reason(version: str) -> str | None:
     """Why `version` cannot be deployed, naming what can; None when it is supported."""
     if version in SUPPORTED:
         return None
-    known = next((row for row in RELEASES if version in row.versions), None)
-    if known is not None and not known.imports_work:
-        return (
-            f"Tempo {version}'s browser sends bulk imports cross-origin to the API's port 5001, which no bundle "
-            f"serves, so imports could never work; {SUPPORTED[0]} is the first release whose imports go through "
-            f"the proxy (supported: {SUPPORTED[0]} to {NEWEST})"
-        )
     return f"Tempo {version} is not a release tempo-gen knows; supported: {', '.join(SUPPORTED)}"
 
 

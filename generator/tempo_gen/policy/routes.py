@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from tempo_gen.models.profile import Profile
+from tempo_gen.policy.ports import IMPORT_PORT
 from tempo_gen.policy.releases import IMPORT_CHUNK_BYTES, Release
 
 API_PREFIX = "/api"
@@ -53,6 +54,11 @@ MEDIA_HEALTHKIT = Route(
     "media", rf"^{API_PREFIX}/workouts/(?:import(?:/healthkit)?|[0-9a-fA-F-]{{36}}/media)$", "media", "api"
 )
 """The same, with the iOS client's HealthKit workouts (JSON) from 2.8.0."""
+IMPORT_PORT_ROUTE = Route("import-port", r"^/workouts/import/(?:bulk|export)$", "import", "api")
+"""The bulk imports of releases whose browser posts them cross-origin to `https://<host>:IMPORT_PORT` with
+the API's own paths (no /api prefix): the only route of that listener."""
+IMPORT_PORT_METHODS = ("OPTIONS", "POST")
+"""The CORS preflight and the multipart upload; the API itself answers both, CORS headers included."""
 
 
 def api_routes(release: Release) -> tuple[Route, ...]:
@@ -166,6 +172,8 @@ class RouteView:
     """The body goes to the upstream as it arrives where the proxy can (nginx); otherwise spooled first."""
     timeout_minutes: int | None = None
     """How long sending and reading may take; None: the proxy's default."""
+    methods: tuple[str, ...] = ()
+    """The only methods served (anything else: 404); empty: every method."""
 
     @property
     def description(self) -> str:
@@ -231,6 +239,36 @@ def routes_for(profile: Profile) -> tuple[RouteView, ...]:
     )
     frontend = RouteView("frontend", "Everything else", "/", "frontend", None, "default", default, None, 10)
     return (*special, api, frontend)
+
+
+def import_port_route(profile: Profile) -> RouteView | None:
+    """The import port's one route, for releases whose browser sends bulk imports there; None otherwise
+    (and without a proxy, which is where the listener lives)."""
+    if profile.proxy.kind == "none" or not profile.tempo.release.import_port:
+        return None
+    return RouteView(
+        name=IMPORT_PORT_ROUTE.name,
+        summary="Bulk imports from the browser",
+        detail="Strava export, Tempo export",
+        examples=("/workouts/import/bulk", "/workouts/import/export"),
+        regex=IMPORT_PORT_ROUTE.pattern,
+        prefix="/workouts/import/",
+        upstream="api",
+        strip_prefix=None,
+        body=IMPORT_PORT_ROUTE.body,
+        body_max=body_size(profile, IMPORT_PORT_ROUTE.body),
+        streamed=True,
+        timeout_minutes=profile.tempo.import_timeout_minutes,
+        rate=rate_limits_for(profile)[IMPORT_PORT_ROUTE.rate],
+        priority=30,
+        methods=IMPORT_PORT_METHODS,
+    )
+
+
+def import_origin(profile: Profile) -> str | None:
+    """`https://<domain>:IMPORT_PORT`, the origin the browser sends bulk imports to, when the proxy serves it
+    (the site's CSP must allow connecting to it); None otherwise."""
+    return f"https://{profile.domain}:{IMPORT_PORT}" if import_port_route(profile) else None
 
 
 def strip_regex(prefix: str) -> str:

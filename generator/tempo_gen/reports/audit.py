@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tempo_gen.models.profile import Profile
+from tempo_gen.policy.ports import IMPORT_PORT
+from tempo_gen.policy.releases import FIRST_CHUNKED
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,19 @@ def _tempo(profile: Profile) -> list[Finding]:
             Finding(
                 "tempo.carto_api_key",
                 "handed to every signed-in browser: restrict the key to this site at CARTO",
+            )
+        )
+    if tempo.release.import_port:
+        where = (
+            "nothing serves it here (proxy.kind: none): serve it with TLS yourself, or imports fail"
+            if profile.proxy.kind == "none"
+            else "the proxy publishes it (TLS, the two import routes only) and the firewall opens it"
+        )
+        found.append(
+            Finding(
+                "tempo.version",
+                f"Tempo {tempo.version}'s browser sends bulk imports to port {IMPORT_PORT}, a second public port: "
+                f"{where}; from Tempo {FIRST_CHUNKED} imports go through /api",
             )
         )
     return found

@@ -8,11 +8,12 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
-from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT, MEDIA_ROOT
+from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT, IMPORT_PORT, MEDIA_ROOT
 from tempo_gen.policy.releases import SETTING_VARIABLES, Setting
-from tempo_gen.policy.routes import body_size
+from tempo_gen.policy.routes import body_size, import_port_route
 from tempo_gen.targets import nginx, traefik
 from tempo_gen.targets.base import TargetInput
+from tempo_gen.targets.proxy_placement import host_api_port
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,14 @@ def published_ports(profile: Profile) -> dict[str, list[Publish]]:
     """What each service publishes on the host, and where: nothing beyond what the proxy needs."""
     proxy = profile.proxy
     if proxy.kind != "none" and proxy.placement == "container":
-        return {
-            "proxy": [
-                Publish(str(a), port, inner)
-                for a in proxy.publish_addresses
-                for port, inner in (
-                    (proxy.http_port, Proxy.CONTAINER_HTTP_PORT),
-                    (proxy.https_port, Proxy.CONTAINER_HTTPS_PORT),
-                )
-            ]
-        }
+        listeners = [(proxy.http_port, Proxy.CONTAINER_HTTP_PORT), (proxy.https_port, Proxy.CONTAINER_HTTPS_PORT)]
+        if import_port_route(profile):  # where the release's browser sends bulk imports
+            listeners.append((IMPORT_PORT, Proxy.CONTAINER_IMPORT_PORT))
+        return {"proxy": [Publish(str(a), port, inner) for a in proxy.publish_addresses for port, inner in listeners]}
     ports = {"frontend": [Publish("127.0.0.1", HOST_FRONTEND_PORT, FRONTEND_PORT)]}
     if proxy.kind != "none":
         # A proxy on the host routes /api straight to the API (no 10 MB Next.js body cap on imports).
-        ports["api"] = [Publish("127.0.0.1", API_PORT, API_PORT)]
+        ports["api"] = [Publish("127.0.0.1", host_api_port(profile), API_PORT)]
     return ports
 
 

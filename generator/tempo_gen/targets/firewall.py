@@ -11,6 +11,8 @@ from typing import TypeVar
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.firewall import Vpn
 from tempo_gen.models.profile import Profile
+from tempo_gen.policy.ports import IMPORT_PORT
+from tempo_gen.policy.routes import import_port_route
 from tempo_gen.targets.base import TargetInput
 
 # Where the operator copies out/<name>/firewall/ on the host; the systemd unit and
@@ -85,8 +87,11 @@ class Plan:
     ssh: Sources
     vpn: Vpn | None
     web_ports: tuple[int, ...]
-    """Ports open on the host for the site (a proxy on the host, or docker-proxy)."""
+    """Ports open on the host for the site (a proxy on the host, or docker-proxy): http, https, and the
+    import port of releases whose browser sends bulk imports there."""
     web: Sources
+    import_port: int | None
+    """The one of web_ports that serves only the browser's bulk imports (None: the release has none)."""
     published_ports: tuple[int, ...]
     """Host ports Compose publishes to the world; Docker DNATs them past the input chain."""
     external_interfaces: tuple[str, ...]
@@ -95,6 +100,9 @@ class Plan:
 def plan(profile: Profile) -> Plan:
     firewall, proxy = profile.firewall, profile.proxy
     web_ports = () if proxy.kind == "none" else tuple(sorted({proxy.http_port, proxy.https_port}))
+    import_port = IMPORT_PORT if import_port_route(profile) else None
+    if import_port:  # opened exactly like the site's https port
+        web_ports = tuple(sorted({*web_ports, import_port}))
     published = web_ports if proxy.placement == "container" else ()
     return Plan(
         ssh_port=firewall.ssh_port,
@@ -102,6 +110,7 @@ def plan(profile: Profile) -> Plan:
         vpn=firewall.vpn,
         web_ports=web_ports,
         web=Sources.of(firewall.web_cidrs),
+        import_port=import_port,
         published_ports=published,
         external_interfaces=tuple(firewall.external_interfaces),
     )

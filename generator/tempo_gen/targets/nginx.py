@@ -13,9 +13,25 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy import tls as tls_policy
-from tempo_gen.policy.routes import API_PREFIX, body_size, rate_limits_for, routes_for, strip_regex
+from tempo_gen.policy.ports import IMPORT_PORT
+from tempo_gen.policy.releases import FIRST_CHUNKED
+from tempo_gen.policy.routes import (
+    API_PREFIX,
+    body_size,
+    import_port_route,
+    rate_limits_for,
+    routes_for,
+    strip_regex,
+)
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for, proxy_image
+from tempo_gen.targets.proxy_placement import (
+    Placement,
+    ProxyRuntime,
+    key_owner,
+    placement_for,
+    proxy_image,
+    site_headers,
+)
 
 CONF_DIR = "proxy/nginx"
 # In the container: the compose file mounts a disk volume here (request bodies must not fill RAM).
@@ -48,6 +64,8 @@ class Runtime(ProxyRuntime):
     health_listen: str | None
     resolver: str | None = None
     """DNS server that upstream names are re-resolved through (container: Docker's); None: fixed addresses."""
+    import_listen: tuple[str, ...] = ()
+    """The import port's listeners (policy.routes.import_port_route); empty: the release has none."""
 
     def path(self, path: str) -> str:
         # stderr and /dev/ are the same in any root.
@@ -69,6 +87,7 @@ def runtime_for(profile: Profile) -> Runtime:
             api=place.api,
             health_listen=place.health,
             resolver=DOCKER_DNS,
+            import_listen=(str(place.import_port),) if place.import_port else (),
         )
     return Runtime(
         http_listen=_listen(place, place.http_port),
@@ -81,6 +100,7 @@ def runtime_for(profile: Profile) -> Runtime:
         frontend=place.frontend,
         api=place.api,
         health_listen=place.health,
+        import_listen=_listen(place, place.import_port) if place.import_port else (),
     )
 
 
@@ -129,14 +149,17 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
             proxy.tls.profile, version_tuple(proxy.nginx_version), version_tuple(proxy.openssl_version)
         ),
         "guidelines": f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
-        "headers": proxy.security_headers(),
+        "headers": site_headers(profile),
         "upstreams": upstreams_for(runtime, version_tuple(proxy.nginx_version)),
         "routes": routes_for(profile),
+        "import_route": import_port_route(profile) if runtime.import_listen else None,
+        "import_port": IMPORT_PORT,
+        "first_chunked": FIRST_CHUNKED,
         "rate_limits": rate_limits_for(profile),
         "rate_zone_memory": RATE_ZONE_MEMORY,
         "upstream_zone_memory": UPSTREAM_ZONE_MEMORY,
         "api_prefix": API_PREFIX,
-        "strip_regex": strip_regex(API_PREFIX),
+        "strip_regex": strip_regex,
         "default_body": body_size(profile, "default"),
         "site": site,
         "acme": cert.source == "acme",

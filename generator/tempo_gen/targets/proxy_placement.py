@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
-from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
+from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_API_PORT, HOST_FRONTEND_PORT, IMPORT_PORT
+from tempo_gen.policy.routes import import_origin, import_port_route
 from tempo_gen.targets.base import TargetInput
 
 
@@ -38,6 +39,8 @@ class Placement:
     http_port: int
     """The port the proxy binds for http (inside the container, or on the host)."""
     https_port: int
+    import_port: int | None
+    """The port the proxy binds for the import listener (policy.routes.import_port_route); None: no listener."""
     addresses: tuple[str, ...]
     """Host placement: the published addresses, ready for `address:port`; empty: every address."""
     frontend: str
@@ -54,11 +57,13 @@ class Placement:
 
 def placement_for(profile: Profile) -> Placement:
     proxy = profile.proxy
+    imports = import_port_route(profile) is not None
     if proxy.placement == "container":
         return Placement(
             container=True,
             http_port=Proxy.CONTAINER_HTTP_PORT,
             https_port=Proxy.CONTAINER_HTTPS_PORT,
+            import_port=Proxy.CONTAINER_IMPORT_PORT if imports else None,
             addresses=(),
             frontend=f"frontend:{FRONTEND_PORT}",
             api=f"api:{API_PORT}",
@@ -69,12 +74,26 @@ def placement_for(profile: Profile) -> Placement:
         container=False,
         http_port=proxy.http_port,
         https_port=proxy.https_port,
+        import_port=IMPORT_PORT if imports else None,
         addresses=tuple(f"[{a}]" if a.version == 6 else str(a) for a in proxy.publish_addresses),
         frontend=f"127.0.0.1:{HOST_FRONTEND_PORT}",
-        api=f"127.0.0.1:{API_PORT}",
+        api=f"127.0.0.1:{host_api_port(profile)}",
         health=None,
         key_owner=0,
     )
+
+
+def host_api_port(profile: Profile) -> int:
+    """Where Compose publishes the API on 127.0.0.1 for a proxy on the host: API_PORT, unless the proxy binds
+    the import port (the same number) itself."""
+    return HOST_API_PORT if import_port_route(profile) else API_PORT
+
+
+def site_headers(profile: Profile) -> dict[str, str]:
+    """The security headers every proxy sends: the profile's, with the import origin in connect-src when
+    the proxy serves one."""
+    origin = import_origin(profile)
+    return profile.proxy.security_headers((origin,) if origin else ())
 
 
 def key_owner(profile: Profile) -> int:

@@ -15,22 +15,35 @@ from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
+from tempo_gen.policy.ports import IMPORT_PORT
+from tempo_gen.policy.releases import FIRST_CHUNKED
 from tempo_gen.policy.routes import (
     API_PREFIX,
     RouteView,
     Size,
     body_limits,
     body_size,
+    import_port_route,
     rate_limits_for,
     routes_for,
 )
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.proxy_placement import Placement, ProxyRuntime, key_owner, placement_for, proxy_image
+from tempo_gen.targets.proxy_placement import (
+    Placement,
+    ProxyRuntime,
+    key_owner,
+    placement_for,
+    proxy_image,
+    site_headers,
+)
 
 CONF_DIR = "proxy/traefik"
 DYNAMIC = ("routers", "middlewares", "tls")
 """dynamic/<name>.yml files: which request goes where, what happens on the way, TLS."""
 ACME_RESOLVER = "acme"
+SITE_ENTRY_POINT = "websecure"
+IMPORT_ENTRY_POINT = "imports"
+"""The import port's entry point (policy.routes.import_port_route): its one router and nothing else."""
 STATE_DIR = "/var/lib/traefik"
 """ACME account and certificates (acme.json); in the container a named volume."""
 TEMP_DIR = "/var/cache/traefik"
@@ -47,6 +60,8 @@ class Runtime(ProxyRuntime):
     websecure: str
     ping: str | None
     """Loopback entry point for `traefik healthcheck`; None: no ping endpoint."""
+    imports: str | None = None
+    """The import port's entry point address; None: the release has none."""
     conf_dir: str = "/etc/traefik"
     acme_ca_server: str | None = None
     """Tests point ACME at a local address; None: Let's Encrypt's production CA (Traefik's default)."""
@@ -60,6 +75,7 @@ def runtime_for(profile: Profile) -> Runtime:
         ping=place.health,
         frontend=place.frontend,
         api=place.api,
+        imports=_address(place, place.import_port) if place.import_port else None,
     )
 
 
@@ -68,11 +84,11 @@ def _address(place: Placement, port: int) -> str:
     return (place.bind(port) or (f":{port}",))[0]
 
 
-def security_headers(proxy: Proxy) -> tuple[dict[str, object], dict[str, str]]:
-    """The headers middleware for proxy.security_headers(), the set nginx sends: (native fields,
+def security_headers(proxy: Proxy, headers: dict[str, str]) -> tuple[dict[str, object], dict[str, str]]:
+    """The headers middleware for `headers` (proxy_placement.site_headers), the set nginx sends: (native fields,
     customResponseHeaders). Headers Traefik has a field for use it; the rest are custom, and
     an empty value removes what the upstreams leak. Never browserXssFilter: it sends `1; mode=block`."""
-    wanted = proxy.security_headers()
+    wanted = dict(headers)
     frame = wanted.pop("X-Frame-Options")
     for native in ("Strict-Transport-Security", "X-Content-Type-Options"):  # the sts* and nosniff fields
         del wanted[native]
@@ -98,30 +114,39 @@ class Router:
     priority: int
     route: RouteView
     """What the router serves, for the comments."""
+    entry_point: str = SITE_ENTRY_POINT
 
 
-def routers(profile: Profile) -> list[Router]:
-    """The shared route table as Traefik routers, most specific (highest priority) first."""
+def routers(profile: Profile, imports: bool = True) -> list[Router]:
+    """The shared route table as Traefik routers, most specific (highest priority) first; then, with
+    `imports` (the runtime has the entry point), the import port's router."""
     domain = profile.domain
     if "`" in domain:  # the model refuses it; a backtick would end the rule's string
         raise RenderError(f"refusing to put {domain!r} into a Traefik rule")
-    return [_router(route, f"Host(`{domain}`)") for route in routes_for(profile)]
+    host = f"Host(`{domain}`)"
+    result = [_router(route, host) for route in routes_for(profile)]
+    if imports and (route := import_port_route(profile)):
+        result.append(_router(route, host, IMPORT_ENTRY_POINT))
+    return result
 
 
-def _router(route: RouteView, host: str) -> Router:
+def _router(route: RouteView, host: str, entry_point: str = SITE_ENTRY_POINT) -> Router:
     if route.regex:
         rule = f"{host} && PathRegexp(`{route.regex}`)"
     elif route.prefix != "/":
         rule = f"{host} && PathPrefix(`{route.prefix}`)"
     else:
         rule = host
+    if route.methods:
+        rule += " && (" + " || ".join(f"Method(`{method}`)" for method in route.methods) + ")"
     # The rate limit first, so a refused client's body is never read; the prefix is stripped last.
     middlewares = (
         *((f"ratelimit-{route.rate.name}",) if route.rate else ()),
         f"body-{route.body}",
-        *(("strip-api-prefix", "api-request") if route.upstream == "api" else ()),
+        *(("strip-api-prefix",) if route.strip_prefix else ()),
+        *(("api-request",) if route.upstream == "api" else ()),
     )
-    return Router(route.name, rule, route.upstream, middlewares, route.priority, route)
+    return Router(route.name, rule, route.upstream, middlewares, route.priority, route, entry_point)
 
 
 def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list[RenderedFile]:
@@ -132,15 +157,20 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
     runtime = runtime or runtime_for(profile)
     cert = proxy.tls.certificate
     cert_file, key_file = cert.paths(profile.domain)
-    header_fields, custom_headers = security_headers(proxy)
+    headers = site_headers(profile)
+    header_fields, custom_headers = security_headers(proxy, headers)
     values = {
         "runtime": runtime,
         "tls": tls_policy.for_traefik(proxy.tls.profile),
         "guidelines": f"{tls_policy.GUIDELINES_VERSION} ({tls_policy.GUIDELINES_HREF})",
-        "headers": proxy.security_headers(),
+        "headers": headers,
         "header_fields": header_fields,
         "custom_headers": custom_headers,
-        "routers": routers(profile),
+        "routers": routers(profile, imports=runtime.imports is not None),
+        "import_route": import_port_route(profile) if runtime.imports else None,
+        "import_port": IMPORT_PORT,
+        "first_chunked": FIRST_CHUNKED,
+        "entry_points": {SITE_ENTRY_POINT: runtime.websecure, IMPORT_ENTRY_POINT: runtime.imports},
         "routes": routes_for(profile),
         "rate_limits": rate_limits_for(profile),
         "api_prefix": API_PREFIX,
