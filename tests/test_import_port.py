@@ -21,7 +21,6 @@ from support.project import VALID_PROFILE, RunCli
 from support.proxy import dev_profile, refusal, target_input_for
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy.ports import API_PORT, HOST_API_PORT, IMPORT_PORT
-from tempo_gen.policy.releases import RELEASES, SUPPORTED, release
 from tempo_gen.policy.routes import import_origin, import_port_route
 from tempo_gen.reports.audit import weakenings
 from tempo_gen.targets import compose, firewall, nginx, traefik
@@ -65,13 +64,6 @@ def server_block(site: str, marker: str) -> str:
 
 
 # --- the capability table -----------------------------------------------------------------------------------
-
-
-def test_every_release_in_the_table_is_supported_and_only_the_oldest_row_has_the_import_port() -> None:
-    assert tuple(v for row in RELEASES for v in row.versions) == SUPPORTED
-    assert SUPPORTED[0] == "2.1.0"
-    assert {v for v in SUPPORTED if release(v).import_port} == set(RELEASES[0].versions)
-    assert all(not release(v).import_port for v in ("2.7.0", "2.9.0", "2.10.1"))
 
 
 def test_the_route_has_the_apis_own_paths_the_import_limits_and_only_options_and_post() -> None:

@@ -35,7 +35,7 @@ def test_the_table_knows_every_release_once_and_supports_the_newest_by_default()
     assert known[0] == "2.1.0" and known[-1] == NEWEST == "2.10.1"
     assert SUPPORTED[0] == "2.1.0" and SUPPORTED[-1] == NEWEST
     assert dev_profile("nginx").tempo.version == NEWEST
-    assert all(release(v).imports_work for v in SUPPORTED)
+    assert [v for v in SUPPORTED if release(v).import_port] == known[: known.index("2.7.0")]
 
 
 @pytest.mark.parametrize("version", ["2.1.0", "2.4.0", "2.6.0"])

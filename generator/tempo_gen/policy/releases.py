@@ -81,34 +81,40 @@ class Release:
         proxy then serves a TLS listener there with only the two import routes (policy/routes.py)."""
         return self.browser_imports == "import-port"
 
-    @property
-    def imports_work(self) -> bool:
-        """Whether a bundle serves this release's browser imports: the chunked jobs go through the proxy's
-        /api like every other call; the older cross-origin uploads go to the import port, where every
-        proxy target serves the two import routes for these releases (policy.routes.import_port_route)."""
-        return self.browser_imports in ("chunked-jobs", "import-port")
 
-
-_BEFORE_2_7 = Release(
-    versions=("2.1.0", "2.1.1", "2.2.0", "2.3.0", "2.3.1", "2.3.2", "2.4.0", "2.5.0", "2.6.0"),
-    api_base="aspnet:9.0 (Debian 12), aspnet:10.0 (Ubuntu 24.04) from 2.4.0",
+_R2_1 = Release(
+    versions=("2.1.0", "2.1.1"),
+    api_base="aspnet:9.0 (Debian 12)",
     browser_imports="import-port",
     notes=("bulk imports go cross-origin to port 5001: the proxy serves them there (TLS, the two import routes only)",),
 )
-_R2_7 = Release(
-    versions=("2.7.0",),
+_R2_2 = replace(
+    _R2_1,
+    versions=("2.2.0", "2.3.0", "2.3.1", "2.3.2"),
+    settings=frozenset({"remember-me"}),
+    notes=("JWT__RememberMeExpirationDays",),
+)
+_R2_4 = replace(
+    _R2_2,
+    versions=("2.4.0",),
     api_base="aspnet:10.0 (Ubuntu 24.04)",
-    browser_imports="chunked-jobs",
-    settings=frozenset({"remember-me", "cookie-domain"}),
-    # Secure in Production was seen in a 2.4-era revision; every supported release has it.
+    settings=_R2_2.settings | {"cookie-domain"},
+    # Seen in the API-key revision with the pre-2.5 password rule; the exact release is not known.
     cookie_secure_in_production=True,
+    notes=("API keys", "authToken always Secure in Production", "Cookie__Domain"),
+)
+_R2_5 = replace(
+    _R2_4,
+    versions=("2.5.0", "2.6.0"),
     password_length=(16, 64),
     session_version=True,
-    notes=(
-        "chunked import jobs through /api, staged under the media root",
-        "authToken always Secure in Production",
-        "passwords of 16 to 64 characters; a password change ends every session",
-    ),
+    notes=("passwords of 16 to 64 characters; a password change ends every session",),
+)
+_R2_7 = replace(
+    _R2_5,
+    versions=("2.7.0",),
+    browser_imports="chunked-jobs",
+    notes=("chunked import jobs through /api, staged under the media root",),
 )
 _R2_8 = replace(
     _R2_7,
@@ -134,9 +140,9 @@ _R2_10 = replace(
     ),
 )
 
-RELEASES: tuple[Release, ...] = (_BEFORE_2_7, _R2_7, _R2_8, _R2_10)
-SUPPORTED: tuple[str, ...] = tuple(v for row in RELEASES if row.imports_work for v in row.versions)
-"""Every release a bundle serves completely, oldest first."""
+RELEASES: tuple[Release, ...] = (_R2_1, _R2_2, _R2_4, _R2_5, _R2_7, _R2_8, _R2_10)
+SUPPORTED: tuple[str, ...] = tuple(v for row in RELEASES for v in row.versions)
+"""Every release a bundle serves, oldest first."""
 NEWEST = SUPPORTED[-1]
 FIRST_CHUNKED = next(row.first for row in RELEASES if row.browser_imports == "chunked-jobs")
 """The first release whose browser uploads bulk imports through /api (no import port)."""
@@ -151,7 +157,7 @@ def release(version: str) -> Release:
 
 
 def unsupported_reason(version: str) -> str | None:
-    """Why `version` cannot be deployed, naming what can; None when it is supported."""
+    """Why `version` cannot be deployed (tempo-gen does not know it), naming what can; None when supported."""
     if version in SUPPORTED:
         return None
     return f"Tempo {version} is not a release tempo-gen knows; supported: {', '.join(SUPPORTED)}"
