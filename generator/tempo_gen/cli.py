@@ -430,3 +430,44 @@ def admin_reset_password(root: Path, profile: str | None, username: str | None, 
     command = reset_password_command(item.profile.tempo.release, password, username)
     stack = running_stack(item, (out or root / OUT_DIR) / item.profile.name)
     click.echo(reset_password(stack, command, password) or "password reset")
+
+
+@main.group()
+def cert() -> None:
+    """The site's TLS certificate: issue it through ACME (nginx), show what is served."""
+
+
+@cert.command("issue")
+@click.argument("profile", required=False, type=click.Path(dir_okay=False))
+@_OUT_OPTION
+@click.pass_obj
+def cert_issue(root: Path, profile: str | None, out: Path | None) -> None:
+    """Get PROFILE's first ACME certificate, or a new one when it is within the renewal window (run as root).
+
+    nginx, host or container, source acme: a bootstrap pair if none, the proxy up,
+    certbot --webroot with the profile's e-mail, directory and CA bundle, and the
+    bundle's deploy hook (certbot keeps it for every renewal). Does nothing while the
+    installed certificate has more than 30 days left."""
+    from tempo_gen.ops.certificates import issue, nginx_site
+
+    item = load_one(profile, root, "certificate to issue")
+    site = nginx_site(item.profile, (out or root / OUT_DIR) / item.profile.name)
+    result = issue(site, click.echo)
+    click.echo(result.message)
+
+
+@cert.command("status")
+@click.argument("profile", required=False, type=click.Path(dir_okay=False))
+@click.pass_obj
+def cert_status(root: Path, profile: str | None) -> None:
+    """Show the certificate PROFILE's site serves: issuer, names, expiry, days left, and what renews it.
+
+    Exit 1 when nothing is served, it expires within 14 days, or nothing renews it."""
+    from tempo_gen.ops.certificates import status
+
+    item = load_one(profile, root, "certificate to show")
+    found = status(item.profile)
+    for line in found.lines():
+        click.echo(terminal_safe(line))
+    if found.problems or not found.renewal:
+        sys.exit(1)
