@@ -70,3 +70,17 @@ def test_describe_reads_names_issuer_and_expiry() -> None:
     found = describe(leaf.cert_chain_pems[0].bytes(), "pem")
     assert found.names == ("tempo.example.com", "www.example.com") and not found.self_signed
     assert "trustme" in found.issuer and found.days_left() > 30
+
+
+def test_audit_live_reports_a_site_that_serves_nothing(cli: RunCli, project: Path) -> None:
+    (port,) = free_ports(1)
+    text = (
+        "name: demo\ndomain: tempo.example.com\nenvironment: development\n"
+        f"proxy:\n  placement: host\n  publish_addresses: [127.0.0.1]\n  https_port: {port}\n"
+    )
+    (project / "profiles" / "demo.yaml").write_text(text)
+    result = cli("audit", "--live", "--strict", str(project / "profiles" / "demo.yaml"))
+    assert result.exit_code == 1
+    assert f"certificate: nothing answers TLS at 127.0.0.1:{port}" in result.output
+    assert "certificate: nothing renews it" in result.output
+    assert "certificate:" not in cli("audit", str(project / "profiles" / "demo.yaml")).output

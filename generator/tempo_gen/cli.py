@@ -210,8 +210,9 @@ def schema(markdown: bool) -> None:
 @main.command()
 @click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--strict", is_flag=True, help="Exit 1 when a profile weakens any default or misses a checklist item.")
+@click.option("--live", is_flag=True, help="Also ask each running site for its certificate (overdue under 14 days).")
 @click.pass_obj
-def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
+def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> None:
     """Report what PROFILES weaken and the checklist of Tempo's security guide."""
     failed = False
     for item in load_all(profiles, root):
@@ -222,6 +223,12 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
         for entry in checklist(item.profile):
             failed |= not entry.met
             click.echo(f"  {'ok' if entry.met else 'MISSING':9} {entry.item}: {entry.how}")
+        if live and item.profile.proxy.kind != "none":
+            from tempo_gen.ops.certificates import certificate_findings
+
+            for line in certificate_findings(item.profile):
+                failed = True
+                click.echo(terminal_safe(f"  {line}"))
     if strict and failed:
         sys.exit(1)
 

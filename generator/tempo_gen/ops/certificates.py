@@ -667,3 +667,15 @@ def status(profile: Profile, *, certbot_config: Path = Path("/etc/letsencrypt"),
         renewal = f"by you (source: {certificate.source})"
     problems += expiry_problems(cert, domain)
     return Status(domain, cert, renewal, tuple(problems))
+
+
+def certificate_findings(profile: Profile) -> list[str]:
+    """audit --live: one line per problem of the served certificate, an expiry under OVERDUE_DAYS as OVERDUE."""
+    found = status(profile)
+    lines = [
+        f"{'OVERDUE' if problem.startswith(('renewal overdue', 'expired')) else 'live':9} certificate: {problem}"
+        for problem in found.problems
+    ]
+    if not found.renewal:
+        lines.append(f"{'live':9} certificate: nothing renews it (no certbot timer or cron, or no renewal config)")
+    return lines

@@ -76,8 +76,9 @@ rm -f "$cert.previous" "$key.previous"
 install_file "$lineage/fullchain.pem" "$cert" 0644 0
 install_file "$lineage/privkey.pem" "$key" 0400 101
 
-# The proxy container, found by its Compose labels; nginx reloads on SIGHUP without dropping connections.
-proxy=$(docker ps -q --filter label=com.docker.compose.project=swarm --filter label=com.docker.compose.service=proxy)
+# The proxy task's container on this node, found by its stack service's label; nginx reloads on SIGHUP
+# without dropping connections.
+proxy=$(docker ps -q --filter label=com.docker.swarm.service.name=swarm_proxy | head -n 1)
 if [ -z "$proxy" ]; then
     echo "deploy hook for $domain: the proxy container is not running; the new pair is in place for its next start"
     rm -f "$cert.previous" "$key.previous"
