@@ -84,3 +84,24 @@ def test_audit_live_reports_a_site_that_serves_nothing(cli: RunCli, project: Pat
     assert f"certificate: nothing answers TLS at 127.0.0.1:{port}" in result.output
     assert "certificate: nothing renews it" in result.output
     assert "certificate:" not in cli("audit", str(project / "profiles" / "demo.yaml")).output
+
+
+def test_a_lineage_from_another_directory_is_replaced(tmp_path: Path) -> None:
+    """A staging dry run, then the profile names production: `cert issue` must not keep the staging certificate."""
+    from support.nginx import make_profile
+    from tempo_gen.models.proxy import LETS_ENCRYPT, LETS_ENCRYPT_STAGING
+    from tempo_gen.ops.certificates import NginxSite, certbot_command, directory_changed
+    from tempo_gen.targets import nginx
+
+    profile = make_profile()
+    site = NginxSite(profile, nginx.runtime_for(profile), tmp_path / "bundle", certbot_dir=tmp_path / "certbot")
+    assert directory_changed(site) == ""
+    renewal = tmp_path / "certbot" / "config" / "renewal"
+    renewal.mkdir(parents=True)
+    (renewal / "tempo.test.conf").write_text(f"[renewalparams]\nserver = {LETS_ENCRYPT_STAGING}\n")
+    assert directory_changed(site) == LETS_ENCRYPT_STAGING
+    (renewal / "tempo.test.conf").write_text(f"[renewalparams]\nserver = {LETS_ENCRYPT}\n")
+    assert directory_changed(site) == ""
+    command = certbot_command(site, force=True)
+    assert "--force-renewal" in command and "--keep-until-expiring" not in command
+    assert command[command.index("--server") + 1] == LETS_ENCRYPT

@@ -459,6 +459,8 @@ def cert_issue(root: Path, profile: str | None, out: Path | None) -> None:
 
     item = load_one(profile, root, "certificate to issue")
     site = nginx_site(item.profile, (out or root / OUT_DIR) / item.profile.name)
+    if os.geteuid() != 0:
+        raise DeploymentError("run `tempo-gen cert issue` as root: certbot and the deploy hook write root-owned files")
     result = issue(site, click.echo)
     click.echo(result.message)
 

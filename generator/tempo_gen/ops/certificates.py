@@ -234,7 +234,8 @@ def issue(site: NginxSite, log: Log, *, now: datetime.datetime | None = None) ->
     for path in (cert_file, key_file):
         _refuse_symlinks(path)  # before asking the CA anything: the deploy hook would refuse it too
     installed = read_certificate(cert_file)
-    if installed and _good(installed, site.domain, now):
+    moved = directory_changed(site)
+    if installed and _good(installed, site.domain, now) and not moved:
         days = installed.days_left(now)
         return IssueResult(
             False,
@@ -256,7 +257,9 @@ def issue(site: NginxSite, log: Log, *, now: datetime.datetime | None = None) ->
     start_proxy(site, log)
     check_webroot(site)
     log(f"asking {site.profile.proxy.tls.certificate.acme_directory} for a certificate for {site.domain}")
-    run_certbot(site)
+    if moved:
+        log(f"certbot's certificate for {site.domain} came from {moved}; replacing it")
+    run_certbot(site, force=bool(moved))
     lineage = site.lineage()
     issued = read_certificate(lineage / "fullchain.pem")
     if issued is None:
@@ -438,7 +441,15 @@ def check_webroot(site: NginxSite) -> None:
         )
 
 
-def certbot_command(site: NginxSite) -> list[str]:
+def directory_changed(site: NginxSite) -> str:
+    """The directory certbot's existing lineage for the site came from, when the profile now names another
+    (a staging dry run, then production); '' otherwise."""
+    conf = site.lineage().parent.parent / "renewal" / f"{site.domain}.conf"
+    server = next((line.split("=", 1)[1].strip() for line in _lines(conf) if line.startswith("server ")), "")
+    return server if server and server != site.profile.proxy.tls.certificate.acme_directory else ""
+
+
+def certbot_command(site: NginxSite, *, force: bool = False) -> list[str]:
     certificate = site.profile.proxy.tls.certificate
     email = ["--email", certificate.acme_email] if certificate.acme_email else ["--register-unsafely-without-email"]
     return [
@@ -458,7 +469,7 @@ def certbot_command(site: NginxSite) -> list[str]:
         certificate.acme_directory,
         "--deploy-hook",
         str(site.hook.resolve()),
-        "--keep-until-expiring",
+        "--force-renewal" if force else "--keep-until-expiring",
         *site.certbot_dirs(),
     ]
 
@@ -471,10 +482,10 @@ def certbot_environment(site: NginxSite) -> dict[str, str]:
     return env
 
 
-def run_certbot(site: NginxSite) -> None:
+def run_certbot(site: NginxSite, *, force: bool = False) -> None:
     try:
         done = subprocess.run(
-            certbot_command(site),
+            certbot_command(site, force=force),
             capture_output=True,
             text=True,
             timeout=CERTBOT_TIMEOUT,
