@@ -334,6 +334,35 @@ def test_a_challenge_the_ca_cannot_reach_leaves_the_site_as_it_was(world: tuple[
         assert served is not None and served.serial == bootstrap.serial
 
 
+class _Elsewhere(BaseHTTPRequestHandler):
+    """Another web server where the domain's DNS points: it knows nothing of the challenge."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_dns_pointing_at_another_server_is_explained(world: tuple[Path, str]) -> None:
+    root, frontend = world
+    http_port, https_port = free_ports(2)
+    other = ThreadingHTTPServer(("127.0.0.2", http_port), _Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with running_pebble(root / "pebble", http_port, address="127.0.0.2") as pebble:
+            site = make_site(root, pebble.directory, pebble.ca_bundle, frontend, http_port, https_port)
+            with pytest.raises(DeploymentError) as failure:
+                certificates.issue(site.site, lambda _: None)
+    finally:
+        other.shutdown()
+        other.server_close()
+    message = str(failure.value)
+    assert "the CA reached tempo.test but got the wrong answer: its DNS points at another server" in message, message
+
+
 def test_an_unreachable_directory_is_explained(world: tuple[Path, str]) -> None:
     root, frontend = world
     http_port, https_port, closed = free_ports(3)

@@ -62,8 +62,9 @@ class Pebble:
 
 
 @contextlib.contextmanager
-def running_pebble(folder: Path, http_port: int) -> Iterator[Pebble]:
-    """challtestsrv and pebble, validating http-01 on 127.0.0.1:`http_port`; stopped when the block ends."""
+def running_pebble(folder: Path, http_port: int, address: str = "127.0.0.1") -> Iterator[Pebble]:
+    """challtestsrv and pebble, validating http-01 on `address`:`http_port` (every name resolves to
+    `address`); stopped when the block ends."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
@@ -91,7 +92,7 @@ def running_pebble(folder: Path, http_port: int) -> Iterator[Pebble]:
             [
                 CHALLTESTSRV,
                 "-defaultIPv4",
-                "127.0.0.1",
+                address,
                 "-defaultIPv6",
                 "",
                 "-dns01",
