@@ -12,11 +12,14 @@ owned by the proxy's uid.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import os
 import socket
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +58,26 @@ class Project:
         return self.root / "profiles" / f"{self.name}.yaml"
 
 
-def profile_text(name: str, images: dict[str, str], root: Path, http_port: int, https_port: int, pebble: Pebble) -> str:
+def profile_text(
+    kind: str, name: str, images: dict[str, str], root: Path, http_port: int, https_port: int, pebble: Pebble
+) -> str:
+    nginx_only = (
+        """\
+  nginx_version: "1.22"
+  openssl_version: "3.0"
+"""
+        if kind == "nginx"
+        else ""
+    )
+    pair = (
+        f"""\
+      cert_file: {root}/tls/fullchain.pem
+      key_file: {root}/tls/privkey.pem
+      acme_webroot: {root}/acme
+"""
+        if kind == "nginx"
+        else ""
+    )
     return f"""\
 name: {name}
 domain: {DOMAIN}
@@ -70,21 +92,16 @@ tempo:
     frontend: {images["frontend"]}
     postgres: {images["postgres"]}
 proxy:
-  kind: nginx
+  kind: {kind}
   placement: container
-  image: {images["nginx"]}
-  nginx_version: "1.22"
-  openssl_version: "3.0"
-  publish_addresses: [127.0.0.1]
+  image: {images[kind]}
+{nginx_only}  publish_addresses: [127.0.0.1]
   http_port: {http_port}
   https_port: {https_port}
   tls:
     certificate:
       source: acme
-      cert_file: {root}/tls/fullchain.pem
-      key_file: {root}/tls/privkey.pem
-      acme_webroot: {root}/acme
-      acme_email: ops@example.org
+{pair}      acme_email: ops@example.org
       acme_directory: {pebble.directory}
       acme_ca_bundle: {pebble.ca_bundle}
 firewall:
@@ -92,27 +109,30 @@ firewall:
 """
 
 
-@pytest.fixture
-def project(docker_client: docker.DockerClient, standin_images: dict[str, str], tmp_path: Path) -> Iterator[Project]:
+@contextlib.contextmanager
+def rendered_project(
+    kind: str, images: dict[str, str], root: Path, pebble_listen: str = "127.0.0.1"
+) -> Iterator[Project]:
+    """A rendered project for proxy `kind` with pebble running; its Compose stack is taken down after."""
     require_tools()
     if os.geteuid() != 0:
         pytest.skip("cert issue runs as root")
     name = f"e2e-cert-{uuid.uuid4().hex[:8]}"
     http_port, https_port = free_ports(2)
-    with running_pebble(tmp_path / "pebble", http_port) as pebble:
-        (tmp_path / "profiles").mkdir()
-        (tmp_path / "profiles" / f"{name}.yaml").write_text(
-            profile_text(name, standin_images, tmp_path, http_port, https_port, pebble)
+    with running_pebble(root / "pebble", http_port, listen=pebble_listen) as pebble:
+        (root / "profiles").mkdir()
+        (root / "profiles" / f"{name}.yaml").write_text(
+            profile_text(kind, name, images, root, http_port, https_port, pebble)
         )
         for command in (("secrets", "init"), ("render",)):
-            result = run_tempo_gen(tmp_path, *command, timeout=600)
+            result = run_tempo_gen(root, *command, timeout=600)
             assert result.returncode == 0, result.stdout + result.stderr
-        running = Project(tmp_path, name, http_port, https_port, pebble)
+        running = Project(root, name, http_port, https_port, pebble)
         try:
             yield running
         finally:
             logs = compose(running.bundle, "-f", "compose.yaml", "logs", "--no-color", project_name=name, check=False)
-            (tmp_path / "compose.log").write_text(logs.stdout + logs.stderr)
+            (root / "compose.log").write_text(logs.stdout + logs.stderr)
             compose(
                 running.bundle,
                 "-f",
@@ -126,6 +146,12 @@ def project(docker_client: docker.DockerClient, standin_images: dict[str, str], 
                 check=False,
                 timeout=300,
             )
+
+
+@pytest.fixture
+def project(docker_client: docker.DockerClient, standin_images: dict[str, str], tmp_path: Path) -> Iterator[Project]:
+    with rendered_project("nginx", standin_images, tmp_path) as running:
+        yield running
 
 
 def verified_serial(port: int, root_pem: str) -> int:
@@ -171,3 +197,46 @@ def test_cert_issue_brings_the_proxy_container_up_with_pebbles_certificate_and_r
     assert served is not None and served.serial == renewal.serial
     assert verified_serial(project.https_port, root_pem) == renewal.serial
     assert (key_file.stat().st_mode & 0o777, key_file.stat().st_uid) == (0o400, PROXY_UID)
+
+
+def test_traefiks_resolver_in_its_container_gets_pebbles_certificate(
+    docker_client: docker.DockerClient, standin_images: dict[str, str], tmp_path: Path
+) -> None:
+    """Pebble listens on the default bridge's gateway (the host, as containers see it; never outside the
+    machine); Traefik's resolver reaches it there, trusting it through LEGO_CA_CERTIFICATES."""
+    ipam = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
+    with rendered_project("traefik", standin_images, tmp_path, pebble_listen=gateway) as project:
+        started = time.monotonic()
+        compose(
+            project.bundle,
+            "-f",
+            "compose.yaml",
+            "up",
+            "-d",
+            "--build",
+            "--wait",
+            "proxy",
+            project_name=project.name,
+            timeout=UP_TIMEOUT,
+        )
+        profile = load_profile(project.profile_path, project.root).profile
+        served = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            served = certificates.served_certificate("127.0.0.1", project.https_port, DOMAIN)
+            if served is not None and "Pebble" in served.issuer:
+                break
+            time.sleep(1)
+        assert served is not None and "Pebble" in served.issuer, served
+        seconds = time.monotonic() - started
+        assert verified_serial(project.https_port, project.pebble.root_pem()) == served.serial
+        proxy = docker_client.containers.list(
+            filters={"label": [f"com.docker.compose.project={project.name}", "com.docker.compose.service=proxy"]}
+        )[0]
+        code, mode = proxy.exec_run(["stat", "-c", "%a %u", "/var/lib/traefik/acme.json"])
+        assert isinstance(mode, bytes) and code == 0 and mode.decode().split() == ["600", str(PROXY_UID)], mode
+        found = certificates.status(profile)
+        assert found.certificate is not None and found.certificate.serial == served.serial
+        assert found.renewal.startswith("Traefik's ACME resolver") and found.problems == ()
+        print(f"traefik container: pebble's certificate served {seconds:.0f}s after compose up")

@@ -49,33 +49,36 @@ def require_tools() -> None:
 @dataclass(frozen=True)
 class Pebble:
     directory: str
-    management: int
+    management: str
+    """host:port of pebble's management API."""
     ca_bundle: Path
     """PEM of the CA that signed pebble's own https certificate."""
 
     def root_pem(self) -> str:
         """The root that pebble's issued chains end in (its management API, /roots/0)."""
         context = ssl.create_default_context(cafile=str(self.ca_bundle))
-        with urllib.request.urlopen(f"https://127.0.0.1:{self.management}/roots/0", context=context, timeout=10) as r:
+        with urllib.request.urlopen(f"https://{self.management}/roots/0", context=context, timeout=10) as r:
             text: str = r.read().decode()
         return text
 
 
 @contextlib.contextmanager
-def running_pebble(folder: Path, http_port: int, address: str = "127.0.0.1") -> Iterator[Pebble]:
+def running_pebble(
+    folder: Path, http_port: int, address: str = "127.0.0.1", listen: str = "127.0.0.1"
+) -> Iterator[Pebble]:
     """challtestsrv and pebble, validating http-01 on `address`:`http_port` (every name resolves to
-    `address`); stopped when the block ends."""
+    `address`), its directory and management API on `listen`; stopped when the block ends."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
+    server = ca.issue_cert(*dict.fromkeys([listen, "127.0.0.1", "localhost"]))
     server.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
     server.private_key_pem.write_to_path(str(folder / "key.pem"))
     ca.cert_pem.write_to_path(str(folder / "ca.pem"))
-    acme, management, tls_port, dns, dns_management = free_ports(5)
+    acme, management, tls_port, dns, dns_management = free_ports(5)  # free on loopback; `listen` is the host's too
     config = {
         "pebble": {
-            "listenAddress": f"127.0.0.1:{acme}",
-            "managementListenAddress": f"127.0.0.1:{management}",
+            "listenAddress": f"{listen}:{acme}",
+            "managementListenAddress": f"{listen}:{management}",
             "certificate": str(folder / "cert.pem"),
             "privateKey": str(folder / "key.pem"),
             "httpPort": http_port,
@@ -118,8 +121,8 @@ def running_pebble(folder: Path, http_port: int, address: str = "127.0.0.1") -> 
             stderr=subprocess.STDOUT,
             env=env,
         )
-        wait_for_port(pebble, acme, "pebble", lambda: (folder / "pebble.log").read_text(errors="replace"))
-        yield Pebble(f"https://127.0.0.1:{acme}/dir", management, folder / "ca.pem")
+        wait_for_port(pebble, acme, "pebble", lambda: (folder / "pebble.log").read_text(errors="replace"), listen)
+        yield Pebble(f"https://{listen}:{acme}/dir", f"{listen}:{management}", folder / "ca.pem")
     finally:
         stop(pebble)
         stop(challtestsrv)
