@@ -325,7 +325,7 @@ def test_a_challenge_the_ca_cannot_reach_leaves_the_site_as_it_was(world: tuple[
         with pytest.raises(DeploymentError) as failure:
             certificates.issue(site.site, lambda _: None)
         message = str(failure.value)
-        assert f"port 80 of {DOMAIN} is not reachable from the CA" in message, message
+        assert f"port {http_port} of {DOMAIN} is not reachable from the CA" in message, message
         assert "The site is as it was" in message
         cert_file, _ = site.site.certificate
         bootstrap = certificates.read_certificate(cert_file)

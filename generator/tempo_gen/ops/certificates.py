@@ -535,7 +535,7 @@ _CERTBOT_FAILURES: tuple[tuple[str, str], ...] = (
     ),
     (
         r"Type:\s*connection|Connection refused|Timeout during connect|connection reset|i/o timeout|no route",
-        "port 80 of {domain} is not reachable from the CA: open it in the firewall (firewall/apply.sh opens "
+        "port {http_port} of {domain} is not reachable from the CA: open it in the firewall (firewall/apply.sh opens "
         "80/443) and check that nothing in front of this host blocks it",
     ),
     (
@@ -552,6 +552,7 @@ def explain_certbot(output: str, site: NginxSite) -> str:
         "domain": site.domain,
         "email": certificate.acme_email or "(none)",
         "directory": certificate.acme_directory,
+        "http_port": str(site.profile.proxy.http_port),
     }
     reason = next(
         (message.format(**values) for pattern, message in _CERTBOT_FAILURES if re.search(pattern, output, re.I)),
