@@ -127,9 +127,12 @@ def test_certificate_sources_render_their_own_helpers() -> None:
     assert not any(path.endswith(".sh") for path in files)
     acme = render_files(make_profile(proxy={"placement": "container", "publish_addresses": ["127.0.0.1"]}))
     hook = acme["proxy/certbot-deploy-hook.sh"]
-    assert 'install -D -m 0400 -o 101 -g 101 "$lineage/privkey.pem" /var/lib/tempo-tls/tempo.test/privkey.pem' in hook
-    assert "label=com.docker.compose.project=nginx-test" in hook
-    assert "systemctl reload nginx" in render_files(make_profile())["proxy/certbot-deploy-hook.sh"]
+    assert "key=/var/lib/tempo-tls/tempo.test/privkey.pem" in hook
+    assert 'install_file "$lineage/privkey.pem" "$key" 0400 101' in hook
+    assert "label=com.docker.compose.project=nginx-test" in hook and 'docker exec "$proxy" nginx -t -q' in hook
+    host_hook = render_files(make_profile())["proxy/certbot-deploy-hook.sh"]
+    assert "nginx -s reload -c /etc/nginx/nginx.conf" in host_hook
+    assert 'install_file "$lineage/privkey.pem" "$key" 0400 0' in host_hook
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,12 @@ def test_static_configuration_in_a_container() -> None:
     assert static["providers"] == {"file": {"directory": "/etc/traefik/dynamic"}}
     assert "api" not in static  # no dashboard
     acme = static["certificatesResolvers"]["acme"]["acme"]
-    assert acme == {"storage": "/var/lib/traefik/acme.json", "keyType": "EC256", "httpChallenge": {"entryPoint": "web"}}
+    assert acme == {
+        "caServer": "https://acme-v02.api.letsencrypt.org/directory",
+        "storage": "/var/lib/traefik/acme.json",
+        "keyType": "EC256",
+        "httpChallenge": {"entryPoint": "web"},
+    }
     assert static["log"] == {"level": "WARN", "noColor": True}
     text = render_files(profile)[STATIC]
     assert "insecure" not in text and "docker" not in text.lower().replace(

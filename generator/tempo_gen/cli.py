@@ -210,8 +210,9 @@ def schema(markdown: bool) -> None:
 @main.command()
 @click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--strict", is_flag=True, help="Exit 1 when a profile weakens any default or misses a checklist item.")
+@click.option("--live", is_flag=True, help="Also ask each running site for its certificate (overdue under 14 days).")
 @click.pass_obj
-def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
+def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> None:
     """Report what PROFILES weaken and the checklist of Tempo's security guide."""
     failed = False
     for item in load_all(profiles, root):
@@ -222,6 +223,12 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool) -> None:
         for entry in checklist(item.profile):
             failed |= not entry.met
             click.echo(f"  {'ok' if entry.met else 'MISSING':9} {entry.item}: {entry.how}")
+        if live and item.profile.proxy.kind != "none":
+            from tempo_gen.ops.certificates import certificate_findings
+
+            for line in certificate_findings(item.profile):
+                failed = True
+                click.echo(terminal_safe(f"  {line}"))
     if strict and failed:
         sys.exit(1)
 
@@ -433,3 +440,46 @@ def admin_reset_password(root: Path, profile: str | None, username: str | None, 
     click.echo(reset_password(stack, command, password) or "password reset")
     if release.session_version:
         click.echo("every session of that account has ended: sign in again with the new password")
+
+
+@main.group()
+def cert() -> None:
+    """The site's TLS certificate: issue it through ACME (nginx), show what is served."""
+
+
+@cert.command("issue")
+@click.argument("profile", required=False, type=click.Path(dir_okay=False))
+@_OUT_OPTION
+@click.pass_obj
+def cert_issue(root: Path, profile: str | None, out: Path | None) -> None:
+    """Get PROFILE's first ACME certificate, or a new one when it is within the renewal window (run as root).
+
+    nginx, host or container, source acme: a bootstrap pair if none, the proxy up,
+    certbot --webroot with the profile's e-mail, directory and CA bundle, and the
+    bundle's deploy hook (certbot keeps it for every renewal). Does nothing while the
+    installed certificate has more than 30 days left."""
+    from tempo_gen.ops.certificates import issue, nginx_site
+
+    item = load_one(profile, root, "certificate to issue")
+    site = nginx_site(item.profile, (out or root / OUT_DIR) / item.profile.name)
+    if os.geteuid() != 0:
+        raise DeploymentError("run `tempo-gen cert issue` as root: certbot and the deploy hook write root-owned files")
+    result = issue(site, click.echo)
+    click.echo(result.message)
+
+
+@cert.command("status")
+@click.argument("profile", required=False, type=click.Path(dir_okay=False))
+@click.pass_obj
+def cert_status(root: Path, profile: str | None) -> None:
+    """Show the certificate PROFILE's site serves: issuer, names, expiry, days left, and what renews it.
+
+    Exit 1 when nothing is served, it expires within 14 days, or nothing renews it."""
+    from tempo_gen.ops.certificates import status
+
+    item = load_one(profile, root, "certificate to show")
+    found = status(item.profile)
+    for line in found.lines():
+        click.echo(terminal_safe(line))
+    if found.problems or not found.renewal:
+        sys.exit(1)

@@ -179,12 +179,18 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def wait_for_port(process: subprocess.Popen[bytes], port: int, name: str, log: Callable[[], str] = lambda: "") -> None:
-    """Until 127.0.0.1:port accepts, for at most ~5 s; fails early if `process` exits."""
+def wait_for_port(
+    process: subprocess.Popen[bytes],
+    port: int,
+    name: str,
+    log: Callable[[], str] = lambda: "",
+    address: str = "127.0.0.1",
+) -> None:
+    """Until address:port accepts, for at most ~5 s; fails early if `process` exits."""
     for _ in range(100):
         if process.poll() is not None:
             raise AssertionError(f"{name} exited: {log()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.2):
             return
         time.sleep(0.05)
     raise AssertionError(f"{name} did not start listening within 5 s: {log()}")

@@ -94,11 +94,15 @@ class Running:
 
 @contextlib.contextmanager
 def running_traefik(
-    conf: Path, proxy_runtime: traefik.Runtime, ca: trustme.CA, ready_path: str | None = "/"
+    conf: Path,
+    proxy_runtime: traefik.Runtime,
+    ca: trustme.CA,
+    ready_path: str | None = "/",
+    env: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     """Traefik on `conf`, until its ping answers and a router serves `ready_path` (anything but
     Traefik's own 404: the dynamic files are loaded; None: ping only); stopped after.
-    Spooled bodies go under the root."""
+    Spooled bodies go under the root; `env` is added to Traefik's environment."""
     assert TRAEFIK is not None, "callers are marked needs_traefik"
     log_file = Path(proxy_runtime.root) / "traefik.log"
     temp = Path(proxy_runtime.root) / "tmp"
@@ -108,7 +112,7 @@ def running_traefik(
             [TRAEFIK, f"--configFile={conf}"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={"TMPDIR": str(temp), "PATH": "/usr/bin:/bin"},
+            env={"TMPDIR": str(temp), "PATH": "/usr/bin:/bin", **(env or {})},
         )
     running = Running(process, log_file)
     try:

@@ -40,6 +40,10 @@ _IMAGE = re.compile(
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
 _ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+_URL = re.compile(
+    r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<path>/[A-Za-z0-9._~%/-]*)?"
+)
 _SIZE = re.compile(r"^[1-9][0-9]*[kmg]$")
 _SAFE_TEXT = re.compile(r"^[\x20-\x7e]*$")
 _ABS_PATH = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
@@ -137,6 +141,25 @@ def _cidr(value: str) -> str:
         raise ValueError(f"{value!r} is not a valid CIDR network ({exc})") from None
 
 
+def _url(value: str) -> str:
+    # Rendered into YAML and shell words: only the characters a plain URL without query or fragment needs.
+    match = _URL.fullmatch(value)
+    if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
+        raise ValueError(
+            f"{value!r} is not a URL tempo-gen accepts: expected https://host[:port]/path, e.g. "
+            "https://acme-staging-v02.api.letsencrypt.org/directory (no query, spaces or quotes)"
+        )
+    host = match["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    else:
+        _domain_or_local(host)
+    return value
+
+
 def _size(value: str) -> str:
     if not _SIZE.fullmatch(value):
         raise ValueError(f"{value!r} is not a size: expected a whole number with k, m or g, e.g. 512m")
@@ -207,6 +230,7 @@ ImageRef = Annotated[str, AfterValidator(_image)]
 Origin = Annotated[str, AfterValidator(_origin)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 HostAddress = Annotated[IpAddress, AfterValidator(_host_address)]
+Url = Annotated[str, AfterValidator(_url)]
 Size = Annotated[str, AfterValidator(_size)]
 SafeText = Annotated[str, AfterValidator(_safe_text)]
 AbsPath = Annotated[str, AfterValidator(_abs_path)]

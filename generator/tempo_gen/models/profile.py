@@ -191,6 +191,14 @@ class Profile(StrictModel):
                             "the proxy serves that port itself",
                         )
                     )
+        directory = self.proxy.tls.certificate.acme_directory
+        if production and self.proxy.tls.certificate.source == "acme" and not directory.startswith("https://"):
+            violations.append(
+                (
+                    ("proxy", "tls", "certificate", "acme_directory"),
+                    f"{directory!r} is plain http; a production ACME directory must be https",
+                )
+            )
         violations += self._swarm_rules()
         firewall = self.firewall
         if firewall.enabled:

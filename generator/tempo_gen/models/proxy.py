@@ -17,11 +17,14 @@ from tempo_gen.models.base import (
     ImageRef,
     Port,
     StrictModel,
+    Url,
     VersionNumber,
     version_tuple,
 )
 from tempo_gen.policy.tls import CONFIGURATIONS, NGINX_MIN_VERSION
 
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 TLS_DIR = "/var/lib/tempo-tls"
 """Default home of the pair the proxy reads (<TLS_DIR>/<domain>/): outside /etc, so a container mounts only it."""
 
@@ -61,7 +64,23 @@ class Certificate(StrictModel):
         ),
     )
     acme_email: Email | None = Field(
-        None, description=("ACME account e-mail (certbot command in proxy/README.md, or Traefik's resolver).")
+        None, description=("ACME account e-mail (`tempo-gen cert issue` for nginx, or Traefik's resolver).")
+    )
+    acme_directory: Url = Field(
+        LETS_ENCRYPT,
+        description=(
+            "ACME directory URL: Let's Encrypt production by default; its staging directory "
+            f"({LETS_ENCRYPT_STAGING}) for a first dry run, or a private CA. https only in production. "
+            "certbot's --server, Traefik's caServer."
+        ),
+    )
+    acme_ca_bundle: AbsPath | None = Field(
+        None,
+        description=(
+            "PEM file on the host with the CA certificates to trust for acme_directory (a private CA); "
+            "default: the system's. certbot gets it as REQUESTS_CA_BUNDLE, Traefik as "
+            "LEGO_CA_CERTIFICATES (mounted read-only into a container)."
+        ),
     )
 
     @model_validator(mode="after")

@@ -79,6 +79,7 @@ def _proxy_mounts(profile: Profile) -> dict[str, object]:
             "temp_dir": traefik.TEMP_DIR,
             "state_dir": traefik.STATE_DIR,
             "memory_body": traefik.MEMORY_BODY,
+            "ca_bundle": profile.proxy.tls.certificate.acme_ca_bundle,
         }
     return {"conf_dir": nginx.CONF_DIR, "temp_dir": nginx.CONTAINER_TEMP_DIR}
 

@@ -34,6 +34,8 @@ from tempo_gen.targets.proxy_placement import (
 )
 
 CONF_DIR = "proxy/nginx"
+HOST_CONF = "/etc/nginx/nginx.conf"
+"""Where a host nginx reads the rendered nginx.conf (proxy/nginx/ copied to /etc/nginx/)."""
 # In the container: the compose file mounts a disk volume here (request bodies must not fill RAM).
 CONTAINER_TEMP_DIR = "/var/cache/nginx"
 # Snippets under tempo-gen/, included by paths relative to nginx.conf so the tree works wherever it is mounted.
@@ -201,7 +203,7 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
             target_input.file(
                 "proxy/certbot-deploy-hook.sh",
                 "nginx/certbot-deploy-hook.sh.j2",
-                {**values, "key_owner": owner},
+                {**values, "key_owner": owner, "nginx_conf": runtime.path(HOST_CONF)},
                 mode=0o755,
             )
         )

@@ -64,7 +64,7 @@ class Runtime(ProxyRuntime):
     """The import port's entry point address; None: the release has none."""
     conf_dir: str = "/etc/traefik"
     acme_ca_server: str | None = None
-    """Tests point ACME at a local address; None: Let's Encrypt's production CA (Traefik's default)."""
+    """Tests point ACME at a local address; None: the profile's acme_directory."""
 
 
 def runtime_for(profile: Profile) -> Runtime:
@@ -179,6 +179,7 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
         "acme": cert.source == "acme",
         "resolver": ACME_RESOLVER,
         "acme_storage": runtime.path(f"{STATE_DIR}/acme.json"),
+        "acme_ca_server": runtime.acme_ca_server or cert.acme_directory,
         "temp_dir": TEMP_DIR,
         "memory_body": MEMORY_BODY,
         "state_dir": STATE_DIR,
