@@ -169,6 +169,8 @@ _VALID: dict[str, tuple[str, Mapping[str, Any]]] = {
     "firewall.external_interfaces.0": ("eth0", {}),
     "firewall.ssh_rate": ("10/minute", {}),
     "firewall.log_rate": ("10/minute", {}),
+    "monitoring.access_log.dir": ("/srv/tempo-logs", {}),
+    "monitoring.access_log.max_size": ("100m", {}),
 }
 
 # Fields whose output differs enough between proxies to be fuzzed on more than one base profile.
@@ -185,6 +187,7 @@ _OTHER_BASES: dict[str, tuple[str, ...]] = {
     "proxy.headers.csp.override": ("traefik",),
     "deploy.endpoint_mode": ("swarm",),
     "firewall.external_interfaces.0": ("host-nginx",),
+    "monitoring.access_log.dir": ("traefik", "host-nginx"),
 }
 _SWARM_ONLY = {"deploy.endpoint_mode"}
 

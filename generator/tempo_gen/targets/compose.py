@@ -8,6 +8,7 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
+from tempo_gen.policy import access_log
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT
 from tempo_gen.policy.routes import body_size
 from tempo_gen.targets import nginx, traefik
@@ -62,14 +63,16 @@ def networks(profile: Profile) -> dict[str, list[str]]:
 
 def _proxy_mounts(profile: Profile) -> dict[str, object]:
     """The proxy target's folders, as the compose proxy service mounts them."""
+    logs = access_log.host_log_dir(profile) if access_log.proxy_log_path(profile) else None
     if profile.proxy.kind == "traefik":
         return {
+            "logs": logs,
             "conf_dir": traefik.CONF_DIR,
             "temp_dir": traefik.TEMP_DIR,
             "state_dir": traefik.STATE_DIR,
             "memory_body": traefik.MEMORY_BODY,
         }
-    return {"conf_dir": nginx.CONF_DIR, "temp_dir": nginx.CONTAINER_TEMP_DIR}
+    return {"logs": logs, "conf_dir": nginx.CONF_DIR, "temp_dir": nginx.CONTAINER_TEMP_DIR}
 
 
 def files_for(target_input: TargetInput) -> list[RenderedFile]:
@@ -86,6 +89,7 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
                 "networks": used,
                 "media_max_bytes": body_size(profile, "media").bytes,
                 "proxy_mounts": _proxy_mounts(profile),
+                "container_log_dir": access_log.CONTAINER_LOG_DIR,
                 "size_bytes": size_bytes,
                 "api_port": API_PORT,
                 "frontend_port": FRONTEND_PORT,

@@ -15,6 +15,7 @@ from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
+from tempo_gen.policy.access_log import proxy_log_path
 from tempo_gen.policy.routes import (
     API_PREFIX,
     RouteView,
@@ -49,6 +50,8 @@ class Runtime(ProxyRuntime):
     """Loopback entry point for `traefik healthcheck`; None: no ping endpoint."""
     conf_dir: str = "/etc/traefik"
     acme_ca_server: str | None = None
+    access_log: str | None = None
+    """File of the JSON access log; None: stdout."""
     """Tests point ACME at a local address; None: Let's Encrypt's production CA (Traefik's default)."""
 
 
@@ -60,6 +63,7 @@ def runtime_for(profile: Profile) -> Runtime:
         ping=place.health,
         frontend=place.frontend,
         api=place.api,
+        access_log=proxy_log_path(profile),
     )
 
 
