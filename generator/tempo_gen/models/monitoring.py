@@ -37,7 +37,9 @@ class Bans(StrictModel):
         default=3,
         ge=1,
         le=1000,
-        description="Requests for paths Tempo never serves (.php, .env, .git, wp-admin, ...) within find_time that ban.",
+        description=(
+            "Requests for paths Tempo never serves (.php, .env, .git, wp-admin, ...) within find_time that ban."
+        ),
     )
     find_time: int = Field(default=600, ge=1, le=604800, description="Window the counts above are taken in, seconds.")
     ban_time: int = Field(

@@ -17,7 +17,11 @@ CONTAINER_LOG_DIR = "/var/log/tempo-gen"
 LOG_FILE = "access.json"
 LOGIN_PATH = "/api/auth/login"
 """Tempo's login endpoint: a 401 from it is a failed password."""
-SCANNER_PATHS = r"(?:[^\"]*\.(?:php\d?|aspx?|jsp|cgi|env|ini|sql|bak)|/\.(?:env|git|svn|aws|ssh)|/(?:wp-|wordpress|phpmyadmin|pma|cgi-bin|boaform|actuator|vendor/phpunit|HNAP1|owa/|autodiscover))"
+SCANNER_PATHS = (
+    r"(?:[^\"]*\.(?:php[0-9]?|aspx?|jsp|cgi|env|ini|sql|bak)(?=[/\"])"
+    r"|/\.(?:env|git|svn|aws|ssh)"
+    r"|/(?:wp-|wordpress|phpmyadmin|cgi-bin|boaform|actuator|vendor/phpunit|HNAP1))"
+)
 """Paths Tempo never serves (no PHP, ASP, CGI, dot files or WordPress): asking for them is scanning.
 A regular expression (Python's, as fail2ban reads it) on the normalised path, anchored at its start."""
 

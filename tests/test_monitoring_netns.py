@@ -1,0 +1,433 @@
+"""Bans with real components: Debian's nginx writes the JSON access log, real fail2ban reads it with the
+rendered jails and filters, and its rendered action bans into the rendered nftables table.
+
+A "server" namespace runs nginx (host placement, 80/443 on every address) in front of a stub API
+and frontend, fail2ban and the ban table. Three client namespaces reach it over IPv4 and IPv6: an
+attacker, a bystander and an admin (inside firewall.admin_cidrs). Only these namespaces are used.
+
+Root, network namespaces, nginx, nft and fail2ban are required: missing, the tests skip, or fail when CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from support import nginx as nginx_support
+from support.engine import unavailable
+from support.proxy import DOMAIN, target_input_for
+from support.wait import wait_until
+from tempo_gen.models.profile import Profile
+from tempo_gen.targets import firewall, monitoring
+
+pytestmark = pytest.mark.netns
+
+TIMEOUT = 30  # seconds any single command may take
+FAILURES = 3  # failed logins that ban
+BAN_TIME = 8  # seconds
+API_PORT, FRONTEND_PORT = 18001, 18002  # inside the server namespace
+SECRETS = ("SECRETQUERY", "SECRETCOOKIE", "SECRETBEARER", "SECRETPASSWORD")
+
+# Client name -> (server-side interface, server address v4/v6, client address v4/v6).
+LINKS = {
+    "attacker": ("tgb-att", "10.201.1.1", "fd00:201:1::1", "10.201.1.10", "fd00:201:1::10"),
+    "bystander": ("tgb-by", "10.201.2.1", "fd00:201:2::1", "10.201.2.10", "fd00:201:2::10"),
+    "admin": ("tgb-adm", "10.201.3.1", "fd00:201:3::1", "10.201.3.10", "fd00:201:3::10"),
+}
+ADMIN = ["10.201.3.0/24", "fd00:201:3::/64"]
+
+STUB = r"""
+import http.server, sys, threading
+api, frontend = int(sys.argv[1]), int(sys.argv[2])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = self.path.split("?")[0]
+        status = 200
+        if self.server.server_address[1] == api:
+            if path == "/auth/login":
+                status = 200 if b"right" in body else 401
+            elif path.startswith("/workouts"):
+                status = 401
+            elif path == "/limited":
+                status = 429
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+servers = [http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler) for port in (api, frontend)]
+for server in servers[1:]:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+print("ready", flush=True)
+servers[0].serve_forever()
+"""
+
+CONNECT = r"""
+import socket, sys
+host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+try:
+    socket.create_connection((host, port), timeout).close()
+    print("open")
+except OSError:
+    print("closed")
+"""
+
+
+def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def tools_ready() -> None:
+    if os.geteuid() != 0:
+        unavailable("the monitoring netns tests need root")
+    missing = [t for t in ("ip", "nft", "curl", "fail2ban-client", "fail2ban-regex") if not shutil.which(t)]
+    if not Path(nginx_support.NGINX).exists():
+        missing.append("nginx")
+    if missing:
+        unavailable(f"missing tools: {', '.join(missing)} (apt-get install nginx nftables curl fail2ban)")
+    name = f"tgb{os.getpid()}-check"
+    if subprocess.run(["ip", "netns", "add", name], capture_output=True, timeout=TIMEOUT).returncode != 0:
+        unavailable("cannot create a network namespace")
+    subprocess.run(["ip", "netns", "del", name], timeout=TIMEOUT)
+
+
+@dataclass
+class World:
+    """The server namespace, the clients and the files of one test."""
+
+    prefix: str
+    root: Path
+    namespaces: list[str]
+    processes: list[subprocess.Popen[str]]
+    profile: Profile | None = None
+    log_file: Path | None = None
+    f2b: Path | None = None
+
+    def ns(self, role: str) -> str:
+        return self.prefix + role
+
+    def exec(self, role: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run("ip", "netns", "exec", self.ns(role), *cmd, check=check)
+
+    def spawn(self, role: str, *cmd: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(role), *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.processes.append(proc)
+        return proc
+
+
+@pytest.fixture
+def world(tools_ready: None) -> Iterator[World]:
+    root = Path(tempfile.mkdtemp(prefix="tempo-bans-"))
+    root.chmod(0o755)  # nginx workers run as www-data
+    made = World(f"tgb{os.getpid() % 100000}-", root, [], [])
+    try:
+        yield made
+    finally:
+        if made.f2b is not None:
+            subprocess.run(
+                ["ip", "netns", "exec", made.ns("srv"), "fail2ban-client", "-c", str(made.f2b), "stop"],
+                capture_output=True,
+                timeout=TIMEOUT,
+            )
+        for proc in reversed(made.processes):
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+        for name in reversed(made.namespaces):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=TIMEOUT)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wire(world: World) -> None:
+    srv = world.ns("srv")
+    for role in ("srv", *LINKS):
+        run("ip", "netns", "add", world.ns(role))
+        world.namespaces.append(world.ns(role))
+        world.exec(role, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+        world.exec(role, "ip", "link", "set", "lo", "up")
+    for client, (server_if, s4, s6, c4, c6) in LINKS.items():
+        run(
+            "ip",
+            "link",
+            "add",
+            server_if,
+            "netns",
+            srv,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            world.ns(client),
+        )
+        for role, iface, v4, v6 in (("srv", server_if, s4, s6), (client, "eth0", c4, c6)):
+            world.exec(role, "ip", "addr", "add", f"{v4}/24", "dev", iface)
+            world.exec(role, "ip", "-6", "addr", "add", f"{v6}/64", "dev", iface, "nodad")
+            world.exec(role, "ip", "link", "set", iface, "up")
+
+
+def make_profile(**monitoring_overlay: Any) -> Profile:
+    bans = {"login_failures": FAILURES, "ban_time": BAN_TIME, "find_time": 120, "rate_limited": 3, "scanner_hits": 3}
+    return nginx_support.for_local_nginx(
+        nginx_support.make_profile(
+            proxy={
+                "placement": "host",
+                "tls": {"certificate": {"source": "files", "cert_file": "/tls/chain.pem", "key_file": "/tls/key.pem"}},
+                # Generous: the failures here must reach the API, not the proxy's login limit.
+                "rate_limits": {"login_per_minute": 600, "login_burst": 100},
+            },
+            firewall={"admin_cidrs": ADMIN},
+            monitoring={"bans": bans, **monitoring_overlay},
+        )
+    )
+
+
+def start_server(world: World, ca: trustme.CA) -> None:
+    """nginx, the stubs, the ban table and fail2ban in the server namespace."""
+    profile = world.profile = make_profile()
+    root = world.root
+    stub = world.spawn("srv", sys.executable, "-c", STUB, str(API_PORT), str(FRONTEND_PORT))
+    assert stub.stdout is not None
+    assert stub.stdout.readline().strip() == "ready", "the stub API did not start"
+    conf = nginx_support.prepare_root(
+        profile, root, ca, frontend=f"127.0.0.1:{FRONTEND_PORT}", api=f"127.0.0.1:{API_PORT}"
+    )
+    for folder in root.rglob("*"):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    runtime = monitoring.Runtime(
+        log_file=str(root) + monitoring.runtime_for(profile).log_file, install_dir=str(root / "install")
+    )
+    world.log_file = Path(runtime.log_file)
+    world.log_file.parent.mkdir(parents=True, exist_ok=True)
+    world.log_file.touch()
+    f2b = world.f2b = root / "fail2ban"
+    for kind in ("jail.d", "filter.d", "action.d"):
+        (f2b / kind).mkdir(parents=True)
+    (root / "install").mkdir()
+    for file in monitoring.files_for(target_input_for(profile), runtime):
+        name = str(file.path)
+        if name == "monitoring/bans.nft":
+            (root / "install" / "bans.nft").write_text(file.content)
+        elif name.startswith("monitoring/fail2ban/"):
+            (f2b / name.removeprefix("monitoring/fail2ban/")).write_text(file.content)
+    (f2b / "jail.conf").write_text("[DEFAULT]\n")
+    (f2b / "fail2ban.conf").write_text(
+        "[Definition]\nloglevel = INFO\n"
+        f"logtarget = {f2b}/fail2ban.log\nsocket = {f2b}/fail2ban.sock\npidfile = {f2b}/fail2ban.pid\n"
+        "dbfile = :memory:\n"
+    )
+    world.spawn("srv", nginx_support.NGINX, "-p", f"{root}/", "-c", str(conf), "-g", "daemon off;")
+    world.spawn("srv", "fail2ban-client", "-c", str(f2b), "-x", "-f", "start")
+    status = ("fail2ban-client", "-c", str(f2b), "status")
+    wait_until(
+        lambda: "Number of jail:\t3" in world.exec("srv", *status, check=False).stdout,
+        20,
+        "fail2ban to start its three jails",
+        interval=0.2,
+    )
+    wait_until(lambda: connects(world, "bystander", 4), 10, "nginx to answer", interval=0.2)
+
+
+def server_address(client: str, family: int) -> str:
+    _, s4, s6, _, _ = LINKS[client]
+    return s4 if family == 4 else s6
+
+
+def connects(world: World, client: str, family: int, port: int = 443) -> bool:
+    out = world.exec(client, sys.executable, "-c", CONNECT, server_address(client, family), str(port), "1").stdout
+    return out.strip() == "open"
+
+
+def request(world: World, client: str, family: int, method: str, path: str, body: str = "") -> int:
+    """One HTTPS request through nginx carrying secrets in the query, a cookie and Authorization; its status."""
+    address = server_address(client, family)
+    resolve = f"{DOMAIN}:443:{address if family == 4 else f'[{address}]'}"
+    done = world.exec(
+        client,
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "3",
+        "--cacert",
+        str(world.root / "ca.pem"),
+        "--resolve",
+        resolve,
+        "-X",
+        method,
+        "-H",
+        "Cookie: authToken=SECRETCOOKIE",
+        "-H",
+        "Authorization: Bearer SECRETBEARER",
+        "-A",
+        'tester "quoted" agent',
+        *(["-H", "Content-Type: application/json", "--data", body] if body else []),
+        f"https://{DOMAIN}{path}?token=SECRETQUERY",
+        check=False,
+    )
+    return int(done.stdout or 0)
+
+
+def diagnostics(world: World) -> str:
+    """fail2ban's log and the access log, for a failure message."""
+    assert world.f2b is not None and world.log_file is not None
+    f2b_log = world.f2b / "fail2ban.log"
+    return (
+        f"fail2ban.log:\n{f2b_log.read_text() if f2b_log.exists() else '(none)'}\n"
+        f"access log:\n{world.log_file.read_text()}"
+    )
+
+
+def banned(world: World, family: int) -> str:
+    return world.exec("srv", "nft", "list", "set", "inet", "tempo_gen_bans", f"ban_v{family}").stdout
+
+
+def log_lines(world: World) -> list[dict[str, Any]]:
+    assert world.log_file is not None
+    return [json.loads(line) for line in world.log_file.read_text().splitlines()]
+
+
+def regex_counts(world: World, lines: list[dict[str, Any]], jail: str) -> tuple[int, int]:
+    """(matched, total) of fail2ban-regex with the rendered filter on these lines, as nginx wrote them."""
+    assert world.log_file is not None and world.f2b is not None and world.profile is not None
+    raw = [line for line in world.log_file.read_text().splitlines() if json.loads(line) in lines]
+    sample = world.root / f"sample-{jail}.log"
+    sample.write_text("\n".join(raw) + "\n")
+    filter_file = world.f2b / "filter.d" / f"tempo-gen-{world.profile.name}-{jail}.conf"
+    out = run("fail2ban-regex", str(sample), str(filter_file)).stdout
+    found = re.search(r"^Lines: (\d+) lines, \d+ ignored, (\d+) matched", out, re.M)
+    assert found, out
+    return int(found[2]), int(found[1])
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_failed_logins_ban_at_the_firewall(world: World, ca: trustme.CA, family: int) -> None:
+    wire(world)
+    ca.cert_pem.write_to_path(str(world.root / "ca.pem"))
+    start_server(world, ca)
+    password = json.dumps({"password": "wrong-SECRETPASSWORD"})
+
+    # An admin fails more often than the threshold: ignored, never banned.
+    for _ in range(FAILURES + 2):
+        assert request(world, "admin", family, "POST", "/api/auth/login", password) == 401
+    # A bystander logs in, and meets a 401 elsewhere (an expired session); neither counts.
+    assert request(world, "bystander", family, "POST", "/api/auth/login", '{"password": "right"}') == 200
+    assert request(world, "bystander", family, "GET", "/api/workouts") == 401
+    for _ in range(FAILURES):
+        assert request(world, "attacker", family, "POST", "/api/auth/login", password) == 401
+    last_failure = time.monotonic()
+
+    try:
+        wait_until(lambda: not connects(world, "attacker", family), 15, "the attacker to be banned", interval=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnostics(world)}") from None
+    seconds_to_ban = time.monotonic() - last_failure
+    attacker = LINKS["attacker"][3 if family == 4 else 4]
+    assert attacker in banned(world, family)
+    assert not connects(world, "attacker", family, port=80)  # every port, not only 443
+    assert connects(world, "bystander", family)
+    assert request(world, "bystander", family, "GET", "/") == 200
+    assert connects(world, "admin", family)
+    assert LINKS["admin"][3 if family == 4 else 4] not in banned(world, family)
+
+    # The ban ends by itself (the set's timeout; fail2ban's unban after it finds nothing to delete).
+    banned_at = time.monotonic()
+    wait_until(lambda: connects(world, "attacker", family), BAN_TIME + 10, "the ban to end", interval=0.2)
+    ban_lasted = time.monotonic() - banned_at + seconds_to_ban
+    assert request(world, "attacker", family, "GET", "/") == 200
+    print(f"IPv{family}: banned {seconds_to_ban:.2f}s after the last failure, reachable again after {ban_lasted:.1f}s")
+
+    # fail2ban-regex with the rendered filters, on the lines nginx wrote: failed logins match, nothing else.
+    lines = log_lines(world)
+    failed = [x for x in lines if x["path"] == "/api/auth/login" and x["status"] == 401]
+    others = [x for x in lines if x not in failed]
+    assert len(failed) == 2 * FAILURES + 2
+    assert {x["status"] for x in others} >= {200, 401}
+    assert regex_counts(world, failed, "login") == (len(failed), len(failed))
+    assert regex_counts(world, others, "login")[0] == 0
+    assert_logs_keep_no_secret(world)
+
+
+def assert_logs_keep_no_secret(world: World) -> None:
+    assert world.log_file is not None
+    text = world.log_file.read_text()
+    assert text, "nginx wrote no access log"
+    for secret in SECRETS:
+        assert secret not in text
+    lines = log_lines(world)
+    assert all("?" not in line["path"] for line in lines)
+    assert set(lines[0]) == {"time", "client", "method", "path", "status", "bytes", "duration", "user_agent", "tls"}
+    assert all(line["time"].endswith("+00:00") for line in lines), "times are UTC"
+    assert {line["tls"] for line in lines} <= {"TLSv1.2", "TLSv1.3"}
+
+
+def test_scanners_and_rate_limited_clients_match_their_filters(world: World, ca: trustme.CA) -> None:
+    """The scanner and 429 filters on lines nginx wrote; the login filter ignores them, and they ignore logins."""
+    wire(world)
+    ca.cert_pem.write_to_path(str(world.root / "ca.pem"))
+    start_server(world, ca)
+    for path in ("/wp-login.php", "/.env", "/.git/config"):
+        request(world, "bystander", 4, "GET", path)
+    for _ in range(2):
+        assert request(world, "attacker", 4, "GET", "/api/limited") == 429
+    request(world, "admin", 4, "GET", "/_next/static/app.js")
+    request(world, "admin", 4, "POST", "/api/auth/login", "{}")
+    lines = log_lines(world)
+    scans = [x for x in lines if x["client"] == LINKS["bystander"][3]]
+    limited = [x for x in lines if x["status"] == 429]
+    rest = [x for x in lines if x not in scans and x not in limited]
+    assert (len(scans), len(limited), len(rest)) == (3, 2, 2)
+    assert regex_counts(world, scans, "scanner") == (3, 3)
+    assert regex_counts(world, limited, "ratelimit") == (2, 2)
+    assert regex_counts(world, rest, "scanner")[0] == 0
+    assert regex_counts(world, rest + scans, "ratelimit")[0] == 0
+    assert regex_counts(world, scans + limited, "login")[0] == 0
+    assert_logs_keep_no_secret(world)
+
+
+def test_reloading_the_ban_table_or_the_firewall_keeps_the_bans(world: World) -> None:
+    """bans.nft is loaded by fail2ban at every start and by install.sh, nftables.conf by apply.sh:
+    a ban survives both."""
+    wire(world)
+    profile = make_profile()
+    target_input = target_input_for(profile)
+    files = {str(f.path): f.content for f in monitoring.files_for(target_input) + firewall.files_for(target_input)}
+    for name in ("monitoring/bans.nft", "firewall/nftables.conf"):
+        (world.root / Path(name).name).write_text(files[name])
+    bans = str(world.root / "bans.nft")
+    world.exec("srv", "nft", "-f", bans)
+    world.exec("srv", "nft", "-f", str(world.root / "nftables.conf"))
+    world.exec("srv", "nft", "add", "element", "inet", "tempo_gen_bans", "ban_v6", "{ fd00:201:1::10 timeout 60s }")
+    world.exec("srv", "nft", "add", "element", "inet", "tempo_gen_bans", "ban_v4", "{ 10.201.1.10 timeout 60s }")
+    world.exec("srv", "nft", "-f", bans)
+    world.exec("srv", "nft", "-f", str(world.root / "nftables.conf"))
+    assert "fd00:201:1::10" in banned(world, 6)
+    assert "10.201.1.10" in banned(world, 4)
+    chain = world.exec("srv", "nft", "list", "chain", "inet", "tempo_gen_bans", "input").stdout
+    assert chain.count("@ban_v6") == 1, chain
