@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import pytest
 import trustme
 
 from support import nginx as nginx_support
+from support.bans import CONNECT, STUB, assert_no_secrets, curl_args, read_log, run, write_fail2ban
+from support.bans import regex_counts as count_matches
 from support.engine import unavailable
 from support.proxy import DOMAIN, target_input_for
 from support.wait import wait_until
@@ -39,7 +40,6 @@ TIMEOUT = 30  # seconds any single command may take
 FAILURES = 3  # failed logins that ban
 BAN_TIME = 8  # seconds
 API_PORT, FRONTEND_PORT = 18001, 18002  # inside the server namespace
-SECRETS = ("SECRETQUERY", "SECRETCOOKIE", "SECRETBEARER", "SECRETPASSWORD")
 
 # Client name -> (server-side interface, server address v4/v6, client address v4/v6).
 LINKS = {
@@ -48,52 +48,6 @@ LINKS = {
     "admin": ("tgb-adm", "10.201.3.1", "fd00:201:3::1", "10.201.3.10", "fd00:201:3::10"),
 }
 ADMIN = ["10.201.3.0/24", "fd00:201:3::/64"]
-
-STUB = r"""
-import http.server, sys, threading
-api, frontend = int(sys.argv[1]), int(sys.argv[2])
-class Handler(http.server.BaseHTTPRequestHandler):
-    def answer(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        path = self.path.split("?")[0]
-        status = 200
-        if self.server.server_address[1] == api:
-            if path == "/auth/login":
-                status = 200 if b"right" in body else 401
-            elif path.startswith("/workouts"):
-                status = 401
-            elif path == "/limited":
-                status = 429
-        self.send_response(status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    do_GET = do_POST = answer
-    def log_message(self, *args):
-        pass
-servers = [http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler) for port in (api, frontend)]
-for server in servers[1:]:
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-print("ready", flush=True)
-servers[0].serve_forever()
-"""
-
-CONNECT = r"""
-import socket, sys
-host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-try:
-    socket.create_connection((host, port), timeout).close()
-    print("open")
-except OSError:
-    print("closed")
-"""
-
-
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
-    return done
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +162,7 @@ def start_server(world: World, ca: trustme.CA) -> None:
     """nginx, the stubs, the ban table and fail2ban in the server namespace."""
     profile = world.profile = make_profile()
     root = world.root
-    stub = world.spawn("srv", sys.executable, "-c", STUB, str(API_PORT), str(FRONTEND_PORT))
+    stub = world.spawn("srv", sys.executable, "-c", STUB, "127.0.0.1", str(API_PORT), str(FRONTEND_PORT))
     assert stub.stdout is not None
     assert stub.stdout.readline().strip() == "ready", "the stub API did not start"
     conf = nginx_support.prepare_root(
@@ -223,22 +177,11 @@ def start_server(world: World, ca: trustme.CA) -> None:
     world.log_file = Path(runtime.log_file)
     world.log_file.parent.mkdir(parents=True, exist_ok=True)
     world.log_file.touch()
-    f2b = world.f2b = root / "fail2ban"
-    for kind in ("jail.d", "filter.d", "action.d"):
-        (f2b / kind).mkdir(parents=True)
     (root / "install").mkdir()
-    for file in monitoring.files_for(target_input_for(profile), runtime):
-        name = str(file.path)
-        if name == "monitoring/bans.nft":
-            (root / "install" / "bans.nft").write_text(file.content)
-        elif name.startswith("monitoring/fail2ban/"):
-            (f2b / name.removeprefix("monitoring/fail2ban/")).write_text(file.content)
-    (f2b / "jail.conf").write_text("[DEFAULT]\n")
-    (f2b / "fail2ban.conf").write_text(
-        "[Definition]\nloglevel = INFO\n"
-        f"logtarget = {f2b}/fail2ban.log\nsocket = {f2b}/fail2ban.sock\npidfile = {f2b}/fail2ban.pid\n"
-        "dbfile = :memory:\n"
-    )
+    files = monitoring.files_for(target_input_for(profile), runtime)
+    bans = next(f for f in files if str(f.path) == "monitoring/bans.nft")
+    (root / "install" / "bans.nft").write_text(bans.content)
+    f2b = world.f2b = write_fail2ban(root / "fail2ban", files)
     world.spawn("srv", nginx_support.NGINX, "-p", f"{root}/", "-c", str(conf), "-g", "daemon off;")
     world.spawn("srv", "fail2ban-client", "-c", str(f2b), "-x", "-f", "start")
     status = ("fail2ban-client", "-c", str(f2b), "status")
@@ -262,36 +205,9 @@ def connects(world: World, client: str, family: int, port: int = 443) -> bool:
 
 
 def request(world: World, client: str, family: int, method: str, path: str, body: str = "") -> int:
-    """One HTTPS request through nginx carrying secrets in the query, a cookie and Authorization; its status."""
-    address = server_address(client, family)
-    resolve = f"{DOMAIN}:443:{address if family == 4 else f'[{address}]'}"
-    done = world.exec(
-        client,
-        "curl",
-        "-sS",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "3",
-        "--cacert",
-        str(world.root / "ca.pem"),
-        "--resolve",
-        resolve,
-        "-X",
-        method,
-        "-H",
-        "Cookie: authToken=SECRETCOOKIE",
-        "-H",
-        "Authorization: Bearer SECRETBEARER",
-        "-A",
-        'tester "quoted" agent',
-        *(["-H", "Content-Type: application/json", "--data", body] if body else []),
-        f"https://{DOMAIN}{path}?token=SECRETQUERY",
-        check=False,
-    )
-    return int(done.stdout or 0)
+    """One HTTPS request through nginx (carrying secrets nginx must not log); its status."""
+    args = curl_args(DOMAIN, server_address(client, family), 443, world.root / "ca.pem", method, path, body)
+    return int(world.exec(client, *args, check=False).stdout or 0)
 
 
 def diagnostics(world: World) -> str:
@@ -310,20 +226,14 @@ def banned(world: World, family: int) -> str:
 
 def log_lines(world: World) -> list[dict[str, Any]]:
     assert world.log_file is not None
-    return [json.loads(line) for line in world.log_file.read_text().splitlines()]
+    return read_log(world.log_file)
 
 
 def regex_counts(world: World, lines: list[dict[str, Any]], jail: str) -> tuple[int, int]:
     """(matched, total) of fail2ban-regex with the rendered filter on these lines, as nginx wrote them."""
     assert world.log_file is not None and world.f2b is not None and world.profile is not None
-    raw = [line for line in world.log_file.read_text().splitlines() if json.loads(line) in lines]
-    sample = world.root / f"sample-{jail}.log"
-    sample.write_text("\n".join(raw) + "\n")
     filter_file = world.f2b / "filter.d" / f"tempo-gen-{world.profile.name}-{jail}.conf"
-    out = run("fail2ban-regex", str(sample), str(filter_file)).stdout
-    found = re.search(r"^Lines: (\d+) lines, \d+ ignored, (\d+) matched", out, re.M)
-    assert found, out
-    return int(found[2]), int(found[1])
+    return count_matches(world.log_file, filter_file, lines, world.root / f"sample-{jail}.log")
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -376,15 +286,8 @@ def test_failed_logins_ban_at_the_firewall(world: World, ca: trustme.CA, family:
 
 def assert_logs_keep_no_secret(world: World) -> None:
     assert world.log_file is not None
-    text = world.log_file.read_text()
-    assert text, "nginx wrote no access log"
-    for secret in SECRETS:
-        assert secret not in text
-    lines = log_lines(world)
-    assert all("?" not in line["path"] for line in lines)
-    assert set(lines[0]) == {"time", "client", "method", "path", "status", "bytes", "duration", "user_agent", "tls"}
-    assert all(line["time"].endswith("+00:00") for line in lines), "times are UTC"
-    assert {line["tls"] for line in lines} <= {"TLSv1.2", "TLSv1.3"}
+    assert_no_secrets(world.log_file)
+    assert {line["tls"] for line in log_lines(world)} <= {"TLSv1.2", "TLSv1.3"}
 
 
 def test_scanners_and_rate_limited_clients_match_their_filters(world: World, ca: trustme.CA) -> None:

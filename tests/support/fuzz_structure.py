@@ -424,7 +424,12 @@ def file_structure(path: PurePosixPath, text: str, norm: Normalizer) -> dict[str
         return shape
     shape["lines"] = len(lines)
     shape["splitlines"] = len(text.splitlines())
-    shape["first_words"] = [norm(line.split(None, 1)[0]) for line in lines if line.strip() and _not_comment(line)]
+    words = [line.split() for line in lines if line.strip() and _not_comment(line)]
+    if name == "logrotate":
+        # The first line names the log (a profile value), then one block of directives.
+        shape["logrotate_head"] = [len(words[0]), words[0][-1]]
+        words = words[1:]
+    shape["first_words"] = [norm(line[0]) for line in words]
     if name.endswith(".json"):
         shape["json"] = _key_paths(json.loads(text), (), norm)
     elif name.endswith(".conf") and "nginx" in path.parts:
