@@ -327,13 +327,15 @@ def secrets() -> None:
 def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
     """Create the missing secrets of PROFILES (files, or Swarm secrets in swarm mode); existing ones are never
     replaced."""
+    from tempo_gen.ops.audit_trail import audited
     from tempo_gen.ops.secrets import secret_store
 
     for item in load_all(profiles, root):
         store = secret_store(item, root, root / OUT_DIR / item.profile.name)
-        for entry in store.init():
-            fixed = f" ({entry.fixed})" if entry.fixed else ""
-            click.echo(f"{'created' if entry.created else 'kept   '} {entry.where}{fixed}")
+        with audited(root, item.profile, "secrets init", warn=_warn):
+            for entry in store.init():
+                fixed = f" ({entry.fixed})" if entry.fixed else ""
+                click.echo(f"{'created' if entry.created else 'kept   '} {entry.where}{fixed}")
         for line in store.init_hints():
             click.echo(line)
 
@@ -365,11 +367,17 @@ def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
 @click.pass_obj
 def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None) -> None:
     """Rotate the JWT key or the database password of PROFILE's running stack (Compose or Swarm)."""
+    from tempo_gen.ops.audit_trail import audited
     from tempo_gen.ops.secrets import secret_store
 
     loaded = load_all((profile,) if profile else (), root)
     if len(loaded) != 1:
         raise UsageError("name the profile whose secret to rotate")
     item = loaded[0]
-    for line in secret_store(item, root, (out or root / OUT_DIR) / item.profile.name).rotate(which):
-        click.echo(line)
+    with audited(root, item.profile, f"secrets rotate {which}", warn=_warn):
+        for line in secret_store(item, root, (out or root / OUT_DIR) / item.profile.name).rotate(which):
+            click.echo(line)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)

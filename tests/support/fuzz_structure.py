@@ -171,6 +171,7 @@ _VALID: dict[str, tuple[str, Mapping[str, Any]]] = {
     "firewall.log_rate": ("10/minute", {}),
     "monitoring.access_log.dir": ("/srv/tempo-logs", {}),
     "monitoring.access_log.max_size": ("100m", {}),
+    "monitoring.alert": ("https://hooks.example.org/tempo", {}),
 }
 
 # Fields whose output differs enough between proxies to be fuzzed on more than one base profile.

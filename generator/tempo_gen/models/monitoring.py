@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from tempo_gen.models.base import AbsPath, Size, StrictModel
+
+_WEBHOOK = re.compile(r"^https://[a-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+/-]*)?$")
+_COMMAND = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
+
+
+def _alert(value: str) -> str:
+    if _WEBHOOK.fullmatch(value):
+        return value
+    if _COMMAND.fullmatch(value) and "/../" not in f"{value}/" and "/./" not in f"{value}/":
+        return value
+    raise ValueError(
+        f"{value!r} is neither an https webhook URL (https://host[:port]/path, no query string or quotes) "
+        "nor an absolute command path (letters, digits and . _ - @ + between slashes)"
+    )
+
+
+Alert = Annotated[str, AfterValidator(_alert)]
 
 
 class AccessLog(StrictModel):
@@ -59,6 +79,14 @@ class Monitoring(StrictModel):
     )
     access_log: AccessLog = AccessLog()
     bans: Bans = Bans()
+    alert: Alert | None = Field(
+        None,
+        description=(
+            "Where alerts go: an https webhook URL (the message is POSTed as text/plain) or the absolute path of a "
+            "command (the message is its one argument). Called by fail2ban on every ban and by tempo-gen when an "
+            "operation on the deployment fails. Unset: nothing is sent (audit reports it)."
+        ),
+    )
 
     def log_dir(self, name: str) -> str:
         return self.access_log.dir or f"/var/log/tempo-gen/{name}"

@@ -94,6 +94,8 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
         target_input.file("monitoring/logrotate", "monitoring/logrotate.j2", values),
         target_input.file("monitoring/install.sh", "monitoring/install.sh.j2", values, mode=0o755),
     ]
+    if monitoring.alert:
+        files.append(target_input.file("monitoring/alert.sh", "monitoring/alert.sh.j2", values, mode=0o755))
     if values["host_nginx"]:
         files.append(target_input.file("monitoring/nginx-utc.conf", "monitoring/nginx-utc.conf.j2", values))
     if monitoring.bans.enabled:
