@@ -161,3 +161,29 @@ def test_without_alerting_nothing_is_sent(demo: Path) -> None:
 
     profile = Profile.model_validate({"name": "demo", "domain": "tempo.example.com", "environment": "development"})
     assert alert(profile, "anything") is None
+
+
+def test_logrotate_accepts_the_file_and_rotates_above_max_size(tmp_path: Path) -> None:
+    """Debian's logrotate on the rendered file: a log above max_size is copied away and truncated in place."""
+    import shutil
+    import subprocess
+
+    from support.engine import unavailable
+
+    if shutil.which("logrotate") is None:
+        unavailable("logrotate is not installed (apt-get install logrotate)")
+    log = tmp_path / "access.json"
+    profile = dev_profile("nginx", monitoring={"access_log": {"max_size": "1k", "max_age_days": 7}})
+    runtime = monitoring.Runtime(log_file=str(log))
+    files = {str(f.path): f.content for f in monitoring.files_for(target_input_for(profile), runtime)}
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(files["monitoring/logrotate"])
+    log.write_text('{"time":"2026-01-01T00:00:00+00:00"}\n' * 100)  # about 4 KiB
+    with log.open("a") as held:  # the proxy keeps the file open: copytruncate rotates under it
+        done = subprocess.run(
+            ["logrotate", "-v", "-s", str(tmp_path / "state"), str(conf)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        held.write('{"after":"rotation"}\n')
+    assert (tmp_path / "access.json.1").stat().st_size > 3000
+    assert log.read_text() == '{"after":"rotation"}\n'
