@@ -362,3 +362,54 @@ def test_reloading_the_ban_table_or_the_firewall_keeps_the_bans(world: World) ->
     assert "10.201.1.10" in banned(world, 4)
     chain = world.exec("srv", "nft", "list", "chain", "inet", "tempo_gen_bans", "input").stdout
     assert chain.count("@ban_v6") == 1, chain
+
+
+INSTALL = r"""
+mount --make-rprivate /
+mount --bind "$1/etc-fail2ban" /etc/fail2ban
+mount --bind "$1/etc-logrotate.d" /etc/logrotate.d
+export PATH="$1/fake:$PATH"
+"$1/bundle/monitoring/install.sh"
+nft add element inet tempo_gen_bans ban_v4 '{ 192.0.2.1 timeout 1m }'
+"$1/bundle/monitoring/install.sh"
+nft list set inet tempo_gen_bans ban_v4
+"""
+
+
+def test_install_script_sets_up_the_host_and_keeps_bans(tools_ready: None, tmp_path: Path) -> None:
+    """install.sh, twice, as root in a private mount and network namespace: /etc/fail2ban and
+    /etc/logrotate.d are copies, systemctl is a stand-in that records its arguments."""
+    import stat
+
+    root = tmp_path
+    profile = dev_profile(
+        "nginx",
+        proxy={"placement": "container"},
+        firewall={"admin_cidrs": ADMIN},
+        monitoring={"access_log": {"dir": str(root / "logs")}},
+    )
+    runtime = monitoring.Runtime(log_file=str(root / "logs" / "access.json"), install_dir=str(root / "install"))
+    for file in monitoring.files_for(target_input_for(profile), runtime):
+        path = root / "bundle" / file.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(file.content)
+        path.chmod(file.mode)
+    shutil.copytree("/etc/fail2ban", root / "etc-fail2ban", symlinks=True)
+    # Debian 12's sshd jail fails fail2ban's own check on hosts without /var/log/auth.log (like this one).
+    (root / "etc-fail2ban" / "jail.d" / "zz-test.local").write_text("[sshd]\nenabled = false\n")
+    (root / "etc-logrotate.d").mkdir()
+    (root / "fake").mkdir()
+    (root / "fake" / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {root}/systemctl.log\n')
+    (root / "fake" / "systemctl").chmod(0o755)
+
+    done = run("unshare", "--mount", "--net", "sh", "-ec", INSTALL, "install", str(root))
+    assert "192.0.2.1" in done.stdout, "the second run kept the ban"
+    logs = (root / "logs").stat()
+    uid = profile.containers.users.proxy
+    assert (logs.st_uid, logs.st_gid, stat.S_IMODE(logs.st_mode)) == (uid, uid, 0o750)
+    assert (root / "logs" / "access.json").stat().st_uid == uid
+    assert (root / "install" / "bans.nft").exists()
+    assert (root / "etc-logrotate.d" / "tempo-gen-nginx-test").exists()
+    for kind, name in (("jail.d", ".local"), ("filter.d", "-login.conf"), ("action.d", ".conf")):
+        assert (root / "etc-fail2ban" / kind / f"tempo-gen-nginx-test{name}").exists()
+    assert (root / "systemctl.log").read_text() == "enable --now fail2ban\n" * 2

@@ -24,7 +24,13 @@ install -m 0644 "$here/logrotate" /etc/logrotate.d/tempo-gen-example
 for kind in jail.d filter.d action.d; do
 	install -m 0644 "$here/fail2ban/$kind/"tempo-gen-example* /etc/fail2ban/$kind/
 done
-fail2ban-client -t >/dev/null
+if ! fail2ban-client -t >/dev/null 2>&1; then
+	fail2ban-client -t >&2 || true
+	echo "${self##*/}: fail2ban's configuration does not load (see above); nothing was reloaded." >&2
+	echo "On Debian 12 without /var/log/auth.log, the default sshd jail needs backend = systemd" >&2
+	echo "(apt-get install python3-systemd) or enabled = false, in /etc/fail2ban/jail.d/." >&2
+	exit 1
+fi
 if fail2ban-client ping >/dev/null 2>&1; then
 	fail2ban-client reload
 else
