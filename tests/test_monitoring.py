@@ -187,3 +187,11 @@ def test_logrotate_accepts_the_file_and_rotates_above_max_size(tmp_path: Path) -
         held.write('{"after":"rotation"}\n')
     assert (tmp_path / "access.json.1").stat().st_size > 3000
     assert log.read_text() == '{"after":"rotation"}\n'
+
+
+@pytest.mark.parametrize("folder", ["/", "/var/log", "/etc/tempo", "/usr/local/logs", "/srv", "/tmp", "/logs"])
+def test_the_log_folder_is_never_a_system_or_shared_folder(folder: str) -> None:
+    """install.sh chowns it to the proxy's uid: /var/log itself, /etc or / would be a disaster."""
+    with pytest.raises(ValueError, match=r"system or shared folder|not a usable absolute path"):
+        dev_profile("nginx", monitoring={"access_log": {"dir": folder}})
+    assert dev_profile("nginx", monitoring={"access_log": {"dir": "/srv/tempo-logs"}})

@@ -26,11 +26,40 @@ def _alert(value: str) -> str:
 
 Alert = Annotated[str, AfterValidator(_alert)]
 
+# install.sh gives the log folder to the proxy's uid: never a folder the system or other programs own.
+_SYSTEM_TREES = ("/etc", "/usr", "/boot", "/dev", "/proc", "/sys", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+_SHARED_FOLDERS = {
+    "/var",
+    "/var/log",
+    "/var/lib",
+    "/var/cache",
+    "/srv",
+    "/opt",
+    "/home",
+    "/root",
+    "/tmp",
+    "/run",
+    "/mnt",
+}
+
+
+def _log_dir(value: str) -> str:
+    if (
+        value in _SHARED_FOLDERS
+        or value.count("/") < 2
+        or any(value == t or value.startswith(t + "/") for t in _SYSTEM_TREES)
+    ):
+        raise ValueError(
+            f"{value!r} is a system or shared folder; install.sh gives the log folder to the proxy's uid, "
+            "so it needs one of its own, e.g. /var/log/tempo-gen/<name>"
+        )
+    return value
+
 
 class AccessLog(StrictModel):
     """Where the proxy's access log lives on the host, and how long it is kept."""
 
-    dir: AbsPath | None = Field(
+    dir: Annotated[AbsPath, AfterValidator(_log_dir)] | None = Field(
         None,
         description=(
             "Host folder of the proxy's JSON access log (access.json), read by fail2ban; a proxy container "
