@@ -31,7 +31,7 @@ import pytest
 from support.engine import unavailable
 from support.wait import wait_until
 from tempo_gen.models.profile import Profile
-from tempo_gen.targets import firewall
+from tempo_gen.targets import firewall, monitoring
 from tempo_gen.targets.base import TargetInput
 
 if TYPE_CHECKING:
@@ -715,3 +715,41 @@ def test_docker_published_port(lab: Callable[[str], Lab], tmp_path: Path, busybo
         for iface in host_if.values():
             subprocess.run(["ip", "link", "del", iface], capture_output=True, timeout=TIMEOUT)
     assert firewall.DOCKER_CHAIN not in run("iptables", "-S", "DOCKER-USER").stdout
+
+
+# ---- Bans (monitoring/bans.nft) on top of each firewall variant ----
+
+
+@pytest.mark.parametrize("layer", ["none", "full", "ufw"])
+def test_a_ban_wins_over_every_firewall_variant_but_never_over_admin_cidrs(
+    lab: Callable[[str], Lab], tmp_path: Path, layer: str
+) -> None:
+    """fail2ban's ban set drops a client on the host and on Docker's forwarded ports, whatever else
+    filters (no tempo-gen firewall, nftables.conf + DOCKER-USER, or ufw's rules); an address inside
+    firewall.admin_cidrs put in the set by hand still gets through."""
+    netns_lab = lab("b" + layer[0])
+    srv, clients = server_world(netns_lab, "container")
+    rules = render_firewall(tmp_path, "container")
+    load_layer(netns_lab, srv, rules, layer)
+    profile = Profile.model_validate(
+        {
+            "name": "fwtest",
+            "domain": "tempo.example.com",
+            "tempo": {"allow_unpinned": True},
+            **PROFILES["container"],
+        }
+    )
+    bans = next(f for f in monitoring.files_for(TargetInput(profile, "t.yaml", "secrets")) if f.path.name == "bans.nft")
+    (tmp_path / "bans.nft").write_text(bans.content)
+    before = measure(clients)
+    netns_lab.exec(srv, "nft", "-f", str(tmp_path / "bans.nft"))
+    for client in ("outside", "inside"):
+        _, _, _, c4, c6 = LINKS[client]
+        netns_lab.exec(srv, "nft", "add", "element", "inet", "tempo_gen_bans", "ban_v4", f"{{ {c4} timeout 1m }}")
+        netns_lab.exec(srv, "nft", "add", "element", "inet", "tempo_gen_bans", "ban_v6", f"{{ {c6} timeout 1m }}")
+    after = measure(clients)
+    assert before[("outside", "v4 tcp/443")] == "ctr:8443" and before[("outside", "v6 tcp/443")] == "ctr:8443"
+    assert {answer for (client, _), answer in after.items() if client == "outside"} == {None}
+    assert {key: answer for key, answer in after.items() if key[0] != "outside"} == {
+        key: answer for key, answer in before.items() if key[0] != "outside"
+    }

@@ -108,6 +108,7 @@ def test_one_file_per_concern_and_every_include_exists() -> None:
             "proxy/nginx/tempo-gen/letsencrypt.conf",
             "proxy/nginx/tempo-gen/proxy.conf",
             "proxy/nginx/tempo-gen/security.conf",
+            "proxy/nginx/tempo-gen/log.conf",
             TLS,
         ]
     )

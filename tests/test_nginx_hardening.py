@@ -65,7 +65,8 @@ def test_new_nginx_re_resolves_upstream_servers(version: str) -> None:
     # `resolve` needs a shared zone; its name must not clash with the limit_req zones (tempo_api).
     assert "zone api_upstream 64k;" in site and "zone frontend_upstream 64k;" in site
     assert site.count("keepalive 16;") == 2
-    assert "proxy_pass http://tempo_api;" in files[API] and "$tempo_" not in site
+    assert "proxy_pass http://tempo_api;" in files[API]
+    assert "$tempo_api" not in site and "$tempo_frontend" not in site, "no variable proxy_pass"
 
 
 @pytest.mark.parametrize("version", ["1.22", "1.27.2"])

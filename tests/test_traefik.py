@@ -361,6 +361,8 @@ def test_container_is_the_only_public_service_unprivileged_without_docker_socket
         "./proxy/traefik:/etc/traefik:ro",
         "proxy_body_temp:/var/cache/traefik",
         "proxy_acme:/var/lib/traefik",
+        # The access log, on the host for fail2ban.
+        "/var/log/tempo-gen/traefik-test:/var/log/tempo-gen",
     ]
     assert "proxy_acme" in document["volumes"]
     assert "docker.sock" not in yaml.safe_dump(document)

@@ -341,13 +341,15 @@ def secrets() -> None:
 def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
     """Create the missing secrets of PROFILES (files, or Swarm secrets in swarm mode); existing ones are never
     replaced."""
+    from tempo_gen.ops.audit_trail import audited
     from tempo_gen.ops.secrets import secret_store
 
     for item in load_all(profiles, root):
         store = secret_store(item, root, root / OUT_DIR / item.profile.name)
-        for entry in store.init():
-            fixed = f" ({entry.fixed})" if entry.fixed else ""
-            click.echo(f"{'created' if entry.created else 'kept   '} {entry.where}{fixed}")
+        with audited(root, item.profile, "secrets init", warn=_warn):
+            for entry in store.init():
+                fixed = f" ({entry.fixed})" if entry.fixed else ""
+                click.echo(f"{'created' if entry.created else 'kept   '} {entry.where}{fixed}")
         for line in store.init_hints():
             click.echo(line)
 
@@ -395,6 +397,7 @@ def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None
     """Rotate the JWT key or the database password of PROFILE's running stack (Compose or Swarm).
 
     Says first what the deployed release loses; refuses while an import is in progress unless --force."""
+    from tempo_gen.ops.audit_trail import audited
     from tempo_gen.ops.secrets import secret_store
     from tempo_gen.ops.tempo_api import import_in_progress, restart_effects, running_stack
 
@@ -402,15 +405,20 @@ def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None
     bundle = (out or root / OUT_DIR) / item.profile.name
     for effect in restart_effects(item.profile.tempo.release, which):
         click.echo(f"note: {effect}")
-    if import_in_progress(running_stack(item, bundle)):
-        if not force:
-            raise DeploymentError(
-                "a bulk import is in progress and restarting the API would interrupt it; "
-                "wait until it finishes, or pass --force"
-            )
-        click.echo("note: --force: the import in progress is interrupted")
-    for line in secret_store(item, root, bundle).rotate(which):
-        click.echo(line)
+    with audited(root, item.profile, f"secrets rotate {which}", warn=_warn):
+        if import_in_progress(running_stack(item, bundle)):
+            if not force:
+                raise DeploymentError(
+                    "a bulk import is in progress and restarting the API would interrupt it; "
+                    "wait until it finishes, or pass --force"
+                )
+            click.echo("note: --force: the import in progress is interrupted")
+        for line in secret_store(item, root, bundle).rotate(which):
+            click.echo(line)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @main.group()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ import pytest
 import trustme
 from docker.models.containers import Container
 
-from support.engine import compose
+from support.engine import compose, unavailable
 from support.project import run_tempo_gen, tempo_gen_env
 from support.proxy import free_port
 from support.tempo_client import Origin, TempoClient, write_zip
@@ -61,9 +63,11 @@ def profile_text(
     tls: Path,
     uids: dict[str, int] = UIDS,
     version: str = NEWEST,
+    logs: Path | None = None,
 ) -> str:
     users = "".join(f"    {service}: {uid}\n" for service, uid in uids.items() if UIDS[service] != uid)
-    return f"""\
+    return (
+        f"""\
 name: {name}
 domain: {DOMAIN}
 environment: development
@@ -90,7 +94,10 @@ proxy:
       key_file: {tls}/privkey.pem
 firewall:
   enabled: false
-""" + (f"containers:\n  users:\n{users}" if users else "")
+"""
+        + (f"monitoring:\n  access_log:\n    dir: {logs}\n" if logs else "")
+        + (f"containers:\n  users:\n{users}" if users else "")
+    )
 
 
 class World:
@@ -275,9 +282,13 @@ def stack(
     os.chmod(tls / "privkey.pem", 0o640)
     os.chown(tls / "privkey.pem", 0, uids["proxy"])  # readable by the proxy's uid only
     (root / "profiles").mkdir()
+    # The access log's host folder, as monitoring/install.sh makes it: owned by the proxy's uid.
+    log_dir = root / "logs"
+    log_dir.mkdir(mode=0o750)
+    os.chown(log_dir, uids["proxy"], uids["proxy"])
     http_port, https_port = free_port(), free_port()
     (root / "profiles" / f"{name}.yaml").write_text(
-        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls, uids, version)
+        profile_text(name, kind, standin_images, World.HOST, http_port, https_port, tls, uids, version, log_dir)
     )
     for command in (("secrets", "init"), ("render",)):
         result = tempo_gen(root, *command)
@@ -731,3 +742,34 @@ def test_rotating_both_secrets_keeps_data_and_login(stack: ComposeProject) -> No
             timeout=30,
         )
         assert proc.returncode == expected, proc.stderr
+
+
+def test_the_access_log_reaches_the_host_and_feeds_the_login_filter(stack: ComposeProject) -> None:
+    """The proxy container writes JSON lines into the bind-mounted host folder; the rendered fail2ban
+    filter matches the failed login the real proxy logged, and nothing else; no secret is logged."""
+    if shutil.which("fail2ban-regex") is None:
+        unavailable("fail2ban is not installed (apt-get install fail2ban)")
+    secrets = ("SECRETQUERY", "SECRETCOOKIE")
+    path = "/api/auth/login?token=SECRETQUERY"
+    body = {"username": "nobody", "password": "wrong-password"}
+    status, _, _ = stack.https("POST", path, json_body=body, cookie="authToken=SECRETCOOKIE")
+    assert status == 401
+    assert stack.https("GET", "/api/auth/me?token=SECRETQUERY")[0] == 401  # a 401 from another endpoint
+    log = stack.root / "logs" / "access.json"
+    wait_until(lambda: log.exists() and "401" in log.read_text(), 10, "the access log on the host")
+    text = log.read_text()
+    assert not any(secret in text for secret in secrets)
+    lines = [json.loads(line) for line in text.splitlines()]
+    fields = {"nginx": ("path", "status"), "traefik": ("RequestPath", "DownstreamStatus")}[stack.kind]
+    assert all("?" not in line[fields[0]] for line in lines)
+    failed = [n for n, line in enumerate(lines) if line[fields[0]] == "/api/auth/login" and line[fields[1]] == 401]
+    assert len(failed) == 1, lines
+    filter_file = stack.bundle / "monitoring" / "fail2ban" / "filter.d" / f"tempo-gen-{stack.name}-login.conf"
+    raw = text.splitlines()
+    for picked, expected in (([raw[failed[0]]], 1), ([x for n, x in enumerate(raw) if n not in failed], 0)):
+        sample = stack.root / "sample.log"
+        sample.write_text("\n".join(picked) + "\n")
+        out = subprocess.run(
+            ["fail2ban-regex", str(sample), str(filter_file)], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        assert re.search(rf"^Lines: {len(picked)} lines, 0 ignored, {expected} matched", out, re.M), out

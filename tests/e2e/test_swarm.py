@@ -142,7 +142,7 @@ class Deployment:
 
 
 def profile_text(
-    name: str, images: dict[str, str], endpoint_mode: str, http_port: int, https_port: int, tls: Path
+    name: str, images: dict[str, str], endpoint_mode: str, http_port: int, https_port: int, tls: Path, logs: Path
 ) -> str:
     return f"""\
 name: {name}
@@ -173,6 +173,9 @@ proxy:
       key_file: {tls}/privkey.pem
 firewall:
   enabled: false
+monitoring:
+  access_log:
+    dir: {logs}
 """
 
 
@@ -208,11 +211,15 @@ def deployed(
     os.chmod(tls / "privkey.pem", 0o640)
     os.chown(tls / "privkey.pem", 0, UIDS["proxy"])
     (root / "profiles").mkdir()
+    # The access log's host folder, as monitoring/install.sh makes it: owned by the proxy's uid.
+    logs = root / "logs"
+    logs.mkdir(mode=0o750)
+    os.chown(logs, UIDS["proxy"], UIDS["proxy"])
     # Without the kernel's IPVS (ip_vs) Swarm's virtual IPs do not route; DNS round robin needs none.
     endpoint_mode = "vip" if Path("/proc/net/ip_vs").exists() else "dnsrr"
     https_port = free_port()
     (root / "profiles" / f"{name}.yaml").write_text(
-        profile_text(name, images, endpoint_mode, free_port(), https_port, tls)
+        profile_text(name, images, endpoint_mode, free_port(), https_port, tls, logs)
     )
     deployment = Deployment(root, name, docker_client, ca, https_port)
     built: list[str] = []

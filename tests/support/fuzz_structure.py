@@ -174,6 +174,9 @@ _VALID: dict[str, tuple[str, Mapping[str, Any]]] = {
     "firewall.external_interfaces.0": ("eth0", {}),
     "firewall.ssh_rate": ("10/minute", {}),
     "firewall.log_rate": ("10/minute", {}),
+    "monitoring.access_log.dir": ("/srv/tempo-logs", {}),
+    "monitoring.access_log.max_size": ("100m", {}),
+    "monitoring.alert": ("https://hooks.example.org/tempo", {}),
 }
 
 # Fields whose output differs enough between proxies to be fuzzed on more than one base profile.
@@ -193,6 +196,7 @@ _OTHER_BASES: dict[str, tuple[str, ...]] = {
     "proxy.headers.csp.override": ("traefik",),
     "deploy.endpoint_mode": ("swarm",),
     "firewall.external_interfaces.0": ("host-nginx",),
+    "monitoring.access_log.dir": ("traefik", "host-nginx"),
 }
 _SWARM_ONLY = {"deploy.endpoint_mode"}
 
@@ -429,7 +433,12 @@ def file_structure(path: PurePosixPath, text: str, norm: Normalizer) -> dict[str
         return shape
     shape["lines"] = len(lines)
     shape["splitlines"] = len(text.splitlines())
-    shape["first_words"] = [norm(line.split(None, 1)[0]) for line in lines if line.strip() and _not_comment(line)]
+    words = [line.split() for line in lines if line.strip() and _not_comment(line)]
+    if name == "logrotate":
+        # The first line names the log (a profile value), then one block of directives.
+        shape["logrotate_head"] = [len(words[0]), words[0][-1]]
+        words = words[1:]
+    shape["first_words"] = [norm(line[0]) for line in words]
     if name.endswith(".json"):
         shape["json"] = _key_paths(json.loads(text), (), norm)
     elif name.endswith(".conf") and "nginx" in path.parts:

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from tempo_gen.models.base import Domain, RuleViolations, Slug, StrictModel, Violation, image_parts
 from tempo_gen.models.containers import Containers
 from tempo_gen.models.firewall import Firewall
+from tempo_gen.models.monitoring import Monitoring
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.policy.ports import IMPORT_PORT
@@ -107,6 +108,7 @@ class Profile(StrictModel):
     proxy: Proxy = Proxy()
     secrets: Secrets = Secrets()
     firewall: Firewall = Firewall()
+    monitoring: Monitoring = Monitoring()
 
     @property
     def origin(self) -> str:

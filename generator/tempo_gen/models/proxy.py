@@ -316,7 +316,8 @@ class Proxy(StrictModel):
         None,
         description=(
             "Proxy image for `placement: container`; default: the unprivileged nginx image (uid 101, "
-            "ports 8080/8443), or traefik:v3.7 (the config needs Traefik 3.6.4 or later)."
+            "ports 8080/8443), or traefik:v3.7 (the config needs a Traefik release with "
+            "accessLog.fields.queryParameters, e.g. 3.7.15)."
         ),
     )
     nginx_version: VersionNumber = Field(

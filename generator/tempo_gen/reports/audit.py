@@ -51,6 +51,7 @@ def weakenings(profile: Profile) -> list[Finding]:
             Finding("environment", "development: plain-http origins and self-signed certificates are accepted")
         )
     found += _firewall(profile) + _proxy(profile) + _tempo(profile) + _raised_limits(profile) + _swarm(profile)
+    found += _monitoring(profile)
     return found
 
 
@@ -88,6 +89,23 @@ def _tempo(profile: Profile) -> list[Finding]:
             )
         )
     return found
+
+
+def _monitoring(profile: Profile) -> list[Finding]:
+    """What the monitoring of Tempo's security guide ("Monitoring and Auditing") lacks."""
+    monitoring = profile.monitoring
+    if profile.proxy.kind == "none":
+        return [Finding("proxy.kind", "no proxy: no access log, so no bans of failed logins or scanners")]
+    if not monitoring.enabled:
+        return [
+            Finding(
+                "monitoring.enabled",
+                "the access log stays in the proxy's own output: fail2ban cannot read it, nothing is banned",
+            )
+        ]
+    if not monitoring.bans.enabled:
+        return [Finding("monitoring.bans.enabled", "no fail2ban jails: failed logins and scanners are not banned")]
+    return []
 
 
 def _swarm(profile: Profile) -> list[Finding]:
@@ -222,6 +240,7 @@ def checklist(profile: Profile) -> list[ChecklistItem]:
             proxied,
             f"{profile.proxy.kind} ({profile.proxy.placement})" if proxied else "proxy.kind is none",
         ),
+        _monitoring_item(profile),
         ChecklistItem(
             "Security headers added",
             proxied,
@@ -230,3 +249,22 @@ def checklist(profile: Profile) -> list[ChecklistItem]:
             else "proxy.kind is none",
         ),
     ]
+
+
+def _monitoring_item(profile: Profile) -> ChecklistItem:
+    monitoring = profile.monitoring
+    configured = profile.proxy.kind != "none" and monitoring.enabled and monitoring.bans.enabled
+    if not configured:
+        missing = "; ".join(f"{f.field}: {f.message}" for f in _monitoring(profile))
+        return ChecklistItem("Monitoring and auditing", False, missing)
+    bans = monitoring.bans
+    # No alerting is the default, not a weakening: said here, not as a finding.
+    alerts = f"alerts to {monitoring.alert}" if monitoring.alert else "no alerting configured"
+    return ChecklistItem(
+        "Monitoring and auditing",
+        True,
+        f"JSON access log in {monitoring.log_dir(profile.name)} (rotated, {monitoring.access_log.max_age_days} days); "
+        f"fail2ban bans at the firewall after {bans.login_failures} failed logins, {bans.rate_limited} 429s or "
+        f"{bans.scanner_hits} scanner requests in {bans.find_time} s, for {bans.ban_time} s; "
+        f"audit trail audit/{profile.name}.jsonl; {alerts}",
+    )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from tempo_gen.bundle.files import Bundle
-from tempo_gen.targets import compose, firewall, nginx, tempo_images, traefik
+from tempo_gen.targets import compose, firewall, monitoring, nginx, tempo_images, traefik
 from tempo_gen.targets.base import TargetInput
 
-TARGETS = (compose, tempo_images, nginx, traefik, firewall)
+TARGETS = (compose, tempo_images, nginx, traefik, firewall, monitoring)
 
 
 def bundle_for(target_input: TargetInput) -> Bundle:

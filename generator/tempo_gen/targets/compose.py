@@ -8,6 +8,7 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
+from tempo_gen.policy import access_log
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT, IMPORT_PORT, MEDIA_ROOT
 from tempo_gen.policy.releases import SETTING_VARIABLES, Setting
 from tempo_gen.policy.routes import body_size, import_port_route
@@ -73,15 +74,17 @@ def api_settings(profile: Profile) -> dict[str, str]:
 
 def _proxy_mounts(profile: Profile) -> dict[str, object]:
     """The proxy target's folders, as the compose proxy service mounts them."""
+    logs = access_log.host_log_dir(profile) if access_log.proxy_log_path(profile) else None
     if profile.proxy.kind == "traefik":
         return {
+            "logs": logs,
             "conf_dir": traefik.CONF_DIR,
             "temp_dir": traefik.TEMP_DIR,
             "state_dir": traefik.STATE_DIR,
             "memory_body": traefik.MEMORY_BODY,
             "ca_bundle": profile.proxy.tls.certificate.acme_ca_bundle,
         }
-    return {"conf_dir": nginx.CONF_DIR, "temp_dir": nginx.CONTAINER_TEMP_DIR}
+    return {"logs": logs, "conf_dir": nginx.CONF_DIR, "temp_dir": nginx.CONTAINER_TEMP_DIR}
 
 
 def files_for(target_input: TargetInput) -> list[RenderedFile]:
@@ -101,6 +104,7 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
                 "media_root": MEDIA_ROOT,
                 "frontend_health": "/health" if profile.tempo.release.frontend_health else "/",
                 "proxy_mounts": _proxy_mounts(profile),
+                "container_log_dir": access_log.CONTAINER_LOG_DIR,
                 "size_bytes": size_bytes,
                 "api_port": API_PORT,
                 "frontend_port": FRONTEND_PORT,

@@ -13,6 +13,7 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy import tls as tls_policy
+from tempo_gen.policy.access_log import proxy_log_path
 from tempo_gen.policy.ports import IMPORT_PORT
 from tempo_gen.policy.releases import FIRST_CHUNKED
 from tempo_gen.policy.routes import (
@@ -39,7 +40,7 @@ HOST_CONF = "/etc/nginx/nginx.conf"
 # In the container: the compose file mounts a disk volume here (request bodies must not fill RAM).
 CONTAINER_TEMP_DIR = "/var/cache/nginx"
 # Snippets under tempo-gen/, included by paths relative to nginx.conf so the tree works wherever it is mounted.
-SNIPPETS = ("tls", "security", "proxy", "api", "letsencrypt")
+SNIPPETS = ("tls", "security", "proxy", "api", "letsencrypt", "log")
 DOCKER_DNS = "127.0.0.11"
 """Docker's embedded DNS, in every container: Compose service names resolve to the container's current address."""
 RESOLVER_VALID = "5s"
@@ -76,6 +77,7 @@ class Runtime(ProxyRuntime):
 
 def runtime_for(profile: Profile) -> Runtime:
     place = placement_for(profile)
+    log_file = proxy_log_path(profile)
     if place.container:
         return Runtime(
             http_listen=(str(place.http_port),),
@@ -84,7 +86,7 @@ def runtime_for(profile: Profile) -> Runtime:
             pid="/tmp/nginx.pid",
             temp_dir=CONTAINER_TEMP_DIR,
             error_log="stderr",
-            access_log="/dev/stdout",
+            access_log=log_file or "/dev/stdout",
             frontend=place.frontend,
             api=place.api,
             health_listen=place.health,
@@ -98,7 +100,7 @@ def runtime_for(profile: Profile) -> Runtime:
         pid="/run/nginx.pid",  # what Debian's nginx.service expects
         temp_dir="/var/lib/nginx",
         error_log="/var/log/nginx/error.log",
-        access_log="/var/log/nginx/access.log",
+        access_log=log_file or "/var/log/nginx/access.log",
         frontend=place.frontend,
         api=place.api,
         health_listen=place.health,

@@ -15,6 +15,7 @@ from tempo_gen.errors import RenderError
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
+from tempo_gen.policy.access_log import proxy_log_path
 from tempo_gen.policy.ports import IMPORT_PORT
 from tempo_gen.policy.releases import FIRST_CHUNKED
 from tempo_gen.policy.routes import (
@@ -65,6 +66,8 @@ class Runtime(ProxyRuntime):
     conf_dir: str = "/etc/traefik"
     acme_ca_server: str | None = None
     """Tests point ACME at a local address; None: the profile's acme_directory."""
+    access_log: str | None = None
+    """File of the JSON access log; None: stdout."""
 
 
 def runtime_for(profile: Profile) -> Runtime:
@@ -76,6 +79,7 @@ def runtime_for(profile: Profile) -> Runtime:
         frontend=place.frontend,
         api=place.api,
         imports=_address(place, place.import_port) if place.import_port else None,
+        access_log=proxy_log_path(profile),
     )
 
 
