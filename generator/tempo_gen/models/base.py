@@ -104,14 +104,7 @@ def _origin(value: str) -> str:
     match = _ORIGIN.fullmatch(value)
     if not match or (match["port"] and not 1 <= int(match["port"]) <= 65535):
         raise ValueError(f"{value!r} is not an origin: expected scheme://host[:port], e.g. https://tempo.example.com")
-    host = match["host"]
-    if host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
-    else:
-        _domain_or_local(host)
+    _check_host(value, match["host"])
     return value
 
 
@@ -134,6 +127,17 @@ def _host_address(value: IpAddress) -> IpAddress:
     return value
 
 
+def _check_host(value: str, host: str) -> None:
+    """The host of an origin or URL: a bracketed IPv6 address, or a domain name (or local name)."""
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    else:
+        _domain_or_local(host)
+
+
 def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
@@ -149,14 +153,7 @@ def _url(value: str) -> str:
             f"{value!r} is not a URL tempo-gen accepts: expected https://host[:port]/path, e.g. "
             "https://acme-staging-v02.api.letsencrypt.org/directory (no query, spaces or quotes)"
         )
-    host = match["host"]
-    if host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
-    else:
-        _domain_or_local(host)
+    _check_host(value, match["host"])
     return value
 
 
