@@ -19,8 +19,8 @@ from cryptography import x509
 from support.live import running_proxy
 from support.nginx import needs_nginx, runtime
 from support.proxy import DOMAIN, LiveProxy, target_input_for, write_pair
+from tempo_gen.policy.placement import key_owner
 from tempo_gen.targets import nginx
-from tempo_gen.targets.proxy_placement import key_owner
 
 pytestmark = [needs_nginx, pytest.mark.acme]
 

@@ -26,9 +26,9 @@ import yaml
 
 from tempo_gen.errors import ProfileError
 from tempo_gen.models.profile import Profile
+from tempo_gen.policy.placement import site_headers
 from tempo_gen.profile.loader import deep_merge, load_profile
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.proxy_placement import site_headers
 
 DOMAIN = "tempo.test"
 MIB = 1024 * 1024

@@ -35,3 +35,13 @@ class TargetInput:
     ) -> RenderedFile:
         text = expand(template, {**(values or {}), "profile": self.profile, "bundle": self})
         return RenderedFile(PurePosixPath(path), text, mode)
+
+
+def proxy_image(
+    target_input: TargetInput, kind: str, *, title: str, folders: tuple[str, ...], writes: str, tmpdir: str = ""
+) -> RenderedFile:
+    """`proxy/<kind>.Dockerfile`: the pinned image plus `folders` owned by the proxy's uid. The
+    image's own folders belong to its default user, so any other uid could not write them."""
+    uid = target_input.profile.containers.users.proxy
+    values = {"title": title, "uid": uid, "folders": folders, "writes": writes, "tmpdir": tmpdir}
+    return target_input.file(f"proxy/{kind}.Dockerfile", "proxy/Dockerfile.j2", values)

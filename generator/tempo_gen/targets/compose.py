@@ -9,12 +9,12 @@ from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import access_log
+from tempo_gen.policy.placement import host_api_port
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT, IMPORT_PORT, MEDIA_ROOT
 from tempo_gen.policy.releases import SETTING_VARIABLES, Setting
 from tempo_gen.policy.routes import body_size, import_port_route
 from tempo_gen.targets import nginx, traefik
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.proxy_placement import host_api_port
 
 
 @dataclass(frozen=True)

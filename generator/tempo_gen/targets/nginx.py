@@ -14,6 +14,13 @@ from tempo_gen.models.base import version_tuple
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy import tls as tls_policy
 from tempo_gen.policy.access_log import proxy_log_path
+from tempo_gen.policy.placement import (
+    Placement,
+    ProxyRuntime,
+    key_owner,
+    placement_for,
+    site_headers,
+)
 from tempo_gen.policy.ports import IMPORT_PORT
 from tempo_gen.policy.releases import FIRST_CHUNKED
 from tempo_gen.policy.routes import (
@@ -24,15 +31,7 @@ from tempo_gen.policy.routes import (
     routes_for,
     strip_regex,
 )
-from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.proxy_placement import (
-    Placement,
-    ProxyRuntime,
-    key_owner,
-    placement_for,
-    proxy_image,
-    site_headers,
-)
+from tempo_gen.targets.base import TargetInput, proxy_image
 
 CONF_DIR = "proxy/nginx"
 HOST_CONF = "/etc/nginx/nginx.conf"

@@ -16,6 +16,13 @@ from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import tls as tls_policy
 from tempo_gen.policy.access_log import proxy_log_path
+from tempo_gen.policy.placement import (
+    Placement,
+    ProxyRuntime,
+    key_owner,
+    placement_for,
+    site_headers,
+)
 from tempo_gen.policy.ports import IMPORT_PORT
 from tempo_gen.policy.releases import FIRST_CHUNKED
 from tempo_gen.policy.routes import (
@@ -28,15 +35,7 @@ from tempo_gen.policy.routes import (
     rate_limits_for,
     routes_for,
 )
-from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.proxy_placement import (
-    Placement,
-    ProxyRuntime,
-    key_owner,
-    placement_for,
-    proxy_image,
-    site_headers,
-)
+from tempo_gen.targets.base import TargetInput, proxy_image
 
 CONF_DIR = "proxy/traefik"
 DYNAMIC = ("routers", "middlewares", "tls")
@@ -89,7 +88,7 @@ def _address(place: Placement, port: int) -> str:
 
 
 def security_headers(proxy: Proxy, headers: dict[str, str]) -> tuple[dict[str, object], dict[str, str]]:
-    """The headers middleware for `headers` (proxy_placement.site_headers), the set nginx sends: (native fields,
+    """The headers middleware for `headers` (placement.site_headers), the set nginx sends: (native fields,
     customResponseHeaders). Headers Traefik has a field for use it; the rest are custom, and
     an empty value removes what the upstreams leak. Never browserXssFilter: it sends `1; mode=block`."""
     wanted = dict(headers)

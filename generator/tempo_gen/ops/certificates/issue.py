@@ -33,7 +33,7 @@ from tempo_gen.ops.certificates.status import (
     read_certificate,
     served_certificate,
 )
-from tempo_gen.targets.proxy_placement import key_owner
+from tempo_gen.policy.placement import key_owner
 
 # --- issue ------------------------------------------------------------------------------------------------
 

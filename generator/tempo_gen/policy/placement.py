@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_API_PORT, HOST_FRONTEND_PORT, IMPORT_PORT
 from tempo_gen.policy.routes import import_origin, import_port_route
-from tempo_gen.targets.base import TargetInput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,13 +96,3 @@ def site_headers(profile: Profile) -> dict[str, str]:
 
 def key_owner(profile: Profile) -> int:
     return placement_for(profile).key_owner
-
-
-def proxy_image(
-    target_input: TargetInput, kind: str, *, title: str, folders: tuple[str, ...], writes: str, tmpdir: str = ""
-) -> RenderedFile:
-    """`proxy/<kind>.Dockerfile`: the pinned image plus `folders` owned by the proxy's uid. The
-    image's own folders belong to its default user, so any other uid could not write them."""
-    uid = target_input.profile.containers.users.proxy
-    values = {"title": title, "uid": uid, "folders": folders, "writes": writes, "tmpdir": tmpdir}
-    return target_input.file(f"proxy/{kind}.Dockerfile", "proxy/Dockerfile.j2", values)
