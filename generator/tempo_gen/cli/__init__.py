@@ -20,7 +20,9 @@ from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.bundle.writer import check_replaceable, recover, write_bundles
-from tempo_gen.errors import DeploymentError, Problem, ProfileError, TempoGenError, UsageError, terminal_safe
+from tempo_gen.cli.common import load_all
+from tempo_gen.cli.deployment import admin, cert, secrets
+from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError, terminal_safe
 from tempo_gen.models.base import control_character
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
@@ -35,35 +37,6 @@ from tempo_gen.reports.schema import (
     write_schema_file,
 )
 from tempo_gen.safe_fs import write_new
-
-
-def load_all(paths: tuple[str, ...], root: Path) -> list[LoadedProfile]:
-    """Load every profile, reporting the problems of all of them at once."""
-    files = [Path(p) for p in paths] or discover_profiles(root)
-    if not files:
-        raise UsageError(f"no profiles given and none found in {root / PROFILE_DIR}/ (try `tempo-gen init`)")
-    loaded, problems = [], []
-    for file in files:
-        try:
-            loaded.append(load_profile(file, root))
-        except ProfileError as exc:
-            problems += exc.problems
-    names: dict[str, str] = {}
-    for item in loaded:
-        if item.profile.name in names:
-            problems.append(
-                Problem(
-                    item.display_path,
-                    None,
-                    "name",
-                    f"{item.profile.name!r} is also the name of {names[item.profile.name]}",
-                )
-            )
-        names[item.profile.name] = item.display_path
-    if problems:
-        raise ProfileError(problems)
-    return loaded
-
 
 # One profile's render: the profile, the folder it renders to, and the files.
 Rendered = tuple[LoadedProfile, Path, list[RenderedFile]]
@@ -330,164 +303,5 @@ def lock(root: Path, profiles: tuple[str, ...], update: bool, insecure: tuple[st
         click.echo(line)
 
 
-@main.group()
-def secrets() -> None:
-    """Create, check and rotate the deployment's Docker secrets (values are never printed)."""
-
-
-@secrets.command("init")
-@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
-@click.pass_obj
-def secrets_init(root: Path, profiles: tuple[str, ...]) -> None:
-    """Create the missing secrets of PROFILES (files, or Swarm secrets in swarm mode); existing ones are never
-    replaced."""
-    from tempo_gen.ops.audit_trail import audited
-    from tempo_gen.ops.secrets import secret_store
-
-    for item in load_all(profiles, root):
-        store = secret_store(item, root, root / OUT_DIR / item.profile.name)
-        with audited(root, item.profile, "secrets init", warn=_warn):
-            for entry in store.init():
-                fixed = f" ({entry.fixed})" if entry.fixed else ""
-                click.echo(f"{'created' if entry.created else 'kept   '} {entry.where}{fixed}")
-        for line in store.init_hints():
-            click.echo(line)
-
-
-@secrets.command("check")
-@click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
-@click.pass_obj
-def secrets_check(root: Path, profiles: tuple[str, ...]) -> None:
-    """Report missing, weak, wrongly-owned or world-readable secret files (missing or stray Swarm secrets); exit 1
-    if any."""
-    from tempo_gen.ops.secrets import secret_store
-
-    found = [
-        (item, problem)
-        for item in load_all(profiles, root)
-        for problem in secret_store(item, root, root / OUT_DIR / item.profile.name).check()
-    ]
-    for item, problem in found:
-        click.echo(f"{item.profile.name}: {problem.where}: {problem.problem}")
-    if found:
-        sys.exit(1)
-    click.echo("secrets: ok")
-
-
-_OUT_OPTION = click.option(
-    "--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: out/)."
-)
-
-
-def load_one(profile: str | None, root: Path, what: str) -> LoadedProfile:
-    """The one profile a command on a running deployment acts on."""
-    loaded = load_all((profile,) if profile else (), root)
-    if len(loaded) != 1:
-        raise UsageError(f"name the profile whose {what}")
-    return loaded[0]
-
-
-@secrets.command("rotate")
-@click.argument("which", type=click.Choice(["jwt", "db"]))
-@click.argument("profile", required=False, type=click.Path(dir_okay=False))
-@_OUT_OPTION
-@click.option("--force", is_flag=True, help="Rotate even while a bulk import is in progress (it is interrupted).")
-@click.pass_obj
-def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None, force: bool) -> None:
-    """Rotate the JWT key or the database password of PROFILE's running stack (Compose or Swarm).
-
-    Says first what the deployed release loses; refuses while an import is in progress unless --force."""
-    from tempo_gen.ops.audit_trail import audited
-    from tempo_gen.ops.secrets import secret_store
-    from tempo_gen.ops.tempo_api import import_in_progress, restart_effects, running_stack
-
-    item = load_one(profile, root, "secret to rotate")
-    bundle = (out or root / OUT_DIR) / item.profile.name
-    for effect in restart_effects(item.profile.tempo.release, which):
-        click.echo(f"note: {effect}")
-    with audited(root, item.profile, f"secrets rotate {which}", warn=_warn):
-        if import_in_progress(running_stack(item, bundle)):
-            if not force:
-                raise DeploymentError(
-                    "a bulk import is in progress and restarting the API would interrupt it; "
-                    "wait until it finishes, or pass --force"
-                )
-            click.echo("note: --force: the import in progress is interrupted")
-        for line in secret_store(item, root, bundle).rotate(which):
-            click.echo(line)
-
-
-def _warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
-
-
-@main.group()
-def admin() -> None:
-    """Tempo's own host commands, run in the deployment's API container with its secrets."""
-
-
-@admin.command("reset-password")
-@click.argument("profile", required=False, type=click.Path(dir_okay=False))
-@click.option("--username", help="The account (optional when Tempo has exactly one).")
-@_OUT_OPTION
-@click.pass_obj
-def admin_reset_password(root: Path, profile: str | None, username: str | None, out: Path | None) -> None:
-    """Set a new password for a Tempo account; every session of it ends.
-
-    The password is read from standard input (asked twice on a terminal), never from arguments."""
-    from tempo_gen.ops.tempo_api import reset_password, reset_password_command, running_stack
-
-    item = load_one(profile, root, "account to reset")
-    if sys.stdin.isatty():
-        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
-    else:
-        password = sys.stdin.readline(4096).removesuffix("\n")
-    release = item.profile.tempo.release
-    command = reset_password_command(release, password, username)
-    stack = running_stack(item, (out or root / OUT_DIR) / item.profile.name)
-    click.echo(reset_password(stack, command, password) or "password reset")
-    if release.session_version:
-        click.echo("every session of that account has ended: sign in again with the new password")
-
-
-@main.group()
-def cert() -> None:
-    """The site's TLS certificate: issue it through ACME (nginx), show what is served."""
-
-
-@cert.command("issue")
-@click.argument("profile", required=False, type=click.Path(dir_okay=False))
-@_OUT_OPTION
-@click.pass_obj
-def cert_issue(root: Path, profile: str | None, out: Path | None) -> None:
-    """Get PROFILE's first ACME certificate, or a new one when it is within the renewal window (run as root).
-
-    nginx, host or container, source acme: a bootstrap pair if none, the proxy up,
-    certbot --webroot with the profile's e-mail, directory and CA bundle, and the
-    bundle's deploy hook (certbot keeps it for every renewal). Does nothing while the
-    installed certificate has more than 30 days left."""
-    from tempo_gen.ops.certificates import issue, nginx_site
-
-    item = load_one(profile, root, "certificate to issue")
-    site = nginx_site(item.profile, (out or root / OUT_DIR) / item.profile.name)
-    if os.geteuid() != 0:
-        raise DeploymentError("run `tempo-gen cert issue` as root: certbot and the deploy hook write root-owned files")
-    result = issue(site, click.echo)
-    click.echo(result.message)
-
-
-@cert.command("status")
-@click.argument("profile", required=False, type=click.Path(dir_okay=False))
-@click.pass_obj
-def cert_status(root: Path, profile: str | None) -> None:
-    """Show the certificate PROFILE's site serves: issuer, names, expiry, days left, and what renews it.
-
-    Exit 1 when nothing is served, it expires within 14 days, or nothing renews it."""
-    from tempo_gen.ops.certificates import status
-
-    item = load_one(profile, root, "certificate to show")
-    found = status(item.profile)
-    for line in found.lines():
-        click.echo(terminal_safe(line))
-    if found.problems or not found.renewal:
-        sys.exit(1)
+for group in (secrets, admin, cert):
+    main.add_command(group)
