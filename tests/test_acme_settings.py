@@ -12,7 +12,7 @@ from support.proxy import refusal, target_input_for
 from support.traefik import make_profile as traefik_profile
 from support.traefik import render_files as traefik_files
 from tempo_gen.bundle.files import RenderedFile
-from tempo_gen.models.proxy import LETS_ENCRYPT
+from tempo_gen.models.tls import LETS_ENCRYPT
 from tempo_gen.targets import compose
 
 PEBBLE = "https://127.0.0.1:14000/dir"

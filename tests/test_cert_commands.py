@@ -89,7 +89,7 @@ def test_audit_live_reports_a_site_that_serves_nothing(cli: RunCli, project: Pat
 def test_a_lineage_from_another_directory_is_replaced(tmp_path: Path) -> None:
     """A staging dry run, then the profile names production: `cert issue` must not keep the staging certificate."""
     from support.nginx import make_profile
-    from tempo_gen.models.proxy import LETS_ENCRYPT, LETS_ENCRYPT_STAGING
+    from tempo_gen.models.tls import LETS_ENCRYPT, LETS_ENCRYPT_STAGING
     from tempo_gen.ops.certificates import NginxSite, certbot_command, directory_changed
     from tempo_gen.targets import nginx
 
