@@ -30,8 +30,6 @@ SETTING_VARIABLES: dict[Setting, tuple[str, ...]] = {
     "image-version": ("TEMPO_API_IMAGE", "TEMPO_FRONTEND_IMAGE"),
 }
 """The API's environment variables behind each setting."""
-LOGGING_PROFILES = ("standard", "debug")
-"""`Tempo__Logging__Profile` values 2.10 accepts; any other stops the API at start-up."""
 
 IMPORT_CHUNK_BYTES = 524_288
 """One chunk PUT of a chunked import job (the last may be shorter)."""
@@ -69,7 +67,7 @@ class Release:
     jwt_key_encrypts_integrations: bool = False
     """The JWT key also derives the key that encrypts the stored intervals.icu API key."""
     notes: tuple[str, ...] = ()
-    """What changed in this group, for the README."""
+    """What changed in this group, in words: the table's own changelog (the README's table follows it)."""
 
     @property
     def first(self) -> str:
@@ -149,7 +147,7 @@ FIRST_CHUNKED = next(row.first for row in RELEASES if row.browser_imports == "ch
 
 
 def release(version: str) -> Release:
-    """The row of a known release, supported or not; KeyError for a release the table does not know."""
+    """The row of a supported release; KeyError for one the table does not know."""
     for row in RELEASES:
         if version in row.versions:
             return row
