@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from tempo_gen.errors import DeploymentError, UsageError
 from tempo_gen.policy.ports import MEDIA_ROOT
-from tempo_gen.policy.releases import IMPORT_IDLE_MINUTES, IMPORT_STAGING, RELEASES, Release
+from tempo_gen.policy.releases import IMPORT_IDLE_MINUTES, IMPORT_STAGING, Release, first_with
 
 if TYPE_CHECKING:
     from tempo_gen.ops.stack import RunningStack
@@ -50,7 +50,9 @@ def check_password(release: Release, password: str) -> None:
 def reset_password_command(release: Release, password: str, username: str | None) -> list[str]:
     """The exec that resets a password on `release`, after Tempo's own checks: refused before anything runs."""
     if "reset-password" not in release.host_commands:
-        raise UsageError(f"this Tempo release has no reset-password command (it came in {_first_reset()})")
+        raise UsageError(
+            f"this Tempo release has no reset-password command (it came in {first_with('reset-password')})"
+        )
     check_password(release, password)
     command = [ENTRYPOINT, "reset-password", "--password-stdin"]
     if username is not None:
@@ -67,10 +69,6 @@ def reset_password(stack: RunningStack, command: list[str], password: str) -> st
     if code != 0:
         raise DeploymentError(f"Tempo's reset-password failed (exit {code}): {said[-500:]}")
     return said
-
-
-def _first_reset() -> str:
-    return next(row.first for row in RELEASES if "reset-password" in row.host_commands)
 
 
 # Staged chunks or an assembled archive.zip: a job is receiving or being imported. A job whose chunks

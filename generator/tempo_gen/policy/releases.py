@@ -22,14 +22,15 @@ Setting = Literal["remember-me", "cookie-domain", "carto-key", "logging-profile"
 """Optional API settings a profile can set, each read only by the releases that list it."""
 HostCommand = Literal["reset-password"]
 
-SETTING_VARIABLES: dict[Setting, tuple[str, ...]] = {
-    "remember-me": ("JWT__RememberMeExpirationDays",),
-    "cookie-domain": ("Cookie__Domain",),
-    "carto-key": ("CartoBasemaps__ApiKey",),
-    "logging-profile": ("Tempo__Logging__Profile",),
-    "image-version": ("TEMPO_API_IMAGE", "TEMPO_FRONTEND_IMAGE"),
+SETTING_VARIABLES: dict[Setting, str] = {
+    "remember-me": "JWT__RememberMeExpirationDays",
+    "cookie-domain": "Cookie__Domain",
+    "carto-key": "CartoBasemaps__ApiKey",
+    "logging-profile": "Tempo__Logging__Profile",
 }
-"""The API's environment variables behind each setting."""
+"""The API's environment variable behind each setting a profile gives a value."""
+IMAGE_VARIABLES = {"api": "TEMPO_API_IMAGE", "frontend": "TEMPO_FRONTEND_IMAGE"}
+"""Where releases with the `image-version` setting read the image references /version shows."""
 
 IMPORT_CHUNK_BYTES = 524_288
 """One chunk PUT of a chunked import job (the last may be shorter)."""
@@ -142,7 +143,7 @@ RELEASES: tuple[Release, ...] = (_R2_1, _R2_2, _R2_4, _R2_5, _R2_7, _R2_8, _R2_1
 SUPPORTED: tuple[str, ...] = tuple(v for row in RELEASES for v in row.versions)
 """Every release a bundle serves, oldest first."""
 NEWEST = SUPPORTED[-1]
-FIRST_CHUNKED = next(row.first for row in RELEASES if row.browser_imports == "chunked-jobs")
+FIRST_CHUNKED = next(row.first for row in RELEASES if not row.import_port)
 """The first release whose browser uploads bulk imports through /api (no import port)."""
 
 
@@ -161,6 +162,6 @@ def unsupported_reason(version: str) -> str | None:
     return f"Tempo {version} is not a release tempo-gen knows; supported: {', '.join(SUPPORTED)}"
 
 
-def first_with(setting: Setting) -> str:
-    """The oldest supported release that reads `setting`."""
-    return next(row.first for row in RELEASES if setting in row.settings)
+def first_with(feature: Setting | HostCommand) -> str:
+    """The oldest supported release that reads a setting or has a host command."""
+    return next(row.first for row in RELEASES if feature in row.settings or feature in row.host_commands)

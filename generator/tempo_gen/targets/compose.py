@@ -11,7 +11,7 @@ from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import access_log
 from tempo_gen.policy.placement import host_api_port
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT, IMPORT_PORT, MEDIA_ROOT
-from tempo_gen.policy.releases import SETTING_VARIABLES, Setting
+from tempo_gen.policy.releases import IMAGE_VARIABLES, SETTING_VARIABLES
 from tempo_gen.policy.routes import body_size, import_port_route
 from tempo_gen.targets import nginx, traefik
 from tempo_gen.targets.base import TargetInput
@@ -61,14 +61,9 @@ def api_settings(profile: Profile) -> dict[str, str]:
     """The API's optional settings the profile sets, as environment variables; on releases that echo
     them at /version, the image references the bundle builds from."""
     tempo = profile.tempo
-    values: dict[Setting, object] = dict(tempo.settings())
+    variables = {SETTING_VARIABLES[setting]: str(value) for setting, value in tempo.settings().items()}
     if "image-version" in tempo.release.settings:
-        values["image-version"] = (tempo.image("api"), tempo.image("frontend"))
-    variables: dict[str, str] = {}
-    for setting, value in values.items():
-        names = SETTING_VARIABLES[setting]
-        parts = value if isinstance(value, tuple) else (value,)
-        variables.update(zip(names, map(str, parts), strict=True))
+        variables.update({name: tempo.image(service) for service, name in IMAGE_VARIABLES.items()})
     return variables
 
 
