@@ -15,3 +15,6 @@ HOST_FRONTEND_PORT = 3004
 """Later Tempo docs publish the frontend on 127.0.0.1:3004; kept for host-side proxies."""
 MEDIA_ROOT = "/app/media"
 """The API's MediaStorage__RootPath in the bundle: media, and chunked imports staged under imports/."""
+API_TEMP = "/var/tmp/tempo"
+"""The API's temp folder (ASPNETCORE_TEMP, TMPDIR) on the api_uploads disk volume: bodies are buffered and
+imports unzipped whole there."""

@@ -10,7 +10,7 @@ from tempo_gen.models.profile import Profile
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.policy import access_log
 from tempo_gen.policy.placement import host_api_port
-from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT, HOST_FRONTEND_PORT, IMPORT_PORT, MEDIA_ROOT
+from tempo_gen.policy.ports import API_PORT, API_TEMP, FRONTEND_PORT, HOST_FRONTEND_PORT, IMPORT_PORT, MEDIA_ROOT
 from tempo_gen.policy.releases import IMAGE_VARIABLES, SETTING_VARIABLES
 from tempo_gen.policy.routes import body_size, import_port_route
 from tempo_gen.targets import nginx, traefik
@@ -97,6 +97,7 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
                 "media_max_bytes": body_size(profile, "media").bytes,
                 "api_settings": api_settings(profile),
                 "media_root": MEDIA_ROOT,
+                "api_temp": API_TEMP,
                 "frontend_health": "/health" if profile.tempo.release.frontend_health else "/",
                 "proxy_mounts": _proxy_mounts(profile),
                 "container_log_dir": access_log.CONTAINER_LOG_DIR,

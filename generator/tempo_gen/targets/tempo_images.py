@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.errors import RenderError
-from tempo_gen.policy.ports import API_PORT, MEDIA_ROOT
+from tempo_gen.policy.ports import API_PORT, API_TEMP, MEDIA_ROOT
 from tempo_gen.policy.releases import Release
 from tempo_gen.targets.base import TargetInput
 
@@ -27,7 +27,9 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
         )
     return [
         target_input.file(
-            "tempo/api.Dockerfile", "tempo/api.Dockerfile.j2", {"uid": users.api, "media_root": MEDIA_ROOT}
+            "tempo/api.Dockerfile",
+            "tempo/api.Dockerfile.j2",
+            {"uid": users.api, "media_root": MEDIA_ROOT, "api_temp": API_TEMP},
         ),
         target_input.file("tempo/frontend.Dockerfile", "tempo/frontend.Dockerfile.j2", {"uid": users.frontend}),
         target_input.file("tempo/postgres.Dockerfile", "tempo/postgres.Dockerfile.j2", {"uid": users.postgres}),
