@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,9 @@ import trustme
 from docker.models.containers import Container
 
 from support.engine import compose, unavailable
-from support.project import run_tempo_gen, tempo_gen_env
+from support.project import run_tempo_gen
 from support.proxy import free_port
-from support.tempo_client import Origin, TempoClient, write_zip
+from support.tempo_client import Origin, Response, TempoClient, write_zip
 from support.tls_client import https_request, plain_request
 from support.wait import wait_until
 from tempo_gen.policy.ports import IMPORT_PORT
@@ -51,6 +51,20 @@ LOGIN_TRIES, LOGIN_SLOT = 8, 13  # the default login limit frees a slot every 12
 
 def tempo_gen(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_tempo_gen(project, *args, timeout=600)
+
+
+def _past_the_login_limit(send: Callable[[], Response]) -> Response:
+    """`send` a login request, waiting (bounded) for a slot while the proxy answers 429.
+
+    Every test logs in from the host's one address, so the proxy's login limit (5/minute,
+    5 at once) is shared by all of them: a 429 here is that limit working, and the client
+    waits for its next slot as a patient user would."""
+    for _ in range(LOGIN_TRIES):
+        reply = send()
+        if reply.status != 429:
+            break
+        time.sleep(LOGIN_SLOT)
+    return reply
 
 
 def profile_text(
@@ -207,18 +221,11 @@ class ComposeProject:
         return TempoClient(self.version, site, page_origin=f"https://{DOMAIN}")
 
     def login(self, browser: TempoClient, password: str = PASSWORD) -> int:
-        """Log `browser` in as the one account (registered first if Tempo has none yet); the status.
-
-        Every test signs in from the host's one address, so the proxy's login limit (5/minute,
-        5 at once) is shared by all of them: a 429 here is that limit working, and the browser
-        waits for its next slot (bounded) as a patient user would."""
+        """Log `browser` in as the one account (registered first if Tempo has none yet); the status."""
         if browser.request("GET", "/api/auth/registration-available").json()["registrationAvailable"]:
             assert browser.register(USER, PASSWORD).status == 200
-        for _ in range(LOGIN_TRIES):
-            reply = browser.send_json("POST", "/api/auth/login", {"username": USER, "password": password})
-            if reply.status != 429:
-                break
-            time.sleep(LOGIN_SLOT)
+        credentials = {"username": USER, "password": password}
+        reply = _past_the_login_limit(lambda: browser.send_json("POST", "/api/auth/login", credentials))
         if reply.status == 200:
             browser.cookie = reply.headers["set-cookie"].split(";", 1)[0]
         return reply.status
@@ -231,14 +238,7 @@ class ComposeProject:
 
     def tempo_gen(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """`tempo-gen ARGS PROFILE` on this project, `stdin` as its standard input."""
-        return subprocess.run(
-            [sys.executable, "-m", "tempo_gen", "--project", str(self.root), *args, str(self.profile)],
-            input=stdin,
-            env=tempo_gen_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return run_tempo_gen(self.root, *args, str(self.profile), timeout=600, stdin=stdin)
 
     def secret_values(self) -> dict[str, str]:
         folder = self.root / "secrets" / self.name
@@ -350,7 +350,7 @@ def test_from_outside_only_the_proxy_answers(stack: ComposeProject) -> None:
     world = stack.world
     assert world.connects(World.HOST, stack.http_port) and world.connects(World.HOST, stack.https_port)
     # Releases before 2.7 upload imports to port 5001 of the site: the proxy's import listener answers there.
-    import_port = release(stack.version).browser_imports == "import-port"
+    import_port = release(stack.version).import_port
     assert world.connects(World.HOST, IMPORT_PORT) == import_port
     for port in (22, 3000, 3004, 5432):
         assert not world.connects(World.HOST, port), f"the host answers on {port}"
@@ -514,7 +514,7 @@ def test_a_browser_imports_a_200_mb_export_through_the_proxy(stack: ComposeProje
     finally:
         browser.close()
     assert 429 not in result.statuses and 413 not in result.statuses, sorted(set(result.statuses))
-    if release(stack.version).browser_imports == "import-port":
+    if release(stack.version).import_port:
         # One cross-origin POST to the proxy's import listener, answered with the API's CORS permission.
         assert result.mode == "direct" and result.cors_allowed, result.final
         return
@@ -759,12 +759,12 @@ def test_the_access_log_reaches_the_host_and_feeds_the_login_filter(stack: Compo
     def ours() -> list[str]:
         return log.read_text().splitlines()[earlier:] if log.exists() else []
 
-    for _ in range(LOGIN_TRIES):  # the login limit is shared with every earlier test from this address
-        status, _, _ = stack.https("POST", path, json_body=body, cookie="authToken=SECRETCOOKIE")
-        if status != 429:
-            break
-        time.sleep(LOGIN_SLOT)
-    assert status == 401
+    browser = stack.browser()
+    browser.cookie = "authToken=SECRETCOOKIE"
+    try:
+        assert _past_the_login_limit(lambda: browser.send_json("POST", path, body)).status == 401
+    finally:
+        browser.close()
     assert stack.https("GET", "/api/auth/me?token=SECRETQUERY")[0] == 401  # a 401 from another endpoint
     wait_until(lambda: "/api/auth/me" in "\n".join(ours()), 10, "the access log on the host")
     assert not any(secret in log.read_text() for secret in secrets)

@@ -47,11 +47,14 @@ def tempo_gen_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def run_tempo_gen(project: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    """The real command in its own process, `env` added to its environment (a hang becomes a timeout
-    failure, not a stuck suite)."""
+def run_tempo_gen(
+    project: Path, *args: str, timeout: float = 60, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process, `stdin` its standard input and `env` added to its environment
+    (a hang becomes a timeout failure, not a stuck suite)."""
     return subprocess.run(
         [sys.executable, "-m", "tempo_gen", "--project", str(project), *args],
+        input=stdin,
         env=tempo_gen_env(**env),
         capture_output=True,
         text=True,
