@@ -215,7 +215,7 @@ def test_secrets_init_refuses_a_symlink_anywhere_in_an_absolute_secrets_dir(
 def test_secret_rotation_never_writes_through_a_symlinked_secrets_folder(demo: Path, victim: Path) -> None:
     """Rotation reads and replaces the secret files in the folder init made, through the same no-follow walk."""
     from tempo_gen.errors import UnsafeFile
-    from tempo_gen.ops.compose_project import ComposeProject
+    from tempo_gen.ops.running.compose import ComposeProject
     from tempo_gen.ops.secrets.rotation import rotate_db, rotate_jwt
     from tempo_gen.profile.loader import load_profile
 

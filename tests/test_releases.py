@@ -150,7 +150,7 @@ def test_reset_password_is_refused_before_anything_runs(
 
 
 def test_rotation_names_what_the_release_loses() -> None:
-    from tempo_gen.ops.tempo_api import restart_effects
+    from tempo_gen.ops.running.tempo_api import restart_effects
 
     newest, older = restart_effects(release("2.10.1"), "jwt"), restart_effects(release("2.9.0"), "jwt")
     assert any("intervals.icu" in effect for effect in newest)

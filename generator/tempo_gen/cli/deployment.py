@@ -68,8 +68,8 @@ def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None
 
     Says first what the deployed release loses; refuses while an import is in progress unless --force."""
     from tempo_gen.ops.audit_trail import audited
+    from tempo_gen.ops.running.tempo_api import import_in_progress, restart_effects, running_stack
     from tempo_gen.ops.secrets import secret_store
-    from tempo_gen.ops.tempo_api import import_in_progress, restart_effects, running_stack
 
     item = load_one(profile, root, "secret to rotate")
     bundle = (out or root / OUT_DIR) / item.profile.name
@@ -105,7 +105,7 @@ def admin_reset_password(root: Path, profile: str | None, username: str | None, 
     """Set a new password for a Tempo account; every session of it ends.
 
     The password is read from standard input (asked twice on a terminal), never from arguments."""
-    from tempo_gen.ops.tempo_api import reset_password, reset_password_command, running_stack
+    from tempo_gen.ops.running.tempo_api import reset_password, reset_password_command, running_stack
 
     item = load_one(profile, root, "account to reset")
     if sys.stdin.isatty():

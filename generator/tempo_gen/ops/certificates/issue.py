@@ -174,7 +174,7 @@ def _nginx() -> str:
 def start_proxy(site: NginxSite, log: Log) -> None:
     """Container: `docker compose up -d proxy` (and what it depends on). Host: nginx checked and reloaded."""
     if site.profile.proxy.placement == "container":
-        from tempo_gen.ops.compose_project import compose_command
+        from tempo_gen.ops.running.compose import compose_command
 
         compose_file = site.bundle / "compose.yaml"
         command = ["-p", site.profile.name, "-f", str(compose_file), "up", "-d", "--build", "--wait", "proxy"]
@@ -212,7 +212,7 @@ def _start_command(site: NginxSite) -> list[str]:
 
 
 def _compose(arguments: list[str]) -> subprocess.CompletedProcess[str]:
-    from tempo_gen.ops.compose_project import compose_command
+    from tempo_gen.ops.running.compose import compose_command
 
     return subprocess.run([*compose_command(), *arguments], capture_output=True, text=True, timeout=900, check=False)
 

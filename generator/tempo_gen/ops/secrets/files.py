@@ -227,7 +227,7 @@ class FileStore:
 
     def rotate(self, which: str) -> list[str]:
         # rotation.py builds on this module's file helpers: imported here, not at the top.
-        from tempo_gen.ops.compose_project import ComposeProject
+        from tempo_gen.ops.running.compose import ComposeProject
         from tempo_gen.ops.secrets.rotation import rotate_db, rotate_jwt
 
         secret = secret_to_rotate(which)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from tempo_gen.errors import DeploymentError
 from tempo_gen.models.profile import Profile
-from tempo_gen.ops.compose_project import ComposeProject
+from tempo_gen.ops.running.compose import ComposeProject
+from tempo_gen.ops.running.stack import RunningStack
 from tempo_gen.ops.secrets.files import existing_secrets_folder, ownership, read_secret, secrets_dir, write_secret
 from tempo_gen.ops.secrets.values import new_value
-from tempo_gen.ops.stack import RunningStack
 from tempo_gen.safe_fs import lexists_at
 
 SCRAM_ITERATIONS = 4096

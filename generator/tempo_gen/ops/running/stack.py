@@ -1,7 +1,7 @@
 """What a running stack offers whichever way it is deployed: its services' containers, exec into them, health.
 
-ComposeProject (ops/compose_project.py) finds a service's container by the Compose
-labels, SwarmProject (ops/secrets/swarm.py) by the service's running task; the
+ComposeProject (compose.py) finds a service's container by the Compose
+labels, SwarmProject (swarm.py) by the service's running task; the
 rest is the same and lives here once.
 """
 
@@ -49,8 +49,9 @@ class RunningStack(ABC):
     def exec_with_stdin(self, service: str, command: list[str], stdin: str, timeout: float = 60) -> tuple[int, str]:
         """Run `command` in the service's container feeding `stdin`: nothing sensitive goes in arguments
         or environment, which `docker inspect` of the exec would show."""
-        api = self.client.api
-        exec_id = api.exec_create(self.container(service).id, command, stdin=True, stdout=True, stderr=True)["Id"]
+        container = self.container(service)
+        api = (container.client or self.client).api  # the engine that runs it: on a cluster, not always ours
+        exec_id = api.exec_create(container.id, command, stdin=True, stdout=True, stderr=True)["Id"]
         stream = api.exec_start(exec_id, socket=True)
         raw = cast("socket.socket", getattr(stream, "_sock", stream))  # the SDK's socket wrapper, or a socket
         raw.settimeout(timeout)

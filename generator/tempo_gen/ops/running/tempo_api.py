@@ -16,7 +16,7 @@ from tempo_gen.policy.ports import MEDIA_ROOT
 from tempo_gen.policy.releases import IMPORT_IDLE_MINUTES, IMPORT_STAGING, Release, first_with
 
 if TYPE_CHECKING:
-    from tempo_gen.ops.stack import RunningStack
+    from tempo_gen.ops.running.stack import RunningStack
     from tempo_gen.profile.loader import LoadedProfile
 
 ENTRYPOINT = "tempo-api-entrypoint"
@@ -26,13 +26,13 @@ RESET_TIMEOUT = 120  # seconds: the command builds Tempo's whole host before it 
 
 def running_stack(loaded: LoadedProfile, bundle: Path) -> RunningStack:
     """The deployment's running stack, however it is deployed."""
-    from tempo_gen.ops.stack import docker_client
+    from tempo_gen.ops.running.stack import docker_client
 
     if loaded.profile.deploy.mode == "swarm":
-        from tempo_gen.ops.secrets.swarm import SwarmProject
+        from tempo_gen.ops.running.swarm import SwarmProject
 
         return SwarmProject(loaded.profile, docker_client())
-    from tempo_gen.ops.compose_project import ComposeProject
+    from tempo_gen.ops.running.compose import ComposeProject
 
     return ComposeProject(loaded.profile.name, bundle)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tempo_gen.errors import DeploymentError
-from tempo_gen.ops.stack import RunningStack, docker_client
+from tempo_gen.ops.running.stack import RunningStack, docker_client
 
 if TYPE_CHECKING:
     from docker import DockerClient
