@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tempo_gen.models.backup import Backup
 from tempo_gen.models.base import Domain, RuleViolations, Slug, StrictModel, Violation, image_parts
 from tempo_gen.models.containers import Containers
 from tempo_gen.models.firewall import Firewall
@@ -109,6 +110,7 @@ class Profile(StrictModel):
     secrets: Secrets = Secrets()
     firewall: Firewall = Firewall()
     monitoring: Monitoring = Monitoring()
+    backup: Backup = Backup()
 
     @property
     def origin(self) -> str:
