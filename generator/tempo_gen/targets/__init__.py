@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from tempo_gen.bundle.files import Bundle
-from tempo_gen.targets import compose, firewall, monitoring, nginx, tempo_images, traefik
+from tempo_gen.targets import compose, nginx, tempo_images, traefik
 from tempo_gen.targets.base import TargetInput
+from tempo_gen.targets.host import firewall, monitoring
 
 TARGETS = (compose, tempo_images, nginx, traefik, firewall, monitoring)
 
