@@ -28,6 +28,7 @@ from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored, misplaced_secrets_dir
 from tempo_gen.reports.audit import checklist, weakenings
+from tempo_gen.reports.backup_status import backup_checks
 from tempo_gen.reports.drift import check_bundle
 from tempo_gen.reports.schema import (
     json_schema,
@@ -183,7 +184,12 @@ def schema(markdown: bool) -> None:
 @main.command()
 @click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--strict", is_flag=True, help="Exit 1 when a profile weakens any default or misses a checklist item.")
-@click.option("--live", is_flag=True, help="Also ask each running site for its certificate (overdue under 14 days).")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Also ask each running site for its certificate (overdue under 14 days), and check the age of the last "
+    "backup and of the last successful restore drill.",
+)
 @click.pass_obj
 def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> None:
     """Report what PROFILES weaken and the checklist of Tempo's security guide."""
@@ -202,6 +208,10 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> No
             for line in certificate_findings(item.profile):
                 failed = True
                 click.echo(terminal_safe(f"  {line}"))
+        if live:
+            for check in backup_checks(item.profile):
+                failed |= not check.ok
+                click.echo(terminal_safe(f"  {check.line()}"))
     if strict and failed:
         sys.exit(1)
 

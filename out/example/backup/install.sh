@@ -17,7 +17,7 @@ self=$(readlink -f "$0")
 here=${self%/*}
 project=$(cd "$here/../../.." && pwd -P)
 name=${self##*/}
-units=(tempo-gen-example-backup.service tempo-gen-example-backup.timer tempo-gen-example-backup-drill.service tempo-gen-example-backup-drill.timer tempo-gen-example-alert@.service)
+set -- tempo-gen-example-backup.service tempo-gen-example-backup.timer tempo-gen-example-backup-drill.service tempo-gen-example-backup-drill.timer tempo-gen-example-alert@.service
 
 if [ ! -x /usr/local/bin/tempo-gen ]; then
 	echo "$name: /usr/local/bin/tempo-gen is missing: install tempo-gen there (or link it)" >&2
@@ -38,10 +38,10 @@ install -d -m 0700 /var/backups/tempo-gen/example
 install -d -m 0700 /etc/tempo-gen/example
 install -m 0700 "$here/alert.sh" /etc/tempo-gen/example/alert.sh
 # Checked before any unit is replaced: a unit systemd would refuse changes nothing.
-for unit in "${units[@]}"; do
+for unit in "$@"; do
 	systemd-analyze verify "$here/$unit"
 done
-for unit in "${units[@]}"; do
+for unit in "$@"; do
 	install -m 0644 "$here/$unit" "/etc/systemd/system/$unit"
 done
 for service in tempo-gen-example-backup.service tempo-gen-example-backup-drill.service; do
