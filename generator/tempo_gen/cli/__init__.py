@@ -28,7 +28,6 @@ from tempo_gen.models.tempo import Tempo
 from tempo_gen.profile.loader import LoadedProfile, load_profile
 from tempo_gen.project import OUT_DIR, PROFILE_DIR, discover_profiles, ensure_ignored, misplaced_secrets_dir
 from tempo_gen.reports.audit import checklist, weakenings
-from tempo_gen.reports.backup_status import backup_checks
 from tempo_gen.reports.drift import check_bundle
 from tempo_gen.reports.schema import (
     json_schema,
@@ -209,6 +208,8 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> No
                 failed = True
                 click.echo(terminal_safe(f"  {line}"))
         if live:
+            from tempo_gen.reports.backup_status import backup_checks
+
             for check in backup_checks(item.profile):
                 failed |= not check.ok
                 click.echo(terminal_safe(f"  {check.line()}"))

@@ -170,12 +170,10 @@ def snapshots(offsite: Offsite, *, initialise: bool = False) -> list[Snapshot]:
 def copy(offsite: Offsite, folder: Path, name: str) -> Snapshot:
     """Copy backup `name` of `folder` (verified by the caller) into the repository, initialising it on first
     use; a backup copied before is not copied again."""
-    index = read_index(folder, name)
+    index = read_index(folder, name)  # also refuses a symlink at the backup's name
     for existing in snapshots(offsite, initialise=True):
         if existing.backup == name:
             return existing
-    with open_dir_beneath(folder, (name,), follow_root=False):  # refuses a symlink at the backup's name
-        pass
     created = index.created.astimezone(UTC)
     done = restic(
         offsite,
