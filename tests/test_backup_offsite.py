@@ -17,7 +17,7 @@ from support.sshd import sftp_server
 from tempo_gen.errors import DeploymentError, UnsafeFile
 from tempo_gen.models.backup import Retention
 from tempo_gen.ops.backup.layout import INDEX, PARTS, Index, backup_name, backup_names
-from tempo_gen.ops.backup.offsite import Offsite, check, copy, forget, restore_copy, snapshots
+from tempo_gen.ops.backup.offsite import Offsite, check, copy, forget, restic, restore_copy, snapshots
 from tempo_gen.ops.backup.retention import Backup, decide
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -144,8 +144,17 @@ def test_backups_of_another_deployment_in_the_same_repository_are_not_counted(lo
     other = Offsite(local.repository, local.password_file, "other")
     copy(other, folder, write_backup(folder, NOW - timedelta(days=5)).name)
     copy(local, folder, write_backup(folder, NOW).name)
+    # A snapshot under this deployment's host and tag that tempo-gen did not make is no copy: never forgotten.
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes").write_text("by hand")
+    foreign = ("--host", local.host, "--tag", "tempo-gen", "--tag", "backup:../../etc")
+    restic(local, "backup", *foreign, "notes", cwd=stray)
     assert forget(local, Retention(daily=1, weekly=0, monthly=0), NOW) == []
+    assert [s.backup for s in snapshots(local)] == [backup_name(NOW)]
     assert [s.backup for s in snapshots(other)] == [backup_name(NOW - timedelta(days=5))]
+    listed = restic(local, "snapshots", "--json", "--host", local.host).stdout
+    assert b"backup:../../etc" in listed
 
 
 def _secret_in_processes(secret: bytes, seen: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Collection, Iterator
@@ -41,6 +42,7 @@ _NOT_INITIALISED = "unable to open config file"
 COPY_TIMEOUT = 6 * 3600
 SHORT_TIMEOUT = 3600
 _FILES = (INDEX, *PARTS)
+_BACKUP_NAME = re.compile(r"\d{8}T\d{6}Z")
 
 
 @dataclass(frozen=True)
@@ -157,14 +159,27 @@ def snapshots(offsite: Offsite, *, initialise: bool = False) -> list[Snapshot]:
             raise DeploymentError(f"restic cannot open {offsite.repository}: {_last_words(done.stderr)}")
         restic(offsite, "init")
         return []
-    found = []
-    for entry in json.loads(done.stdout or b"[]"):
-        tags = dict(tag.split(":", 1) for tag in entry.get("tags", []) if ":" in tag)
-        if "backup" in tags:
-            created = datetime.fromisoformat(entry["time"]).astimezone(UTC)
-            folder = str(PurePosixPath(entry["paths"][0]).parent)  # the paths are the backup's files
-            found.append(Snapshot(entry["short_id"], tags["backup"], created, tags.get("kind", ""), folder))
+    try:
+        entries = json.loads(done.stdout or b"[]")
+    except ValueError:
+        raise DeploymentError(f"restic listed the snapshots of {offsite.repository} in no JSON it knows") from None
+    found = [snapshot for entry in entries if (snapshot := _snapshot(entry)) is not None]
     return sorted(found, key=lambda s: (s.created, s.backup), reverse=True)
+
+
+def _snapshot(entry: object) -> Snapshot | None:
+    """One entry of `restic snapshots --json` as a copy of a backup; None for anything tempo-gen did not make."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        tags = dict(tag.split(":", 1) for tag in entry.get("tags") or [] if ":" in tag)
+        if not _BACKUP_NAME.fullmatch(tags.get("backup", "")):
+            return None
+        created = datetime.fromisoformat(entry["time"]).astimezone(UTC)
+        folder = str(PurePosixPath(entry["paths"][0]).parent)  # the paths are the backup's files
+        return Snapshot(str(entry["short_id"]), tags["backup"], created, tags.get("kind", ""), folder)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def copy(offsite: Offsite, folder: Path, name: str) -> Snapshot:
@@ -204,7 +219,8 @@ def forget(offsite: Offsite, retention: Retention, now: datetime, *, keep: Colle
 def check(offsite: Offsite, read_data_subset: str | None = None) -> None:
     """`restic check`: the repository's structure, and with `read_data_subset` (e.g. "1/7", "10%") that share
     of the data read back and verified."""
-    restic(offsite, "check", *([f"--read-data-subset={read_data_subset}"] if read_data_subset else []))
+    subset = [f"--read-data-subset={read_data_subset}"] if read_data_subset else []
+    restic(offsite, "check", *subset, timeout=COPY_TIMEOUT if subset else SHORT_TIMEOUT)
 
 
 def restore_copy(offsite: Offsite, name: str, into: Path) -> Path:
