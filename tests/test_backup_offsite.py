@@ -13,11 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from support.proxy import dev_profile
 from support.sshd import sftp_server
 from tempo_gen.errors import DeploymentError, UnsafeFile
 from tempo_gen.models.backup import Retention
 from tempo_gen.ops.backup.layout import INDEX, PARTS, Index, backup_name, backup_names
-from tempo_gen.ops.backup.offsite import Offsite, check, copy, forget, restic, restore_copy, snapshots
+from tempo_gen.ops.backup.offsite import (
+    Offsite,
+    after_verified_backup,
+    check,
+    copy,
+    forget,
+    restic,
+    restore_copy,
+    snapshots,
+)
 from tempo_gen.ops.backup.retention import Backup, decide
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -216,3 +226,28 @@ def test_an_sftp_copy_over_real_sshd_restores_and_the_password_is_in_no_argv_or_
     same_files(original, restored)
     check(sftp)
     assert backup_names(tmp_path / "restored") == [original.name]
+
+
+def test_after_a_verified_backup_the_folder_is_pruned_and_the_copies_follow(
+    tmp_path: Path, password: tuple[Path, str]
+) -> None:
+    folder, repository = tmp_path / "backups", tmp_path / "repo"
+    backup = {
+        "dir": str(folder),
+        "recipients": ["age1az7lh68m9mwua556c0yvyadw8qz6lzawfmlgndy54jysurcgyqqqgqkz08"],
+        "retention": {"daily": 1, "weekly": 0, "monthly": 0},
+        "restic": {"repository": str(repository), "password_file": str(password[0])},
+    }
+    profile = dev_profile("nginx", backup=backup)
+    write_backup(folder, NOW - timedelta(days=2))
+    first = write_backup(folder, NOW).name
+    lines = after_verified_backup(profile, first, NOW)
+    assert lines[0] == "retention: kept 1, removed 1"
+    assert lines[1].startswith(f"restic: {first} as snapshot ") and lines[1].endswith(", 0 old copies forgotten")
+    later = NOW + timedelta(days=1)
+    second = write_backup(folder, later).name
+    assert after_verified_backup(profile, second, later)[1].endswith(", 1 old copies forgotten")
+    local = Offsite(str(repository), password[0], profile.name)
+    assert backup_names(folder) == [second] and [s.backup for s in snapshots(local)] == [second]
+    plain = dev_profile("nginx", backup={**backup, "restic": None})
+    assert after_verified_backup(plain, second, later) == ["retention: kept 1, removed 0"]

@@ -32,7 +32,7 @@ from tempo_gen.errors import DeploymentError, UnsafeFile, terminal_safe
 from tempo_gen.models.backup import Retention
 from tempo_gen.models.profile import Profile
 from tempo_gen.ops.backup.layout import INDEX, PARTS, read_index
-from tempo_gen.ops.backup.retention import Backup, decide
+from tempo_gen.ops.backup.retention import Backup, decide, prune
 from tempo_gen.safe_fs import kind_of, open_dir_beneath
 
 TAG = "tempo-gen"
@@ -251,3 +251,19 @@ def _make_private(dir_fd: int, file: str, shown: Path) -> None:
         os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def after_verified_backup(profile: Profile, name: str, now: datetime) -> list[str]:
+    """What `tempo-gen backup` does once backup `name` verified, one log fragment per step: prune the folder
+    by the profile's retention (keeping `name`), copy `name` off the host and forget the copies retention
+    drops. The prune goes first (local, and `name` is safe); a failed copy raises before any copy is
+    forgotten, so the repository never loses what it had."""
+    folder = Path(profile.backup.folder(profile.name))
+    retention = profile.backup.retention
+    done = [prune(folder, retention, now, keep={name}).summary()]
+    offsite = Offsite.for_profile(profile)
+    if offsite is not None:
+        made = copy(offsite, folder, name)
+        forgotten = forget(offsite, retention, now, keep={name})
+        done.append(f"restic: {name} as snapshot {made.id}, {len(forgotten)} old copies forgotten")
+    return done
