@@ -213,9 +213,16 @@ def test_an_interrupted_prune_leaves_no_backup_lookalike_and_the_next_run_finish
     write_backup(folder, NOW)
     # What a prune killed between its rename and the end of the removal leaves behind.
     leftover = write_backup(folder, NOW - timedelta(days=1)).rename(folder / f".{backup_name(NOW)}.pruning")
+    # ... or a symlink swapped in for a backup between the listing and the rename.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "file").write_text("keep me")
+    planted = folder / f".{backup_name(NOW - timedelta(days=2))}.pruning"
+    planted.symlink_to(outside)
     assert backup_names(folder) == [backup_name(NOW)]
     prune(folder, Retention(), NOW)
-    assert not leftover.exists()
+    assert not leftover.exists() and not os.path.lexists(planted)
+    assert (outside / "file").read_text() == "keep me"
 
 
 def test_the_caller_keeps_the_backup_it_just_verified(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -150,7 +151,11 @@ def prune(folder: Path, retention: Retention, now: datetime, *, keep: Collection
 
 
 def _remove(dir_fd: int, name: str, folder: Path) -> None:
+    """Remove `name`: a folder with all it holds, anything else (a symlink swapped in) by unlinking it alone."""
     try:
+        if not stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+            return
         remove_tree_at(dir_fd, name, folder / name)
     except FileNotFoundError:
         pass
