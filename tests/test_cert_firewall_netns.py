@@ -28,7 +28,8 @@ from support.engine import unavailable
 from support.pebble import require_tools, running_pebble
 from support.project import REPO
 from support.proxy import DOMAIN, target_input_for
-from tempo_gen.targets import firewall, nginx
+from tempo_gen.targets import nginx
+from tempo_gen.targets.host import firewall
 
 pytestmark = [pytest.mark.netns, pytest.mark.acme, nginx_support.needs_nginx]
 

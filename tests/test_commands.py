@@ -155,7 +155,14 @@ def test_audit_of_the_secure_default_has_only_the_pinning_finding(cli: RunCli, p
         "  weakened  tempo.allow_unpinned: images not pinned by digest: api, frontend, postgres, proxy"
         " (run `tempo-gen lock`)"
     ]
-    assert "MISSING" not in result.output
+    # Backups need the owner's age public key: no default can supply it.
+    assert [line for line in result.output.splitlines() if "MISSING" in line] == [
+        "  MISSING   Backups encrypted, stored securely and restore-tested: backup.recipients is empty: "
+        "backups cannot run (they are encrypted to these age keys)"
+    ]
+    recipient = "age1az7lh68m9mwua556c0yvyadw8qz6lzawfmlgndy54jysurcgyqqqgqkz08"
+    (project / "profiles" / "demo.yaml").write_text(VALID_PROFILE + f"backup:\n  recipients: [{recipient}]\n")
+    assert "MISSING" not in cli("audit").output
 
 
 def test_init_asks_on_a_terminal(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

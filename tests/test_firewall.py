@@ -23,8 +23,8 @@ from tempo_gen.cli import main
 from tempo_gen.errors import ProfileError
 from tempo_gen.models.profile import Profile
 from tempo_gen.profile.loader import load_profile
-from tempo_gen.targets import firewall
 from tempo_gen.targets.base import TargetInput
+from tempo_gen.targets.host import firewall
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = """\

@@ -31,8 +31,8 @@ import pytest
 from support.engine import unavailable
 from support.wait import wait_until
 from tempo_gen.models.profile import Profile
-from tempo_gen.targets import firewall, monitoring
 from tempo_gen.targets.base import TargetInput
+from tempo_gen.targets.host import firewall, monitoring
 
 if TYPE_CHECKING:
     from support.engine import EngineRecord

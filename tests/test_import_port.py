@@ -24,7 +24,8 @@ from tempo_gen.policy.placement import site_headers
 from tempo_gen.policy.ports import API_PORT, HOST_API_PORT, IMPORT_PORT
 from tempo_gen.policy.routes import import_origin, import_port_route
 from tempo_gen.reports.audit import weakenings
-from tempo_gen.targets import compose, firewall, nginx, traefik
+from tempo_gen.targets import compose, nginx, traefik
+from tempo_gen.targets.host import firewall
 
 LEGACY = ("2.1.0", "2.4.0", "2.6.0")
 SITE = "proxy/nginx/sites-available/tempo.test.conf"

@@ -13,7 +13,7 @@ from support.project import VALID_PROFILE, RunCli
 from support.proxy import dev_profile, target_input_for
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy.access_log import SCANNER_PATHS
-from tempo_gen.targets import monitoring
+from tempo_gen.targets.host import monitoring
 
 
 def rendered(kind: str = "nginx", **overlay: Any) -> dict[str, str]:

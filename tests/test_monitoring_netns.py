@@ -34,7 +34,7 @@ from support.proxy import DOMAIN, dev_profile, target_input_for
 from support.wait import wait_until
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy.access_log import NGINX_FIELDS, TRAEFIK_FIELDS, Fields
-from tempo_gen.targets import firewall, monitoring
+from tempo_gen.targets.host import firewall, monitoring
 
 pytestmark = pytest.mark.netns
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -222,3 +223,15 @@ def stage_beside(
         os.unlink(staged, dir_fd=dir_fd)
     write_new(staged, data, mode, dir_fd=dir_fd, owner=owner, sync=True)
     return staged
+
+
+def remove_tree_at(dir_fd: int, name: str, shown: Path) -> None:
+    """Remove folder `name` of the open folder `dir_fd` with everything in it, never following a symlink:
+    a symlink inside is unlinked, not its target. shutil.rmtree walks through descriptors on Linux
+    (avoids_symlink_attacks), so a folder swapped for a symlink mid-walk is refused, not entered."""
+    if not shutil.rmtree.avoids_symlink_attacks:  # pragma: no cover - only platforms without openat()
+        raise UnsafeFile(shown, "this platform cannot remove a folder without following symlinks")
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeFile(shown, f"is {kind_of(info.st_mode)}, not a folder; refusing to remove it")
+    shutil.rmtree(name, dir_fd=dir_fd)

@@ -34,7 +34,8 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy.access_log import CONTAINER_LOG_DIR
 from tempo_gen.policy.ports import API_PORT, FRONTEND_PORT
-from tempo_gen.targets import monitoring, nginx
+from tempo_gen.targets import nginx
+from tempo_gen.targets.host import monitoring
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 

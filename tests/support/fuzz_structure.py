@@ -177,6 +177,12 @@ _VALID: dict[str, tuple[str, Mapping[str, Any]]] = {
     "monitoring.access_log.dir": ("/srv/tempo-logs", {}),
     "monitoring.access_log.max_size": ("100m", {}),
     "monitoring.alert": ("https://hooks.example.org/tempo", {}),
+    "backup.dir": ("/srv/tempo-backups", {}),
+    "backup.recipients.0": ("age1az7lh68m9mwua556c0yvyadw8qz6lzawfmlgndy54jysurcgyqqqgqkz08", {}),
+    "backup.restic.repository": ("/mnt/offsite/restic", {"backup": {"restic": {"password_file": "/etc/pw"}}}),
+    "backup.restic.password_file": ("/etc/pw", {"backup": {"restic": {"repository": "/mnt/offsite/restic"}}}),
+    "backup.schedule": ("*-*-* 03:15:00", {}),
+    "backup.drill_schedule": ("Sun *-*-* 04:30:00", {}),
 }
 
 # Fields whose output differs enough between proxies to be fuzzed on more than one base profile.
@@ -439,6 +445,9 @@ def file_structure(path: PurePosixPath, text: str, norm: Normalizer) -> dict[str
         shape["logrotate_head"] = [len(words[0]), words[0][-1]]
         words = words[1:]
     shape["first_words"] = [norm(line[0]) for line in words]
+    if name.endswith((".service", ".timer")):
+        # systemd splits a line at its first `=`: the key is the structure, the rest one value.
+        shape["first_words"] = [norm(line.split("=", 1)[0]) for line in lines if line.strip() and _not_comment(line)]
     if name.endswith(".json"):
         shape["json"] = _key_paths(json.loads(text), (), norm)
     elif name.endswith(".conf") and "nginx" in path.parts:

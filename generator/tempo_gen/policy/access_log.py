@@ -2,7 +2,7 @@
 
 One JSON object per request. nginx writes the keys of NGINX_FIELDS in that
 order; Traefik's JSON formatter writes its own field names, sorted. The
-fail2ban filters (targets/monitoring.py) are built from the same names, so a
+fail2ban filters (targets/host/monitoring.py) are built from the same names, so a
 proxy and its filter cannot disagree.
 """
 

@@ -241,6 +241,7 @@ def checklist(profile: Profile) -> list[ChecklistItem]:
             f"{profile.proxy.kind} ({profile.proxy.placement})" if proxied else "proxy.kind is none",
         ),
         _monitoring_item(profile),
+        _backup_item(profile),
         ChecklistItem(
             "Security headers added",
             proxied,
@@ -267,4 +268,23 @@ def _monitoring_item(profile: Profile) -> ChecklistItem:
         f"fail2ban bans at the firewall after {bans.login_failures} failed logins, {bans.rate_limited} 429s or "
         f"{bans.scanner_hits} scanner requests in {bans.find_time} s, for {bans.ban_time} s; "
         f"audit trail audit/{profile.name}.jsonl; {alerts}",
+    )
+
+
+def _backup_item(profile: Profile) -> ChecklistItem:
+    """The guide's "encrypt backup files, store them securely, limit access, test restore procedures"."""
+    backup = profile.backup
+    item = "Backups encrypted, stored securely and restore-tested"
+    if not backup.recipients:
+        return ChecklistItem(
+            item, False, "backup.recipients is empty: backups cannot run (they are encrypted to these age keys)"
+        )
+    retention = backup.retention
+    offsite = f"copied to restic at {backup.restic.repository}" if backup.restic else "no off-host copy (backup.restic)"
+    return ChecklistItem(
+        item,
+        True,
+        f"age to {len(backup.recipients)} recipient(s) into {backup.folder(profile.name)} (0700, root) at "
+        f"{backup.schedule!r}, keeping {retention.daily} daily, {retention.weekly} weekly, {retention.monthly} "
+        f"monthly; {offsite}; restore drill at {backup.drill_schedule!r} (backup/ timers)",
     )

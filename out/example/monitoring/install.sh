@@ -19,6 +19,7 @@ if [ ! -e /var/log/tempo-gen/example/access.json ]; then
 fi
 install -d -m 0755 /etc/tempo-gen/monitoring
 install -m 0644 "$here/bans.nft" /etc/tempo-gen/monitoring/bans.nft
+install -m 0755 "$here/alert.sh" /etc/tempo-gen/monitoring/alert.sh
 nft -f /etc/tempo-gen/monitoring/bans.nft
 install -m 0644 "$here/logrotate" /etc/logrotate.d/tempo-gen-example
 for kind in jail.d filter.d action.d; do

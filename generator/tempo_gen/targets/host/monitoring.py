@@ -18,7 +18,7 @@ from tempo_gen.models.base import size_bytes
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy import access_log
 from tempo_gen.targets.base import TargetInput
-from tempo_gen.targets.firewall import Sources
+from tempo_gen.targets.host.firewall import Sources
 
 INSTALL_DIR = "/etc/tempo-gen/monitoring"
 """Where install.sh copies bans.nft; fail2ban's action loads it from there."""
@@ -90,26 +90,26 @@ def files_for(target_input: TargetInput, runtime: Runtime | None = None) -> list
         "host_nginx": profile.proxy.kind == "nginx" and not container,
     }
     files = [
-        target_input.file("monitoring/bans.nft", "monitoring/bans.nft.j2", values),
-        target_input.file("monitoring/logrotate", "monitoring/logrotate.j2", values),
-        target_input.file("monitoring/install.sh", "monitoring/install.sh.j2", values, mode=0o755),
+        target_input.file("monitoring/bans.nft", "host/monitoring/bans.nft.j2", values),
+        target_input.file("monitoring/logrotate", "host/monitoring/logrotate.j2", values),
+        target_input.file("monitoring/install.sh", "host/monitoring/install.sh.j2", values, mode=0o755),
     ]
     if monitoring.alert:
-        files.append(target_input.file("monitoring/alert.sh", "monitoring/alert.sh.j2", values, mode=0o755))
+        files.append(target_input.file("monitoring/alert.sh", "host/monitoring/alert.sh.j2", values, mode=0o755))
     if values["host_nginx"]:
-        files.append(target_input.file("monitoring/nginx-utc.conf", "monitoring/nginx-utc.conf.j2", values))
+        files.append(target_input.file("monitoring/nginx-utc.conf", "host/monitoring/nginx-utc.conf.j2", values))
     if monitoring.bans.enabled:
         files.append(
-            target_input.file(f"monitoring/fail2ban/jail.d/{prefix}.local", "monitoring/jail.local.j2", values)
+            target_input.file(f"monitoring/fail2ban/jail.d/{prefix}.local", "host/monitoring/jail.local.j2", values)
         )
         files.append(
-            target_input.file(f"monitoring/fail2ban/action.d/{prefix}.conf", "monitoring/action.conf.j2", values)
+            target_input.file(f"monitoring/fail2ban/action.d/{prefix}.conf", "host/monitoring/action.conf.j2", values)
         )
         for jail in JAILS:
             files.append(
                 target_input.file(
                     f"monitoring/fail2ban/filter.d/{prefix}-{jail}.conf",
-                    "monitoring/filter.conf.j2",
+                    "host/monitoring/filter.conf.j2",
                     {**values, "jail": jail},
                 )
             )

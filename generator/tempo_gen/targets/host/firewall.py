@@ -136,16 +136,16 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
         "install_dir": INSTALL_DIR,
     }
     return [
-        target_input.file("firewall/nftables.conf", "firewall/nftables.conf.j2", values),
-        target_input.file("firewall/apply.sh", "firewall/apply.sh.j2", values, mode=0o755),
+        target_input.file("firewall/nftables.conf", "host/firewall/nftables.conf.j2", values),
+        target_input.file("firewall/apply.sh", "host/firewall/apply.sh.j2", values, mode=0o755),
         # One template, one file per IP family: iptables-restore and ip6tables-restore read separate input.
-        target_input.file("firewall/docker-user.rules", "firewall/docker-user.rules.j2", {**values, "family": 4}),
-        target_input.file("firewall/docker-user6.rules", "firewall/docker-user.rules.j2", {**values, "family": 6}),
-        target_input.file("firewall/docker-user.sh", "firewall/docker-user.sh.j2", values, mode=0o755),
+        target_input.file("firewall/docker-user.rules", "host/firewall/docker-user.rules.j2", {**values, "family": 4}),
+        target_input.file("firewall/docker-user6.rules", "host/firewall/docker-user.rules.j2", {**values, "family": 6}),
+        target_input.file("firewall/docker-user.sh", "host/firewall/docker-user.sh.j2", values, mode=0o755),
         target_input.file(
-            "firewall/tempo-gen-docker-user.service", "firewall/tempo-gen-docker-user.service.j2", values
+            "firewall/tempo-gen-docker-user.service", "host/firewall/tempo-gen-docker-user.service.j2", values
         ),
-        target_input.file("firewall/ufw/after.rules", "firewall/ufw/after.rules.j2", {**values, "family": 4}),
-        target_input.file("firewall/ufw/after6.rules", "firewall/ufw/after.rules.j2", {**values, "family": 6}),
-        target_input.file("firewall/ufw/setup.sh", "firewall/ufw/setup.sh.j2", values, mode=0o755),
+        target_input.file("firewall/ufw/after.rules", "host/firewall/ufw/after.rules.j2", {**values, "family": 4}),
+        target_input.file("firewall/ufw/after6.rules", "host/firewall/ufw/after.rules.j2", {**values, "family": 6}),
+        target_input.file("firewall/ufw/setup.sh", "host/firewall/ufw/setup.sh.j2", values, mode=0o755),
     ]
