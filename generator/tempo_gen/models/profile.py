@@ -217,7 +217,9 @@ class Profile(StrictModel):
     def _swarm_rules(self) -> list[Violation]:
         """Swarm publishes on every interface and keeps secrets in the swarm: say so, or refuse."""
         if self.deploy.mode != "swarm":
-            return []
+            return [(("deploy", "nodes"), "nodes are a Swarm's: deploy.nodes needs deploy.mode: swarm")] * bool(
+                self.deploy.nodes
+            )
         violations: list[Violation] = []
         if self.proxy.kind == "none" or self.proxy.placement != "container":
             violations.append(
