@@ -29,9 +29,10 @@ from docker.models.containers import Container
 
 from support.engine import PrerequisiteMissing, unavailable
 from support.project import run_tempo_gen
-from support.swarm_cluster import ADDRESSES, PREFIX, Cluster, Node, three_node_swarm
+from support.swarm_cluster import ADDRESSES, PREFIX, Cluster, Node, esp_missing, three_node_swarm
 from support.tls_client import https_request
 from support.wait import wait_until
+from tempo_gen.errors import DeploymentError
 from tempo_gen.ops.running.swarm import SwarmProject
 from tempo_gen.profile.loader import load_profile
 
@@ -49,13 +50,6 @@ PSQL_CHECK = (
     "IFS= read -r PGPASSWORD; export PGPASSWORD; psql -X -tA --host=127.0.0.1 "
     '--username="$POSTGRES_USER" --dbname="$POSTGRES_DB" -c "select 1"'
 )
-
-
-def esp_supported() -> bool:
-    """The kernel's ESP (IPsec) transform, which encrypted overlays need; without it they drop all traffic."""
-    modules = Path("/proc/modules").read_text() if Path("/proc/modules").exists() else ""
-    crypto = Path("/proc/crypto").read_text() if Path("/proc/crypto").exists() else ""
-    return ("esp4" in modules or "xfrm" in modules) and "gcm(aes)" in crypto
 
 
 def profile_text(tls: Path, images: dict[str, str]) -> str:
@@ -195,8 +189,6 @@ def deployed(
         node_image = build_role("node", docker_client)
     except PrerequisiteMissing as exc:
         unavailable(str(exc))
-    if not esp_supported():
-        print("no ESP/GCM in this kernel: encrypted overlays would drop traffic; the stack uses none")
     root = tmp_path_factory.mktemp("multinode")
     (root / "profiles").mkdir()
     ca = trustme.CA()
@@ -256,6 +248,7 @@ def test_services_run_where_the_profile_places_them(deployed: Deployment) -> Non
     assert labels[f"{PREFIX}-worker1"] == {f"org.tempo-gen.{NAME}.postgres": "true"}
     assert labels[f"{PREFIX}-worker2"] == {f"org.tempo-gen.{NAME}.edge": "true"}
     assert labels[f"{PREFIX}-manager"] == {}
+    assert "labels set" not in deployed.tempo_gen("swarm", "prepare"), "a second prepare changes nothing"
     # Nothing but the images was put on the nodes: the proxy's files came as Swarm configs and secrets.
     key = deployed.root / "tls" / "privkey.pem"
     code, out = deployed.exec("proxy", "stat", "-c", "%u %a", "/etc/nginx/nginx.conf", str(key))
@@ -333,6 +326,21 @@ def test_both_secrets_rotate_while_the_api_runs_on_a_worker(deployed: Deployment
 
 def test_a_replaced_proxy_keeps_serving_from_its_edge_node(deployed: Deployment) -> None:
     before = deployed.container("proxy").id
+
+    def proxy_healthy() -> bool:
+        """The proxy task's own health check, run now (False while Swarm replaces the task)."""
+        try:
+            return deployed.exec("proxy", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8081/healthz")[0] == 0
+        except (DeploymentError, docker.errors.APIError):  # no running task, or it stopped meanwhile
+            return False
+
+    assert proxy_healthy()
+    # Without a frontend to reach, the proxy reports unhealthy, so Swarm would replace a proxy that lost it.
+    scale = ["docker", "-H", deployed.cluster.manager.url, "service", "scale", "--detach"]
+    assert subprocess.run([*scale, f"{NAME}_frontend=0"], capture_output=True, timeout=120).returncode == 0
+    wait_until(lambda: not proxy_healthy(), 30, "the proxy's health check fails", interval=1)
+    assert subprocess.run([*scale, f"{NAME}_frontend=1"], capture_output=True, timeout=120).returncode == 0
+    wait_until(proxy_healthy, UP_TIMEOUT, "the proxy healthy again", interval=1)
     done = subprocess.run(
         ["docker", "-H", deployed.cluster.manager.url, "service", "update", "--force", "--detach=false"]
         + ["--quiet", f"{NAME}_proxy"],
@@ -346,3 +354,34 @@ def test_a_replaced_proxy_keeps_serving_from_its_edge_node(deployed: Deployment)
     assert deployed.node_of("proxy").name == "worker2", "the site's address did not move"
     wait_until(lambda: _answers(deployed), UP_TIMEOUT, "the site answers", interval=2)
     deployed.data_intact()
+
+
+def test_encrypted_overlays_carry_traffic_between_nodes(deployed: Deployment) -> None:
+    if reason := esp_missing():
+        pytest.skip(
+            f"no ESP with AES-GCM in this kernel ({reason}): encrypted overlays would report Running and drop "
+            "every packet, so the stack uses none and this check needs another kernel"
+        )
+    image = deployed.container("api").image
+    assert image is not None and image.tags
+    network = deployed.manager.networks.create(
+        f"{PREFIX}-encrypted", driver="overlay", attachable=True, options={"encrypted": ""}
+    )
+    workers = deployed.cluster.nodes["worker1"].client, deployed.cluster.nodes["worker2"].client
+    try:
+        workers[0].containers.run(
+            image.tags[0], entrypoint=["python3", "-m", "http.server", "8000"], detach=True,
+            name=f"{PREFIX}-esp-server", network=network.name,
+        )  # fmt: skip
+        client = workers[1].containers.run(
+            image.tags[0], entrypoint=["curl", "-sS", "--retry", "5", "--retry-all-errors", "--max-time", "10"],
+            command=[f"http://{PREFIX}-esp-server:8000/"], detach=True, name=f"{PREFIX}-esp-client",
+            network=network.name,
+        )  # fmt: skip
+        assert client.wait(timeout=120)["StatusCode"] == 0, client.logs().decode(errors="replace")
+    finally:
+        for worker, name in zip(workers, ("server", "client"), strict=True):
+            with contextlib.suppress(docker.errors.NotFound):
+                worker.containers.get(f"{PREFIX}-esp-{name}").remove(force=True)
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
