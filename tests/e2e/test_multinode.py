@@ -37,6 +37,7 @@ from tempo_gen.ops.running.swarm import SwarmProject
 from tempo_gen.profile.loader import load_profile
 
 from .images.build import build_role
+from .test_swarm import profile_text as single_node_profile
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +54,8 @@ PSQL_CHECK = (
 
 
 def profile_text(tls: Path, images: dict[str, str]) -> str:
+    """test_swarm's single-node profile (DNS round robin: no IPVS here) with the three nodes and their roles."""
+
     def node(name: str, roles: str) -> str:
         address = ADDRESSES[name]
         return (
@@ -60,36 +63,9 @@ def profile_text(tls: Path, images: dict[str, str]) -> str:
             f"      docker_host: tcp://{address}:2375\n      insecure_plain_tcp: true\n"
         )
 
-    return f"""\
-name: {NAME}
-domain: {DOMAIN}
-environment: development
-deploy:
-  mode: swarm
-  endpoint_mode: dnsrr
-  nodes:
-{node("manager", "[]")}{node("worker1", "[postgres]")}{node("worker2", "[edge]")}\
-tempo:
-  allow_unpinned: true
-  images:
-    api: {images["api"]}
-    frontend: {images["frontend"]}
-    postgres: {images["postgres"]}
-proxy:
-  kind: nginx
-  placement: container
-  image: {images["nginx"]}
-  nginx_version: "1.22"
-  openssl_version: "3.0"
-  publish_addresses: [0.0.0.0]
-  tls:
-    certificate:
-      source: files
-      cert_file: {tls}/fullchain.pem
-      key_file: {tls}/privkey.pem
-firewall:
-  enabled: false
-"""
+    single = single_node_profile(NAME, images, "dnsrr", 80, 443, tls, Path(f"/var/log/tempo-gen/{NAME}"))
+    nodes = "  nodes:\n" + node("manager", "[]") + node("worker1", "[postgres]") + node("worker2", "[edge]")
+    return single.replace("  endpoint_mode: dnsrr\n", "  endpoint_mode: dnsrr\n" + nodes, 1)
 
 
 @dataclass
