@@ -105,6 +105,7 @@ def test_single_node_swarm_keeps_its_certificate_folders_but_not_the_rendered_fi
         (lambda t: t.replace("hostname: web1", "hostname: db1"), "deploy.nodes.2.hostname", "listed twice"),
         (lambda t: t.replace("source: files", "source: acme"), "proxy.tls.certificate.source", "ACME on a cluster"),
         (lambda t: t.replace("ssh://admin@db1", "http://db1"), "deploy.nodes.1.docker_host", "not ssh://"),
+        (lambda t: t.replace("ssh://admin@", "ssh://-oProxyCommand@"), "deploy.nodes.1.docker_host", "not ssh://"),
         (lambda t: t.replace("hostname: db1", "hostname: 'db 1'"), "deploy.nodes.1.hostname", "not a host name"),
         (lambda t: t.replace("mode: swarm", "mode: compose"), "deploy.nodes", "needs deploy.mode: swarm"),
     ],

@@ -69,9 +69,10 @@ class Containers(StrictModel):
 _NODE_HOSTNAME = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
+# No part may start with `-`: the SSH transport passes user@host to the ssh command, which would take it as an option.
 _DOCKER_HOST = re.compile(
-    r"ssh://(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?"
-    r"|tcp://[A-Za-z0-9.-]+:[0-9]{1,5}"
+    r"ssh://(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?"
+    r"|tcp://[A-Za-z0-9][A-Za-z0-9.-]*:[0-9]{1,5}"
     r"|tcp://\[[0-9A-Fa-f:]+\]:[0-9]{1,5}"
     r"|unix:///[A-Za-z0-9._/-]+"
 )
