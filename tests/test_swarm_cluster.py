@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support.compose import assert_yamllint_strict_clean
 from support.project import RunCli
 from test_swarm import SWARM_PROFILE, document, render
 
@@ -171,3 +172,9 @@ def test_docker_stack_config_accepts_configs_and_file_secrets(cluster: Path) -> 
     parsed: dict[str, Any] = yaml.safe_load(result.stdout)
     assert parsed["services"]["proxy"]["deploy"]["mode"] == "global"
     assert parsed["secrets"]["tls_key"]["name"] == "demo_tls_key_v1"
+
+
+def test_the_header_says_how_the_images_reach_every_node_and_yamllint_is_clean(cluster: Path) -> None:
+    header = (cluster / "compose.yaml").read_text().split("\nversion:")[0]
+    assert "| ssh NODE docker load" in header and "#     tempo-gen.invalid/demo-proxy:" in header
+    assert_yamllint_strict_clean(cluster)

@@ -312,6 +312,7 @@ def _header(profile: Profile, header: str, builds: list[tuple[str, str, str]], b
             "secrets": [secret_name(profile, s) for s in ("db_password", "jwt_key")],
             "binds": binds,
             "multi_node": bool(profile.deploy.nodes),
+            "images": [image for image, _, _ in builds],
             "commands": commands,
         },
     )
