@@ -249,7 +249,7 @@ def _remove_stack(client: docker.DockerClient, name: str) -> None:
     namespace: dict[str, str | list[str] | bool] = {"label": f"com.docker.stack.namespace={name}"}
     run(["docker", "stack", "rm", name], timeout=120)
     wait_until(
-        lambda: not client.containers.list(all=True, filters=namespace), 120, f"{name}'s containers removed", interval=1
+        lambda: not client.api.containers(all=True, filters=namespace), 120, f"{name}'s containers removed", interval=1
     )
     wait_until(lambda: not client.networks.list(filters=namespace), 60, f"{name}'s networks removed", interval=1)
 

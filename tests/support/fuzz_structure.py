@@ -109,6 +109,16 @@ def _nest(path: FieldPath, value: Any) -> Any:
 
 
 # Fields that must be set (or need a sibling set) before they reach any output.
+# A two-node cluster around a fuzzed field of its first node (base profile: swarm).
+_CLUSTER: dict[str, Any] = {
+    "deploy": {
+        "nodes": [
+            {"hostname": "db1", "address": "192.0.2.11", "roles": ["postgres"]},
+            {"hostname": "web1", "address": "192.0.2.12", "roles": ["edge"]},
+        ]
+    },
+    "proxy": {"tls": {"certificate": {"source": "files", "cert_file": "/etc/t/c.pem", "key_file": "/etc/t/k.pem"}}},
+}
 _VALID: dict[str, tuple[str, Mapping[str, Any]]] = {
     "extends": ("base.yaml", {}),
     "name": ("example", {}),
@@ -168,6 +178,10 @@ _VALID: dict[str, tuple[str, Mapping[str, Any]]] = {
     ),
     "proxy.headers.csp.override": ("default-src 'self'; img-src 'self' data:", {}),
     "secrets.dir": ("/srv/tempo-secrets", {}),
+    "deploy.nodes.0.hostname": ("db1.example.net", _CLUSTER),
+    "deploy.nodes.0.docker_host": ("ssh://admin@db1.example.net", _CLUSTER),
+    "deploy.nodes.0.address": ("192.0.2.11", _CLUSTER),
+    "deploy.nodes.0.roles.0": ("postgres", _CLUSTER),
     "firewall.admin_cidrs.0": ("198.51.100.0/24", {}),
     "firewall.vpn.interface": ("wg0", {}),
     "firewall.web_cidrs.0": ("192.0.2.0/24", {}),
@@ -201,10 +215,17 @@ _OTHER_BASES: dict[str, tuple[str, ...]] = {
     "proxy.headers.csp.map_sources.0": ("traefik",),
     "proxy.headers.csp.override": ("traefik",),
     "deploy.endpoint_mode": ("swarm",),
+    "deploy.nodes.0.hostname": ("swarm",),
+    "deploy.nodes.0.docker_host": ("swarm",),
+    "deploy.nodes.0.address": ("swarm",),
+    "deploy.nodes.0.roles.0": ("swarm",),
     "firewall.external_interfaces.0": ("host-nginx",),
     "monitoring.access_log.dir": ("traefik", "host-nginx"),
 }
-_SWARM_ONLY = {"deploy.endpoint_mode"}
+_SWARM_ONLY = {
+    "deploy.endpoint_mode",
+    *(f"deploy.nodes.0.{key}" for key in ("hostname", "docker_host", "address", "roles.0")),
+}
 
 
 def field_cases() -> list[FieldCase]:

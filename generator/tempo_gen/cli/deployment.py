@@ -1,4 +1,5 @@
-"""The commands that act on a running deployment: its secrets, Tempo's host commands, its certificate."""
+"""The commands that act on a running deployment: its secrets, its Swarm's nodes, Tempo's host commands, its
+certificate."""
 
 from __future__ import annotations
 
@@ -89,6 +90,31 @@ def secrets_rotate(root: Path, which: str, profile: str | None, out: Path | None
 
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
+
+
+@click.group()
+def swarm() -> None:
+    """The Swarm a multi-node deployment runs on (deploy.nodes)."""
+
+
+@swarm.command("prepare")
+@click.argument("profile", required=False, type=click.Path(dir_okay=False))
+@click.pass_obj
+def swarm_prepare(root: Path, profile: str | None) -> None:
+    """Label PROFILE's nodes with their roles (postgres, edge), on the Swarm manager DOCKER_HOST names.
+
+    Takes the deployment's labels off nodes deploy.nodes does not list, and checks that every listed node is in
+    the Swarm and that its docker_host reaches that node's own engine. Run it before the first deploy and after
+    changing deploy.nodes."""
+    from tempo_gen.ops.audit_trail import audited
+    from tempo_gen.ops.running.swarm import prepare, swarm_client
+
+    item = load_one(profile, root, "Swarm to prepare")
+    if item.profile.deploy.mode != "swarm":
+        raise DeploymentError(f"{item.display_path}: deploy.mode is not swarm")
+    with audited(root, item.profile, "swarm prepare", warn=_warn):
+        for line in prepare(item.profile, swarm_client()):
+            click.echo(terminal_safe(line))
 
 
 @click.group()

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tempo_gen.models.backup import Backup
 from tempo_gen.models.base import Domain, RuleViolations, Slug, StrictModel, Violation, image_parts
-from tempo_gen.models.containers import Containers
+from tempo_gen.models.containers import Containers, Deploy
 from tempo_gen.models.firewall import Firewall
 from tempo_gen.models.monitoring import Monitoring
 from tempo_gen.models.proxy import Proxy
@@ -35,6 +35,15 @@ class SecretVersions(StrictModel):
         ge=1,
         le=9999,
         description=("Version of the JWT key's Swarm secret (`tempo-gen secrets rotate jwt` raises it)."),
+    )
+    tls: int = Field(
+        default=1,
+        ge=1,
+        le=9999,
+        description=(
+            "Version of the Swarm secrets `docker stack deploy` makes from the certificate and key files: "
+            "raise it (render, deploy) when the files change, e.g. after a renewal."
+        ),
     )
 
 
@@ -65,28 +74,6 @@ class Secrets(StrictModel):
         if PurePosixPath(value).is_absolute() and set(value) <= {"/", "."}:
             raise ValueError(f"{value!r} is the file system root; secrets need a folder of their own")
         return value
-
-
-class Deploy(StrictModel):
-    """What runs the bundle."""
-
-    mode: Literal["compose", "swarm"] = Field(
-        "compose",
-        description=(
-            "`compose`: `docker compose up` on one host, secrets are files from secrets.dir. `swarm`: "
-            "compose.yaml is a stack file for `docker stack deploy` (single-node Swarm), secrets are "
-            "external Swarm secrets made by `tempo-gen secrets init`."
-        ),
-    )
-    endpoint_mode: Literal["vip", "dnsrr"] = Field(
-        "vip",
-        description=(
-            "Swarm mode: how services reach each other. `vip`: a stable virtual address per service "
-            "(needs the kernel's IPVS, ip_vs). `dnsrr`: DNS returns the task's own address, for "
-            "kernels without IPVS; nginx re-resolves its upstreams every 5 s, so a replaced API or "
-            "frontend task is followed without restarting the proxy."
-        ),
-    )
 
 
 class Profile(StrictModel):
@@ -232,7 +219,9 @@ class Profile(StrictModel):
     def _swarm_rules(self) -> list[Violation]:
         """Swarm publishes on every interface and keeps secrets in the swarm: say so, or refuse."""
         if self.deploy.mode != "swarm":
-            return []
+            return [(("deploy", "nodes"), "nodes are a Swarm's: deploy.nodes needs deploy.mode: swarm")] * bool(
+                self.deploy.nodes
+            )
         violations: list[Violation] = []
         if self.proxy.kind == "none" or self.proxy.placement != "container":
             violations.append(
@@ -258,6 +247,41 @@ class Profile(StrictModel):
                     ("secrets", "dir"),
                     "swarm mode keeps the secrets in the swarm (`tempo-gen secrets init`); "
                     "secrets.dir is for compose mode",
+                )
+            )
+        if self.deploy.nodes:
+            violations += self._node_rules()
+        return violations
+
+    def _node_rules(self) -> list[Violation]:
+        """A multi-node Swarm: Postgres pinned with its volume, the proxy on edge nodes, each node once."""
+        nodes = self.deploy.nodes
+        violations: list[Violation] = []
+        for field in ("hostname", "address"):
+            seen: set[object] = set()
+            for i, node in enumerate(nodes):
+                if getattr(node, field) in seen:
+                    violations.append(((("deploy", "nodes", i, field)), f"{getattr(node, field)} is listed twice"))
+                seen.add(getattr(node, field))
+        postgres = [node.hostname for node in nodes if "postgres" in node.roles]
+        if len(postgres) != 1:
+            violations.append(
+                (
+                    ("deploy", "nodes"),
+                    "exactly one node needs roles: [postgres] (its volume stays on that node; unpinned, "
+                    f"Postgres would restart elsewhere on an empty volume); found {len(postgres)}",
+                )
+            )
+        if not any("edge" in node.roles for node in nodes):
+            violations.append(
+                (("deploy", "nodes"), "no node has roles: [edge]: nothing would say where the site's address is")
+            )
+        if self.proxy.tls.certificate.source == "acme":
+            violations.append(
+                (
+                    ("proxy", "tls", "certificate", "source"),
+                    "a multi-node Swarm takes the certificate from files (source: files) that `docker stack "
+                    "deploy` turns into Swarm secrets; ACME on a cluster is not supported",
                 )
             )
         return violations

@@ -122,6 +122,15 @@ def _swarm(profile: Profile) -> list[Finding]:
             "deploy.mode",
             "swarm: tmpfs mounts are owned by root with the image folder's mode, not by the service's uid",
         ),
+        *(
+            Finding(
+                f"deploy.nodes[{i}].insecure_plain_tcp",
+                f"{node.hostname}: its Docker API ({node.docker_host}) is reached without TLS: "
+                "anyone on that network is root on the node and sees the secrets sent to it",
+            )
+            for i, node in enumerate(profile.deploy.nodes)
+            if node.insecure_plain_tcp and (node.docker_host or "").startswith("tcp://")
+        ),
     ]
 
 

@@ -68,6 +68,9 @@ class Runtime(ProxyRuntime):
     """DNS server that upstream names are re-resolved through (container: Docker's); None: fixed addresses."""
     import_listen: tuple[str, ...] = ()
     """The import port's listeners (policy.routes.import_port_route); empty: the release has none."""
+    health_checks_upstreams: bool = False
+    """The health listener answers only while the frontend and the API do (Swarm replaces an unhealthy task;
+    Compose would only mark it)."""
 
     def path(self, path: str) -> str:
         # stderr and /dev/ are the same in any root.
@@ -91,6 +94,7 @@ def runtime_for(profile: Profile) -> Runtime:
             health_listen=place.health,
             resolver=DOCKER_DNS,
             import_listen=(str(place.import_port),) if place.import_port else (),
+            health_checks_upstreams=profile.deploy.mode == "swarm",
         )
     return Runtime(
         http_listen=_listen(place, place.http_port),

@@ -27,8 +27,20 @@ Measured on Docker 20.10.24 (API 1.41) with the Docker CLI 20.10 and 28:
   mode (no ingress mesh: clients' addresses reach the proxy, its rate limits
   keep working) on every interface, IPv4 and IPv6. Networks are overlay
   networks, `internal` ones kept internal.
-- Bind mounts: Swarm rejects a task whose host path does not exist (Compose
-  creates it); the file's header lists the absolute ones.
+- Files reach every node through Swarm itself: the proxy's configuration
+  folder becomes one Swarm config per file (named after its content, so a
+  change is a new config that `docker stack deploy` rolls out; configs are
+  immutable like secrets), and on a multi-node Swarm the certificate and key
+  become secrets `docker stack deploy` makes from the files on the manager
+  (<name>_tls_{cert,key}_v<secrets.versions.tls>). What stays a bind mount is
+  per-node state (the access log fail2ban reads, the certificate folders of a
+  single node); Swarm rejects a task whose host path does not exist (Compose
+  creates it), so the file's header lists them.
+- Placement (deploy.nodes): Postgres is constrained to the node labelled
+  <label prefix>.postgres (its volume lives there and nowhere else), the proxy
+  runs in global mode on the nodes labelled <label prefix>.edge, so the site's
+  address is the edge nodes' and never moves; `tempo-gen swarm prepare` sets
+  the labels.
 - Secrets are external (created by `tempo-gen secrets init`, never by the
   stack, so `docker stack rm` cannot delete them) and versioned, because a
   Swarm secret cannot change: <name>_<secret>_v<secrets.versions.<secret>>.
@@ -54,6 +66,7 @@ BUILT_REGISTRY = "tempo-gen.invalid"
 LABEL = "org.tempo-gen.deployment"
 """Label on every Swarm secret tempo-gen creates; its value is the deployment name."""
 SECRET_MODE = 0o400
+CONFIG_MODE = 0o444
 # The Compose file format the stack file declares: the newest one the Docker CLI 20.10
 # (Debian 12's docker.io) knows; the CLI 28 accepts it too.
 STACK_VERSION = "3.9"
@@ -73,6 +86,11 @@ def secret_name(profile: Profile, secret: str, version: int | None = None) -> st
     if version is None:
         version = getattr(profile.secrets.versions, secret)
     return f"{profile.name}_{secret}_v{version}"
+
+
+def node_label(profile: Profile, role: str) -> str:
+    """The node label that places a role's service (`postgres`, `edge`) of this deployment."""
+    return f"org.tempo-gen.{profile.name}.{role}"
 
 
 def image_name(profile: Profile, service: str, tag: str) -> str:
@@ -128,12 +146,21 @@ def stack_bundle(bundle: Bundle, profile: Profile, header: str) -> Bundle:
     services: dict[str, dict[str, Any]] = {}
     for service, spec in document["services"].items():
         services[service] = _service(profile, service, spec, bundle, builds)
+    secrets: dict[str, Any] = {
+        name: {"external": True, "name": secret_name(profile, name)} for name in document["secrets"]
+    }
+    configs: dict[str, Any] = {}
+    if "proxy" in services:
+        _files_through_swarm(profile, services["proxy"], bundle, configs, secrets)
+    if profile.deploy.nodes:
+        _place(profile, services)
     stack = {
         "version": STACK_VERSION,
         "services": services,
         "networks": {name: _network(spec) for name, spec in document["networks"].items()},
         "volumes": {name: spec or {} for name, spec in document["volumes"].items()},
-        "secrets": {name: {"external": True, "name": secret_name(profile, name)} for name in document["secrets"]},
+        "secrets": secrets,
+        **({"configs": configs} if configs else {}),
     }
     body = yaml.dump(stack, Dumper=_StackDumper, sort_keys=False, default_flow_style=False, width=1000)
     # Modes are decimal (yamllint forbids octal literals); say which octal mode each is.
@@ -189,6 +216,55 @@ def _service(
     return result
 
 
+def _files_through_swarm(
+    profile: Profile, proxy: dict[str, Any], bundle: Bundle, configs: dict[str, Any], secrets: dict[str, Any]
+) -> None:
+    """Replace the proxy's bind mounts of rendered files (and, on several nodes, of the certificate) with
+    Swarm configs and secrets, so a node needs no files of its own."""
+    uid, _, gid = str(proxy["user"]).partition(":")
+    owner = {"uid": uid, "gid": gid or uid}
+    certificate = profile.proxy.tls.certificate
+    tls_mounts = set(certificate.mounts(profile.domain)) if profile.deploy.nodes else set()
+    kept: list[Any] = []
+    for volume in proxy.get("volumes", []):
+        source, _, rest = str(volume).partition(":") if isinstance(volume, str) else ("", "", "")
+        if source.startswith("./"):
+            folder, target = PurePosixPath(source[2:]), PurePosixPath(rest.split(":")[0])
+            for file in bundle:
+                if folder in file.path.parents:
+                    relative = file.path.relative_to(folder)
+                    key = f"{folder.name}_{str(relative).replace('/', '_')}"
+                    digest = hashlib.sha256(f"{relative}\0".encode() + file.content.encode()).hexdigest()[:12]
+                    configs[key] = {"name": f"{profile.name}_{folder.name}_{digest}", "file": f"./{file.path}"}
+                    proxy.setdefault("configs", []).append(
+                        {"source": key, "target": str(target / relative), **owner, "mode": CONFIG_MODE}
+                    )
+        elif source in tls_mounts:
+            continue  # replaced by the pair's secrets below
+        else:
+            kept.append(volume)
+    proxy["volumes"] = kept
+    if tls_mounts:
+        version = profile.secrets.versions.tls
+        for part, path in zip(("cert", "key"), certificate.paths(profile.domain), strict=True):
+            secrets[f"tls_{part}"] = {"file": path, "name": f"{profile.name}_tls_{part}_v{version}"}
+            proxy.setdefault("secrets", []).append(
+                {"source": f"tls_{part}", "target": path, **owner, "mode": SECRET_MODE}
+            )
+
+
+def _place(profile: Profile, services: dict[str, dict[str, Any]]) -> None:
+    """Pin Postgres to its labelled node (with its volume) and run one proxy on every labelled edge node."""
+    services["postgres"]["deploy"]["placement"] = {
+        "constraints": [f"node.labels.{node_label(profile, 'postgres')} == true"]
+    }
+    if "proxy" in services:
+        services["proxy"]["deploy"]["mode"] = "global"
+        services["proxy"]["deploy"]["placement"] = {
+            "constraints": [f"node.labels.{node_label(profile, 'edge')} == true"]
+        }
+
+
 def _context_hash(bundle: Bundle, context: PurePosixPath) -> str:
     """12 hex digits naming the content of a build context: a changed image gets a new tag, so a deploy rolls it out."""
     digest = hashlib.sha256()
@@ -235,6 +311,8 @@ def _header(profile: Profile, header: str, builds: list[tuple[str, str, str]], b
             "bundle_header": header,
             "secrets": [secret_name(profile, s) for s in ("db_password", "jwt_key")],
             "binds": binds,
+            "multi_node": bool(profile.deploy.nodes),
+            "images": [image for image, _, _ in builds],
             "commands": commands,
         },
     )

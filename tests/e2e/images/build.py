@@ -85,6 +85,9 @@ ROLE_TAGS = {
     "traefik": "tempo-e2e/traefik:v3",
     "tools": "tempo-e2e/tools:latest",
 }
+# Roles only some tests need, built by build_role() on first use: `node` is a
+# Swarm node (dockerd inside a container) for tests/e2e/test_multinode.py.
+ON_DEMAND_TAGS = {"node": "tempo-e2e/node:latest"}
 
 # Fixed tag -> content-addressed tag (tempo-e2e/<role>:h-<hash>) of this
 # process's last build_standins(). Other worktrees sharing the engine re-point
@@ -396,6 +399,23 @@ def _build_role(client: docker.DockerClient, role: str, base_ref: str, ref: str,
         raise RuntimeError(f"building {role} produced no image:\n{log.getvalue()[-3000:]}")
 
 
+def _build_tagged(client: docker.DockerClient, role: str, base_ref: str, fixed: str, release: str = "") -> None:
+    """Build (or reuse) the content-addressed image of one role and point `fixed` at it."""
+    ref = f"tempo-e2e/{role}:h-{role_hash(role, base_ref, release)}"
+    if not _image_exists(client, ref):
+        _build_role(client, role, base_ref, ref, release)
+    _retag(client, ref, fixed)
+    _BUILT[fixed] = ref
+
+
+def build_role(role: str, client: docker.DockerClient | None = None) -> str:
+    """Build (or reuse) one on-demand role; return its content-addressed tag."""
+    client = client or docker.from_env(timeout=BUILD_TIMEOUT)
+    with _build_lock():
+        _build_tagged(client, role, build_base(client), ON_DEMAND_TAGS[role])
+    return built_image(ON_DEMAND_TAGS[role])
+
+
 def build_standins(client: docker.DockerClient | None = None) -> dict[str, str]:
     """Build (or reuse) every stand-in; return role -> fixed image reference."""
     client = client or docker.from_env(timeout=BUILD_TIMEOUT)
@@ -404,12 +424,7 @@ def build_standins(client: docker.DockerClient | None = None) -> dict[str, str]:
         base_ref = build_base(client)
         for role, fixed in ROLE_TAGS.items():
             for release in STANDIN_RELEASES if role in VERSIONED_ROLES else ("",):
-                ref = f"tempo-e2e/{role}:h-{role_hash(role, base_ref, release)}"
-                if not _image_exists(client, ref):
-                    _build_role(client, role, base_ref, ref, release)
-                tag = release_tag(role, release) if release else fixed
-                _retag(client, ref, tag)
-                _BUILT[tag] = ref
+                _build_tagged(client, role, base_ref, release_tag(role, release) if release else fixed, release)
             refs[role] = fixed
     return refs
 

@@ -95,6 +95,12 @@ class Plan:
     published_ports: tuple[int, ...]
     """Host ports Compose publishes to the world; Docker DNATs them past the input chain."""
     external_interfaces: tuple[str, ...]
+    swarm_peers: Sources | None
+    """The addresses of deploy.nodes, allowed Swarm's own ports (SWARM_PORTS); None: not a multi-node Swarm."""
+
+
+# Swarm between its nodes: cluster management (managers), gossip, VXLAN overlay traffic.
+SWARM_PORTS = {"tcp": (2377, 7946), "udp": (4789, 7946)}
 
 
 def plan(profile: Profile) -> Plan:
@@ -113,6 +119,7 @@ def plan(profile: Profile) -> Plan:
         import_port=import_port,
         published_ports=published,
         external_interfaces=tuple(firewall.external_interfaces),
+        swarm_peers=Sources.of([str(node.address) for node in profile.deploy.nodes]) if profile.deploy.nodes else None,
     )
 
 
@@ -134,6 +141,7 @@ def files_for(target_input: TargetInput) -> list[RenderedFile]:
         "chain": DOCKER_CHAIN,
         "bridges": docker_bridges(target_input.profile),
         "install_dir": INSTALL_DIR,
+        "swarm_ports": SWARM_PORTS,
     }
     return [
         target_input.file("firewall/nftables.conf", "host/firewall/nftables.conf.j2", values),
