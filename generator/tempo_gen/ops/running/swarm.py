@@ -70,6 +70,12 @@ class SwarmProject(RunningStack):
                     continue
         raise DeploymentError(f"service {service_name(self.profile, service)} has no running task")
 
+    def stop(self, service: str) -> None:
+        docker_cli("service", "scale", "--detach=false", f"{service_name(self.profile, service)}=0")
+
+    def start(self, service: str) -> None:
+        docker_cli("service", "scale", "--detach=false", f"{service_name(self.profile, service)}=1")
+
     def uses(self, service: str) -> list[dict[str, Any]]:
         """The secret references of a service's spec."""
         return self.service(service).attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
