@@ -23,15 +23,16 @@ import pytest
 import trustme
 from docker.models.containers import Container
 
-from support.engine import compose
-from support.project import run_tempo_gen, tempo_gen_env
+from support.engine import compose, service_container
+from support.project import RenderedProject, run_tempo_gen, tempo_gen_env
 from support.proxy import free_port
 from support.tempo_client import Origin, TempoClient
+from support.tls_client import site_certificate
 from support.wait import wait_until
 from tempo_gen.ops.running.oneoff import LABEL
 from tempo_gen.policy.releases import NEWEST
 
-from .test_stack import DOMAIN, PASSWORD, USER, profile_text
+from .test_stack import DOMAIN, PASSWORD, UIDS, USER, profile_text
 
 pytestmark = pytest.mark.e2e
 
@@ -42,31 +43,13 @@ MEDIA_BYTES = 512 * 1024
 PAUSED_TIMEOUT = 120  # seconds a paused tempo-gen may take to reach its pause point
 
 
-def _age_key(folder: Path, name: str) -> tuple[Path, str]:
-    key = folder / name
-    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True, timeout=30)
-    os.chmod(key, 0o600)
-    public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True, timeout=30)
-    return key, public.stdout.strip()
-
-
 @dataclass
-class Deployment:
-    root: Path
-    name: str
+class Deployment(RenderedProject):
     client: docker.DockerClient
     ca: trustme.CA
     https_port: int
     key: Path
     wrong_key: Path
-
-    @property
-    def bundle(self) -> Path:
-        return self.root / "out" / self.name
-
-    @property
-    def profile(self) -> Path:
-        return self.root / "profiles" / f"{self.name}.yaml"
 
     @property
     def backups(self) -> Path:
@@ -79,12 +62,7 @@ class Deployment:
         self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 300)
 
     def container(self, service: str) -> Container:
-        found = self.client.containers.list(
-            all=True,
-            filters={"label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]},
-        )
-        assert found, f"no container for {service}"
-        return found[0]
+        return service_container(self.client, self.name, service)
 
     def tempo_gen(self, *args: str, key: Path | None = None) -> subprocess.CompletedProcess[str]:
         identity = ("--identity", str(key)) if key else ()
@@ -148,26 +126,20 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(
-    docker_client: docker.DockerClient, standin_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    docker_client: docker.DockerClient,
+    standin_images: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    age_keys: dict[str, tuple[Path, str]],
 ) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("backup")
     name = f"backup-{uuid.uuid4().hex[:8]}"
     ca = trustme.CA()
-    tls = root / "tls"
-    tls.mkdir()
-    cert = ca.issue_cert(DOMAIN)
-    cert.private_key_and_cert_chain_pem.write_to_path(tls / "fullchain.pem")
-    cert.private_key_pem.write_to_path(tls / "privkey.pem")
-    os.chmod(tls / "privkey.pem", 0o640)
-    os.chown(tls / "privkey.pem", 0, 101)
+    tls = site_certificate(ca, DOMAIN, root / "tls", UIDS["proxy"])
     (root / "profiles").mkdir()
-    keys = root / "keys"
-    keys.mkdir(mode=0o700)
-    key, public = _age_key(keys, "backup.key")
-    wrong_key, _ = _age_key(keys, "wrong.key")
+    (key, public), (wrong_key, _) = age_keys["right"], age_keys["wrong"]
     logs = root / "logs"  # the proxy's access log folder, owned by its uid as monitoring/install.sh makes it
     logs.mkdir(mode=0o750)
-    os.chown(logs, 101, 101)
+    os.chown(logs, UIDS["proxy"], UIDS["proxy"])
     https_port = free_port()
     text = profile_text(name, "nginx", standin_images, ADDRESS, free_port(), https_port, tls, logs=logs)
     (root / "profiles" / f"{name}.yaml").write_text(

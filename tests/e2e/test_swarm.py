@@ -29,7 +29,7 @@ import trustme
 from docker.models.containers import Container
 
 from support.engine import unavailable
-from support.project import run_tempo_gen
+from support.project import RenderedProject, run_tempo_gen
 from support.proxy import free_port
 from support.tls_client import https_request
 from support.wait import wait_until
@@ -81,21 +81,11 @@ def swarm(docker_client: docker.DockerClient) -> Iterator[None]:
 
 
 @dataclass
-class Deployment:
-    root: Path
-    name: str
+class Deployment(RenderedProject):
     client: docker.DockerClient
     ca: trustme.CA
     https_port: int
     outputs: list[str] = field(default_factory=list)
-
-    @property
-    def bundle(self) -> Path:
-        return self.root / "out" / self.name
-
-    @property
-    def profile(self) -> Path:
-        return self.root / "profiles" / f"{self.name}.yaml"
 
     def tempo_gen(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = run_tempo_gen(self.root, *args, timeout=600)

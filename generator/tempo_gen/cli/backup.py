@@ -53,10 +53,11 @@ def backup() -> None:
 def backup_take(root: Path, profile: str | None, kind: str, out: Path | None) -> None:
     """Take a backup of PROFILE's running deployment; one line on success, exit non-zero on failure."""
     from tempo_gen.ops.audit_trail import audited
-    from tempo_gen.ops.backup.take import take_backup
+    from tempo_gen.ops.backup.take import require_recipients, take_backup
     from tempo_gen.ops.running.tempo_api import running_stack
 
     item = load_one(profile, root, "deployment to back up")
+    require_recipients(item.profile)
     started = time.monotonic()
     with audited(root, item.profile, "backup", {"kind": kind}, warn=_warn):
         stack = running_stack(item, (out or root / OUT_DIR) / item.profile.name)
@@ -113,9 +114,11 @@ def restore(root: Path, profile: str, name: str, identity: Path, out: Path | Non
     from tempo_gen.ops.audit_trail import audited
     from tempo_gen.ops.backup.crypt import Identity
     from tempo_gen.ops.backup.restore import restore as restore_backup
+    from tempo_gen.ops.backup.take import require_recipients
     from tempo_gen.ops.running.tempo_api import running_stack
 
     item = load_one(profile, root, "deployment to restore")
+    require_recipients(item.profile)
     key = Identity(identity)
     try:
         with audited(root, item.profile, "restore", {"backup": name}, warn=_warn):

@@ -115,6 +115,24 @@ def verify_backup(folder: Path, name: str, identity: Identity) -> Manifest:
     return manifest
 
 
+def check_restorable(profile: Profile, folder: Path, name: str, identity: Identity) -> Manifest:
+    """Everything restore refuses before it touches anything: a bad backup (verify_backup), a backup of a newer
+    Tempo than the profile deploys, a key that could not put the safety backup back."""
+    manifest = verify_backup(folder, name, identity)
+    if _version(manifest.tempo_version) > _version(profile.tempo.version):
+        raise UsageError(
+            f"backup {name} is from Tempo {manifest.tempo_version}, newer than the deployed "
+            f"{profile.tempo.version}: its database has migrations this release does not know. Upgrade to "
+            f"{manifest.tempo_version} first, then restore; nothing was touched"
+        )
+    if not identity.recipients & set(profile.backup.recipients):
+        raise UsageError(
+            f"{identity.path} is not the key of any of backup.recipients: the safety backup taken before "
+            "restoring could not be put back with it; nothing was touched"
+        )
+    return manifest
+
+
 @dataclass(frozen=True)
 class _Target:
     """Where the media go: the API's volume, and the image and uid to write it with (noted in the journal)."""
@@ -166,18 +184,7 @@ def restore(profile: Profile, stack: RunningStack, name: str, identity: Identity
         recovered = recover(profile, stack, folder, identity, say)
         if recovered == name:
             return name  # what was asked for is what the recovery just put back
-        manifest = verify_backup(folder, name, identity)
-        if _version(manifest.tempo_version) > _version(profile.tempo.version):
-            raise UsageError(
-                f"backup {name} is from Tempo {manifest.tempo_version}, newer than the deployed "
-                f"{profile.tempo.version}: its database has migrations this release does not know. Upgrade to "
-                f"{manifest.tempo_version} first, then restore; nothing was touched"
-            )
-        if not identity.recipients & set(profile.backup.recipients):
-            raise UsageError(
-                f"{identity.path} is not the key of any of backup.recipients: the safety backup taken before "
-                "restoring could not be put back with it; nothing was touched"
-            )
+        check_restorable(profile, folder, name, identity)
         target = _Target.of(stack)
         journal = _Journal(
             folder,

@@ -53,21 +53,10 @@ class RunningStack(ABC):
 
     def exec_with_stdin(self, service: str, command: list[str], stdin: str, timeout: float = 60) -> tuple[int, str]:
         """Run `command` in the service's container feeding `stdin`: nothing sensitive goes in arguments
-        or environment, which `docker inspect` of the exec would show."""
-        container = self.container(service)
-        api = (container.client or self.client).api  # the engine that runs it: on a cluster, not always ours
-        exec_id = api.exec_create(container.id, command, stdin=True, stdout=True, stderr=True)["Id"]
-        stream = api.exec_start(exec_id, socket=True)
-        raw = cast("socket.socket", getattr(stream, "_sock", stream))  # the SDK's socket wrapper, or a socket
-        raw.settimeout(timeout)
-        raw.sendall(stdin.encode())
-        raw.shutdown(socket.SHUT_WR)
+        or environment, which `docker inspect` of the exec would show. Its exit code, and stdout then stderr."""
         output = bytearray()
-        while chunk := raw.recv(65536):
-            output += chunk
-        stream.close()
-        code: int = api.exec_inspect(exec_id)["ExitCode"]
-        return code, _demultiplex(bytes(output))
+        code, stderr = self.exec_stream(service, command, source=[stdin.encode()], sink=output.extend, timeout=timeout)
+        return code, output.decode(errors="replace") + stderr
 
     def exec_stream(
         self,
@@ -183,13 +172,3 @@ def _receive(raw: socket.socket, size: int) -> bytes:
             break
         data += chunk
     return bytes(data)
-
-
-def _demultiplex(data: bytes) -> str:
-    """Docker's stdout/stderr frames (8-byte headers) to text."""
-    text, offset = bytearray(), 0
-    while offset + 8 <= len(data):
-        size = int.from_bytes(data[offset + 4 : offset + 8], "big")
-        text += data[offset + 8 : offset + 8 + size]
-        offset += 8 + size
-    return text.decode(errors="replace")
