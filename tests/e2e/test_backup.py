@@ -31,6 +31,7 @@ from support.tls_client import site_certificate
 from support.wait import wait_until
 from tempo_gen.ops.running.oneoff import LABEL
 from tempo_gen.policy.releases import NEWEST
+from test_backup_refusals import write_backup
 
 from .test_stack import DOMAIN, PASSWORD, UIDS, USER, profile_text
 
@@ -167,6 +168,7 @@ class Backed:
     rows: dict[str, int]
     media: dict[str, str]
     payloads: dict[tuple[str, str], bytes]
+    started: int  # when the backup started (unix time)
 
 
 @pytest.fixture(scope="module")
@@ -198,11 +200,12 @@ def good_backup(deployment: Deployment) -> Backed:
     )
     assert chunk.status == 200, chunk.body
     rows, media = deployment.rows(), deployment.media()
+    started = int(time.time()) - 1
     result = deployment.tempo_gen("backup", str(deployment.profile))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip().splitlines()) == 1, "one log line per run"
     (name,) = deployment.complete()
-    return Backed(name, rows, media, payloads)
+    return Backed(name, rows, media, payloads, started)
 
 
 def test_a_backup_is_encrypted_private_and_complete(deployment: Deployment, good_backup: Backed) -> None:
@@ -224,6 +227,16 @@ def test_a_backup_is_encrypted_private_and_complete(deployment: Deployment, good
             ["age", "-d", "-i", str(deployment.key), str(folder / part)], check=True, capture_output=True, timeout=60
         ).stdout
 
+    # The database password: in no exec's command line (the engine's events show each one) nor in the
+    # container's configuration.
+    password = (deployment.root / "secrets" / deployment.name / "db_password").read_text().strip()
+    postgres = deployment.container("postgres")
+    events = deployment.client.events(
+        since=good_backup.started, until=int(time.time()) + 1, filters={"container": postgres.id}, decode=True
+    )
+    execs = [event["Action"] for event in events if event["Action"].startswith("exec_start")]
+    assert any("pg_dump" in action for action in execs), execs
+    assert password not in json.dumps(execs) + json.dumps(postgres.attrs)
     manifest = json.loads(decrypt("manifest.json.age"))
     assert manifest["tempo_version"] == NEWEST and manifest["kind"] == "manual"
     assert manifest["last_migration"].endswith("_Release_" + NEWEST.replace(".", "_"))
@@ -290,6 +303,20 @@ def test_a_bad_backup_or_key_is_refused_and_nothing_is_touched(
     assert deployment.rows() == rows and deployment.serving()
 
 
+def test_a_restore_that_fails_midway_puts_the_deployment_back(
+    deployment: Deployment, age_keys: dict[str, tuple[Path, str]]
+) -> None:
+    """A backup that verifies (digests and manifest agree) but whose dump pg_restore cannot read."""
+    write_backup(deployment.backups, "20000101T000002Z", age_keys["right"][1])
+    rows, media = deployment.rows(), deployment.media()
+    result = deployment.tempo_gen("restore", str(deployment.profile), "20000101T000002Z", key=deployment.key)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed at step 'database'" in result.stderr and "the deployment is back as it was" in result.stderr
+    assert deployment.rows() == rows and deployment.media() == media
+    assert deployment.signed_in().me().status == 200
+    assert not (deployment.backups / "restore.json").exists()
+
+
 def test_the_drill_passes_on_a_good_backup_and_fails_on_a_bad_one(deployment: Deployment) -> None:
     assert deployment.tempo_gen("backup", str(deployment.profile)).returncode == 0  # newer than the safety backup
     result = deployment.tempo_gen("backup", "drill", str(deployment.profile), key=deployment.key)
@@ -321,7 +348,7 @@ def test_the_drill_passes_on_a_good_backup_and_fails_on_a_bad_one(deployment: De
 
 def test_a_backup_killed_midway_leaves_nothing_that_looks_complete(deployment: Deployment) -> None:
     backups = deployment.complete()
-    process = deployment.paused("backup:api", "backup", str(deployment.profile))
+    process = deployment.paused("backup:postgres", "backup", str(deployment.profile))
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     partial = [p.name for p in deployment.backups.iterdir() if p.name.endswith(".partial")]
