@@ -34,8 +34,9 @@ def backup() -> None:
     """Encrypted backups of the running deployment (age, to backup.recipients).
 
     \b
-    tempo-gen backup PROFILE                          take a backup now
-    tempo-gen backup drill PROFILE --identity KEY     restore the newest into a throwaway stack and compare
+    tempo-gen backup PROFILE [--kind scheduled] [--out DIR]   take a backup now
+    tempo-gen backup drill PROFILE --identity KEY             restore the newest into a throwaway stack, compare
+    tempo-gen restore PROFILE BACKUP --identity KEY           (its own command) restore one
     """
 
 
