@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,12 @@ class _Target:
         )
         if not volume:
             raise DeploymentError(f"the API container mounts no volume at {MEDIA_ROOT}: nothing to restore media into")
-        return cls(str(volume), str(api.image.id if api.image else ""), str(api.attrs["Config"].get("User") or ""))
+        user = str(api.attrs["Config"].get("User") or "")
+        if not re.fullmatch(r"[1-9][0-9]{0,9}(:[0-9]{1,10})?", user):
+            raise DeploymentError(
+                f"the API container runs as {user or 'root'!r}, not a numeric non-root uid (render the bundle)"
+            )
+        return cls(str(volume), str(api.image.id if api.image else ""), user)
 
 
 class _Journal:
@@ -269,6 +275,10 @@ def _apply(
     mark: Callable[[RestoreStep], None],
 ) -> None:
     """Stop the API and frontend, put backup `name`'s database and media in place, start them, wait."""
+    try:  # the engine that runs the API holds its media volume (on a cluster, not always ours)
+        engine = stack.container("api").client or stack.client
+    except DeploymentError:
+        engine = stack.client  # a recovery finds the API stopped already
     mark("stopped")
     for service in SERVICES:
         stack.stop(service)
@@ -281,7 +291,7 @@ def _apply(
         mark("media")
         media = Decryption(identity, fd, "media.tar.age", folder / name / "media.tar.age")
         code, stderr = run_job(
-            stack.client,
+            engine,
             target.image,
             EXTRACT_MEDIA,
             name=f"{target.volume}-restore",
