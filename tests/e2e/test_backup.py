@@ -303,6 +303,29 @@ def test_a_bad_backup_or_key_is_refused_and_nothing_is_touched(
     assert deployment.rows() == rows and deployment.serving()
 
 
+def test_a_restore_waits_for_an_import_in_progress(deployment: Deployment, good_backup: Backed) -> None:
+    browser = deployment.signed_in()
+    current = browser.request("GET", "/api/workouts/import/jobs/current")
+    if current.status == 200:  # the restored job of the good backup, its chunk gone with `down -v`
+        assert browser.request("DELETE", f"/api/workouts/import/jobs/{current.json()['id']}").status == 200
+    job = browser.send_json(
+        "POST", "/api/workouts/import/jobs", {"kind": "strava_bulk", "filename": "b.zip", "byteSize": 600_000}
+    )
+    assert job.status == 201, job.body
+    path = f"/api/workouts/import/jobs/{job.json()['id']}"
+    chunk = browser.request(
+        "PUT", f"{path}/chunks/0?total=2", b"\0" * 524_288, {"Content-Type": "application/octet-stream"}
+    )
+    assert chunk.status == 200, chunk.body
+    api = deployment.container("api").attrs["State"]["StartedAt"]
+    try:
+        result = deployment.tempo_gen("restore", str(deployment.profile), good_backup.name, key=deployment.key)
+        assert result.returncode == 1 and "a bulk import is in progress" in result.stderr, result.stderr
+        assert deployment.container("api").attrs["State"]["StartedAt"] == api, "the API was not stopped"
+    finally:
+        assert browser.request("DELETE", path).status == 200
+
+
 def test_a_restore_that_fails_midway_puts_the_deployment_back(
     deployment: Deployment, age_keys: dict[str, tuple[Path, str]]
 ) -> None:

@@ -104,14 +104,16 @@ def backup_drill(root: Path, profile: str | None, identity: Path, out: Path | No
 @click.argument("profile", type=click.Path(dir_okay=False))
 @click.argument("name", metavar="BACKUP")
 @IDENTITY_OPTION
+@click.option("--force", is_flag=True, help="Restore even while a bulk import is in progress (it is interrupted).")
 @OUT_OPTION
 @click.pass_obj
-def restore(root: Path, profile: str, name: str, identity: Path, out: Path | None) -> None:
+def restore(root: Path, profile: str, name: str, identity: Path, force: bool, out: Path | None) -> None:
     """Restore backup BACKUP (a folder name in backup.dir, e.g. 20261205T031500Z) onto PROFILE's deployment.
 
     Verifies every checksum first, refuses a backup of a newer Tempo or a wrong key, takes a safety backup,
     stops the API and frontend, restores database and media, starts them and waits until healthy. On failure
-    the safety backup is put back; a killed restore is put back by the next run."""
+    the safety backup is put back; a killed restore is put back by the next run. Refused while a bulk
+    import is in progress, unless --force."""
     from tempo_gen.ops.audit_trail import audited
     from tempo_gen.ops.backup.crypt import Identity
     from tempo_gen.ops.backup.restore import restore as restore_backup
@@ -124,7 +126,7 @@ def restore(root: Path, profile: str, name: str, identity: Path, out: Path | Non
     try:
         with audited(root, item.profile, "restore", {"backup": name}, warn=_warn):
             stack = running_stack(item, (out or root / OUT_DIR) / item.profile.name)
-            safety = restore_backup(item.profile, stack, name, key, click.echo)
+            safety = restore_backup(item.profile, stack, name, key, click.echo, force)
     finally:
         key.close()
     click.echo(f"restore {item.profile.name}: {name} restored and healthy (safety backup before it: {safety})")

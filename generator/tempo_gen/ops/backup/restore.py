@@ -48,6 +48,7 @@ from tempo_gen.ops.backup.take import (
 )
 from tempo_gen.ops.running.oneoff import run_job
 from tempo_gen.ops.running.stack import RunningStack
+from tempo_gen.ops.running.tempo_api import import_in_progress
 from tempo_gen.policy.ports import MEDIA_ROOT
 from tempo_gen.policy.releases import IMPORT_STAGING
 from tempo_gen.safe_fs import open_dir_beneath, stage_beside
@@ -181,9 +182,17 @@ class _Journal:
             os.unlink(RESTORE_JOURNAL, dir_fd=fd)
 
 
-def restore(profile: Profile, stack: RunningStack, name: str, identity: Identity, say: Callable[[str], object]) -> str:
+def restore(
+    profile: Profile,
+    stack: RunningStack,
+    name: str,
+    identity: Identity,
+    say: Callable[[str], object],
+    force: bool = False,
+) -> str:
     """Restore backup `name` onto the running deployment; the name of the safety backup taken before.
-    On failure the deployment is put back from it and DeploymentError says what happened."""
+    On failure the deployment is put back from it and DeploymentError says what happened. Refused while a
+    bulk import is in progress (stopping the API would interrupt it) unless `force`."""
     require_recipients(profile)
     folder = open_backup_folder(profile)
     with locked(folder):
@@ -191,6 +200,13 @@ def restore(profile: Profile, stack: RunningStack, name: str, identity: Identity
         if recovered == name:
             return name  # what was asked for is what the recovery just put back
         check_restorable(profile, folder, name, identity)
+        if import_in_progress(stack):
+            if not force:
+                raise DeploymentError(
+                    "a bulk import is in progress and stopping the API would interrupt it; wait until it "
+                    "finishes, or pass --force; nothing was touched"
+                )
+            say("note: --force: the import in progress is interrupted")
         target = _Target.of(stack)
         journal = _Journal(
             folder,
