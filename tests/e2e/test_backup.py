@@ -60,7 +60,7 @@ class Deployment(RenderedProject):
         return compose(self.bundle, "-f", "compose.yaml", *args, project_name=self.name, timeout=timeout)
 
     def up(self) -> None:
-        self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 300)
+        self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=2 * UP_TIMEOUT)
 
     def container(self, service: str) -> Container:
         return service_container(self.client, self.name, service)
@@ -69,8 +69,8 @@ class Deployment(RenderedProject):
         identity = ("--identity", str(key)) if key else ()
         return run_tempo_gen(self.root, *args, *identity, timeout=600)
 
-    def paused(self, step: str, *args: str) -> subprocess.Popen[str]:
-        """tempo-gen ARGS stopped at `step` (the TEMPO_GEN_PAUSE_AT hook), ready to be killed."""
+    def killed_at(self, step: str, *args: str) -> None:
+        """tempo-gen ARGS killed (SIGKILL) where it paused at `step` (the TEMPO_GEN_PAUSE_AT hook)."""
         process = subprocess.Popen(
             [sys.executable, "-m", "tempo_gen", "--project", str(self.root), *args],
             env=tempo_gen_env(TEMPO_GEN_PAUSE_AT=step),
@@ -80,20 +80,19 @@ class Deployment(RenderedProject):
         )
         assert process.stderr is not None
         deadline = time.monotonic() + PAUSED_TIMEOUT
-        line = ""
         while time.monotonic() < deadline and process.poll() is None:
-            line = process.stderr.readline()
-            if line.startswith(f"paused at {step}"):
-                return process
+            if process.stderr.readline().startswith(f"paused at {step}"):
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+                return
         process.kill()
-        pytest.fail(f"tempo-gen never paused at {step}: {line} {process.communicate(timeout=30)}")
+        pytest.fail(f"tempo-gen never paused at {step}: {process.communicate(timeout=30)}")
 
     def browser(self) -> TempoClient:
         return TempoClient(NEWEST, Origin(ADDRESS, self.https_port, DOMAIN, self.ca), page_origin=f"https://{DOMAIN}")
 
     def signed_in(self) -> TempoClient:
-        browser = self.browser()
-        browser.login(USER, PASSWORD)
+        (browser := self.browser()).login(USER, PASSWORD)
         return browser
 
     def rows(self) -> dict[str, int]:
@@ -160,6 +159,20 @@ def deployment(
         compose(running.bundle, "-f", "compose.yaml", "down", "-v", "--rmi", "local", project_name=name, check=False)
 
 
+def stage_import(browser: TempoClient) -> str:
+    """An import job receiving its chunks (the first one staged); its path."""
+    job = browser.send_json(
+        "POST", "/api/workouts/import/jobs", {"kind": "strava_bulk", "filename": "a.zip", "byteSize": 600_000}
+    )
+    assert job.status == 201, job.body
+    path = f"/api/workouts/import/jobs/{job.json()['id']}"
+    chunk = browser.request(
+        "PUT", f"{path}/chunks/0?total=2", b"\0" * 524_288, {"Content-Type": "application/octet-stream"}
+    )
+    assert chunk.status == 200, chunk.body
+    return path
+
+
 @dataclass(frozen=True)
 class Backed:
     """What the good backup holds: its name, the rows and media files it was taken of, the uploads."""
@@ -187,18 +200,7 @@ def good_backup(deployment: Deployment) -> Backed:
         )
         assert reply.status == 200, reply.body
         payloads[(workout, reply.json()["id"])] = payload
-    # An import being received: its chunk is staged under imports/, which no backup holds.
-    job = browser.send_json(
-        "POST", "/api/workouts/import/jobs", {"kind": "strava_bulk", "filename": "a.zip", "byteSize": 600_000}
-    )
-    assert job.status == 201, job.body
-    chunk = browser.request(
-        "PUT",
-        f"/api/workouts/import/jobs/{job.json()['id']}/chunks/0?total=2",
-        b"\0" * 524_288,
-        {"Content-Type": "application/octet-stream"},
-    )
-    assert chunk.status == 200, chunk.body
+    stage_import(browser)  # its chunk is staged under imports/, which no backup holds
     rows, media = deployment.rows(), deployment.media()
     started = int(time.time()) - 1
     result = deployment.tempo_gen("backup", str(deployment.profile))
@@ -272,11 +274,19 @@ def _variant(deployment: Deployment, source: str, name: str) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("damage", ["wrong key", "truncated", "flipped byte"])
+# damage -> (the backup restored, the refusal)
+DAMAGES = {
+    "wrong key": ("", "is not a key this backup was encrypted to"),
+    "truncated": ("20000101T000000Z", "db.dump.age: is not what was written"),
+    "flipped byte": ("20000101T000001Z", "media.tar.age: is not what was written"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
 def test_a_bad_backup_or_key_is_refused_and_nothing_is_touched(
     deployment: Deployment, good_backup: Backed, damage: str
 ) -> None:
-    name = {"wrong key": good_backup.name, "truncated": "20000101T000000Z", "flipped byte": "20000101T000001Z"}
+    name = {damage: DAMAGES[damage][0] or good_backup.name}
     key = deployment.wrong_key if damage == "wrong key" else deployment.key
     if damage != "wrong key":
         part = _variant(deployment, good_backup.name, name[damage]) / (
@@ -292,12 +302,7 @@ def test_a_bad_backup_or_key_is_refused_and_nothing_is_touched(
     backups, rows = deployment.complete(), deployment.rows()
     result = deployment.tempo_gen("restore", str(deployment.profile), name[damage], key=key)
     assert result.returncode == 2, result.stdout + result.stderr
-    expected = {
-        "wrong key": "is not a key this backup was encrypted to",
-        "truncated": "db.dump.age: is not what was written",
-        "flipped byte": "media.tar.age: is not what was written",
-    }
-    assert expected[damage] in result.stderr and "nothing was touched" in result.stderr
+    assert DAMAGES[damage][1] in result.stderr and "nothing was touched" in result.stderr
     assert {s: deployment.container(s).attrs["State"]["StartedAt"] for s in before} == before
     assert deployment.complete() == backups, "no safety backup: nothing was started"
     assert deployment.rows() == rows and deployment.serving()
@@ -308,15 +313,7 @@ def test_a_restore_waits_for_an_import_in_progress(deployment: Deployment, good_
     current = browser.request("GET", "/api/workouts/import/jobs/current")
     if current.status == 200:  # the restored job of the good backup, its chunk gone with `down -v`
         assert browser.request("DELETE", f"/api/workouts/import/jobs/{current.json()['id']}").status == 200
-    job = browser.send_json(
-        "POST", "/api/workouts/import/jobs", {"kind": "strava_bulk", "filename": "b.zip", "byteSize": 600_000}
-    )
-    assert job.status == 201, job.body
-    path = f"/api/workouts/import/jobs/{job.json()['id']}"
-    chunk = browser.request(
-        "PUT", f"{path}/chunks/0?total=2", b"\0" * 524_288, {"Content-Type": "application/octet-stream"}
-    )
-    assert chunk.status == 200, chunk.body
+    path = stage_import(browser)
     api = deployment.container("api").attrs["State"]["StartedAt"]
     try:
         result = deployment.tempo_gen("restore", str(deployment.profile), good_backup.name, key=deployment.key)
@@ -371,9 +368,7 @@ def test_the_drill_passes_on_a_good_backup_and_fails_on_a_bad_one(deployment: De
 
 def test_a_backup_killed_midway_leaves_nothing_that_looks_complete(deployment: Deployment) -> None:
     backups = deployment.complete()
-    process = deployment.paused("backup:postgres", "backup", str(deployment.profile))
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    deployment.killed_at("backup:postgres", "backup", str(deployment.profile))
     partial = [p.name for p in deployment.backups.iterdir() if p.name.endswith(".partial")]
     assert len(partial) == 1 and deployment.complete() == backups
     assert deployment.serving()
@@ -385,11 +380,7 @@ def test_a_backup_killed_midway_leaves_nothing_that_looks_complete(deployment: D
 
 def test_a_restore_killed_midway_is_recovered_by_the_next_run(deployment: Deployment, good_backup: Backed) -> None:
     name = good_backup.name
-    process = deployment.paused(
-        "restore:media", "restore", str(deployment.profile), name, "--identity", str(deployment.key)
-    )
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    deployment.killed_at("restore:media", "restore", str(deployment.profile), name, "--identity", str(deployment.key))
     assert (deployment.backups / "restore.json").exists()
     state = deployment.container("api").attrs["State"]
     assert state["Status"] != "running", f"killed with the API stopped: {state}"
