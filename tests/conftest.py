@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,21 @@ def cli(project: Path) -> RunCli:
         return runner.invoke(main, ["--project", str(project), *args], env=env, input=input, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def age_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """Two real age key pairs, "right" and "wrong": name -> (identity file, 0600; public key)."""
+    folder = tmp_path_factory.mktemp("age-keys")
+    folder.chmod(0o700)
+    keys = {}
+    for name in ("right", "wrong"):
+        key = folder / f"{name}.key"
+        subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True, timeout=30)
+        key.chmod(0o600)
+        public = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True, text=True, timeout=30)
+        keys[name] = (key, public.stdout.strip())
+    return keys
 
 
 @pytest.fixture(scope="module")

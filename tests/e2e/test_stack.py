@@ -24,11 +24,11 @@ import pytest
 import trustme
 from docker.models.containers import Container
 
-from support.engine import compose, unavailable
+from support.engine import compose, service_container, unavailable
 from support.project import run_tempo_gen
 from support.proxy import free_port
 from support.tempo_client import Origin, Response, TempoClient, write_zip
-from support.tls_client import https_request, plain_request
+from support.tls_client import https_request, plain_request, site_certificate
 from support.wait import wait_until
 from tempo_gen.policy.ports import IMPORT_PORT
 from tempo_gen.policy.releases import NEWEST, SUPPORTED, release
@@ -198,12 +198,7 @@ class ComposeProject:
         self.compose("up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT), timeout=UP_TIMEOUT + 300)
 
     def container(self, service: str) -> Container:
-        found = self.client.containers.list(
-            all=True,
-            filters={"label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]},
-        )
-        assert found, f"no container for {service}"
-        return found[0]
+        return service_container(self.client, self.name, service)
 
     def exec(self, service: str, *cmd: str, user: str | None = None) -> tuple[int, str]:
         code, out = self.container(service).exec_run(list(cmd), user=user or "", demux=False)
@@ -274,13 +269,7 @@ def stack(
     tag = uuid.uuid4().hex[:8]
     name = f"e2e-{tag}"
     ca = trustme.CA()
-    tls = root / "tls"
-    tls.mkdir()
-    cert = ca.issue_cert(DOMAIN)
-    cert.private_key_and_cert_chain_pem.write_to_path(tls / "fullchain.pem")
-    cert.private_key_pem.write_to_path(tls / "privkey.pem")
-    os.chmod(tls / "privkey.pem", 0o640)
-    os.chown(tls / "privkey.pem", 0, uids["proxy"])  # readable by the proxy's uid only
+    tls = site_certificate(ca, DOMAIN, root / "tls", uids["proxy"])
     (root / "profiles").mkdir()
     # The access log's host folder, as monitoring/install.sh makes it: owned by the proxy's uid.
     log_dir = root / "logs"

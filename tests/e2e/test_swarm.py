@@ -29,10 +29,12 @@ import trustme
 from docker.models.containers import Container
 
 from support.engine import unavailable
-from support.project import run_tempo_gen
+from support.project import RenderedProject, run_tempo_gen
 from support.proxy import free_port
-from support.tls_client import https_request
+from support.tempo_client import Origin, TempoClient
+from support.tls_client import https_request, site_certificate
 from support.wait import wait_until
+from tempo_gen.policy.releases import NEWEST
 
 DOMAIN = "tempo.test"
 UIDS = {"postgres": 70, "api": 1654, "frontend": 1000, "proxy": 101}
@@ -81,21 +83,11 @@ def swarm(docker_client: docker.DockerClient) -> Iterator[None]:
 
 
 @dataclass
-class Deployment:
-    root: Path
-    name: str
+class Deployment(RenderedProject):
     client: docker.DockerClient
     ca: trustme.CA
     https_port: int
     outputs: list[str] = field(default_factory=list)
-
-    @property
-    def bundle(self) -> Path:
-        return self.root / "out" / self.name
-
-    @property
-    def profile(self) -> Path:
-        return self.root / "profiles" / f"{self.name}.yaml"
 
     def tempo_gen(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = run_tempo_gen(self.root, *args, timeout=600)
@@ -191,6 +183,7 @@ def deployed(
     docker_client: docker.DockerClient,
     standin_images: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
+    age_keys: dict[str, tuple[Path, str]],
 ) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("swarm")
     name = f"e2e-swarm-{uuid.uuid4().hex[:6]}"
@@ -203,13 +196,7 @@ def deployed(
         images[role] = f"{repository}:{tag}"
         local_tags.append(images[role])
     ca = trustme.CA()
-    tls = root / "tls"
-    tls.mkdir()
-    cert = ca.issue_cert(DOMAIN)
-    cert.private_key_and_cert_chain_pem.write_to_path(tls / "fullchain.pem")
-    cert.private_key_pem.write_to_path(tls / "privkey.pem")
-    os.chmod(tls / "privkey.pem", 0o640)
-    os.chown(tls / "privkey.pem", 0, UIDS["proxy"])
+    tls = site_certificate(ca, DOMAIN, root / "tls", UIDS["proxy"])
     (root / "profiles").mkdir()
     # The access log's host folder, as monitoring/install.sh makes it: owned by the proxy's uid.
     logs = root / "logs"
@@ -220,6 +207,7 @@ def deployed(
     https_port = free_port()
     (root / "profiles" / f"{name}.yaml").write_text(
         profile_text(name, images, endpoint_mode, free_port(), https_port, tls, logs)
+        + f"backup:\n  dir: {root / 'backups'}\n  recipients: [{age_keys['right'][1]}]\n"
     )
     deployment = Deployment(root, name, docker_client, ca, https_port)
     built: list[str] = []
@@ -339,6 +327,33 @@ def test_the_api_started_with_its_secrets(deployed: Deployment) -> None:
     assert status in (200, 400)
     status, headers, _ = deployed.https("POST", "/api/auth/login", json_body=USER)
     assert status == 200 and headers["set-cookie"].lower().startswith("authtoken="), "tokens are signed with jwt_key"
+
+
+def test_a_backup_restores_onto_the_swarm_stack(deployed: Deployment, age_keys: dict[str, tuple[Path, str]]) -> None:
+    """Through the services' tasks: execs on the engine that runs them, stop and start by scaling."""
+    site = Origin("127.0.0.1", deployed.https_port, DOMAIN, deployed.ca)
+    browser = TempoClient(NEWEST, site, page_origin=f"https://{DOMAIN}")
+    if browser.request("GET", "/api/auth/registration-available").json()["registrationAvailable"]:
+        assert browser.register(USER["username"], USER["password"]).status == 200
+    browser.login(USER["username"], USER["password"])
+
+    def upload(payload: bytes) -> str:
+        workout = str(uuid.uuid4())
+        reply = browser.request("POST", f"/api/workouts/{workout}/media", payload, {"Content-Type": "text/plain"})
+        assert reply.status == 200, reply.body
+        return f"/api/workouts/{workout}/media/{reply.json()['id']}"
+
+    kept = upload(b"taken before the backup")
+    deployed.tempo_gen("backup", str(deployed.profile))
+    (name,) = os.listdir(deployed.root / "backups")
+    later = upload(b"uploaded after the backup")
+    api = deployed.container("api").id
+    deployed.tempo_gen("restore", str(deployed.profile), name, "--identity", str(age_keys["right"][0]))
+    assert deployed.container("api").id != api, "the API task was stopped and started again"
+    browser = TempoClient(NEWEST, site, page_origin=f"https://{DOMAIN}")
+    browser.login(USER["username"], USER["password"])
+    assert browser.request("GET", kept).body == b"taken before the backup"
+    assert browser.request("GET", later).status == 404, "the media are the backup's"
 
 
 def test_secret_values_appear_nowhere(deployed: Deployment) -> None:

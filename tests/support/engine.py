@@ -18,7 +18,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
 
 ENGINE_START_TIMEOUT = 60  # seconds dockerd may take to answer
 APT_TIMEOUT = 900  # seconds for one apt-get install
@@ -186,3 +190,12 @@ def compose(
     if check and done.returncode != 0:
         raise ComposeError(done.returncode, cmd, done.stdout, done.stderr)
     return done
+
+
+def service_container(client: docker.DockerClient, project: str, service: str) -> Container:
+    """The container of `service` in Compose project `project`, running or not."""
+    found = client.containers.list(
+        all=True, filters={"label": [f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"]}
+    )
+    assert found, f"no container for {service}"
+    return found[0]

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -65,3 +66,19 @@ def run_tempo_gen(
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every regular file under `folder` with its bytes: two snapshots compare equal only if nothing changed."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class RenderedProject:
+    """A throwaway project of one profile `name` under `root`: where its profile and bundle are."""
+
+    root: Path
+    name: str
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "out" / self.name
+
+    @property
+    def profile(self) -> Path:
+        return self.root / "profiles" / f"{self.name}.yaml"

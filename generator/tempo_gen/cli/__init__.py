@@ -20,6 +20,7 @@ from tempo_gen.bundle.jinja import expand
 from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.bundle.writer import check_replaceable, recover, write_bundles
+from tempo_gen.cli.backup import backup, restore
 from tempo_gen.cli.common import load_all
 from tempo_gen.cli.deployment import admin, cert, secrets, swarm
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError, terminal_safe
@@ -314,5 +315,5 @@ def lock(root: Path, profiles: tuple[str, ...], update: bool, insecure: tuple[st
         click.echo(line)
 
 
-for group in (secrets, swarm, admin, cert):
+for group in (secrets, swarm, admin, cert, backup, restore):
     main.add_command(group)

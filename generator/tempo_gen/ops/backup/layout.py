@@ -9,6 +9,8 @@
                                    sha256 of each encrypted file (what retention, audit and a key-less check read)
       20261205T031500Z.partial/    a backup being written: never read; the next run removes it
       drill.json                   the last successful drill
+      restore.json                 only while a restore runs (or after one was killed): the backup being
+                                   restored, the safety backup of what was there before, the step reached
 
 A backup exists only once its folder has its final name: it is written as
 <name>.partial and renamed after every part verified, so an interrupted run
@@ -24,7 +26,7 @@ import re
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AwareDatetime, Field, ValidationError
 
@@ -33,14 +35,18 @@ from tempo_gen.models.base import StrictModel, VersionNumber
 from tempo_gen.safe_fs import open_dir_beneath, read_at
 
 FORMAT: Literal[1] = 1
-PARTS = ("db.dump.age", "media.tar.age", "manifest.json.age")
+PARTS: tuple[Part, ...] = ("db.dump.age", "media.tar.age", "manifest.json.age")
 INDEX = "index.json"
 DRILL_RECORD = "drill.json"
+RESTORE_JOURNAL = "restore.json"
 PARTIAL = ".partial"
 _NAME = re.compile(r"\d{8}T\d{6}Z")
 _INDEX_LIMIT = 64 * 1024
 
 Part = Literal["db.dump.age", "media.tar.age", "manifest.json.age"]
+Content = Literal["db.dump", "media.tar"]
+CONTENTS: dict[Part, Content] = {"db.dump.age": "db.dump", "media.tar.age": "media.tar"}
+"""The encrypted parts whose plaintext the manifest describes (the manifest itself is the third part)."""
 Kind = Literal["scheduled", "manual", "pre-deploy", "safety"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -60,6 +66,38 @@ class Index(StrictModel):
     parts: dict[Part, PartDigest]
 
 
+class Manifest(StrictModel):
+    """manifest.json.age, decrypted: what the backup holds, checked by restore before anything is touched."""
+
+    format: Literal[1] = FORMAT
+    created: AwareDatetime
+    kind: Kind
+    tempo_version: VersionNumber
+    last_migration: Annotated[str, Field(max_length=300)] | None
+    """The newest row of Tempo's EF Core `__EFMigrationsHistory` (None: the table is missing)."""
+    tempo_gen_version: Annotated[str, Field(max_length=64)]
+    contents: dict[Content, PartDigest]
+    """Plaintext size and sha256 of each encrypted part."""
+
+
+# The steps of a restore, in order: a journal at "stopped" or later means the deployment may be half-restored.
+RestoreStep = Literal["verified", "safety", "stopped", "database", "media", "started"]
+TOUCHING: tuple[RestoreStep, ...] = ("stopped", "database", "media", "started")
+
+
+class RestoreJournal(StrictModel):
+    """restore.json: a restore under way; the next backup or restore run finds it if this one was killed."""
+
+    format: Literal[1] = FORMAT
+    backup: Annotated[str, Field(pattern=_NAME.pattern)]
+    safety: Annotated[str, Field(pattern=_NAME.pattern)] | None = None
+    step: RestoreStep
+    # What the media are restored through, noted while the API still ran (a recovery finds it stopped).
+    media_volume: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")]
+    api_image: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+    api_user: Annotated[str, Field(pattern=r"^[0-9]{1,10}(:[0-9]{1,10})?$")]
+
+
 class DrillRecord(StrictModel):
     """drill.json: the last drill that restored a backup and found it equal to the live deployment."""
 
@@ -69,6 +107,9 @@ class DrillRecord(StrictModel):
     tables: int = Field(ge=0)
     rows: int = Field(ge=0)
     media_files: int = Field(ge=0)
+
+
+_Record = TypeVar("_Record", bound=StrictModel)
 
 
 class CorruptBackup(UnsafeFile):
@@ -116,15 +157,24 @@ def read_index(folder: Path, name: str) -> Index:
 
 def read_drill_record(folder: Path) -> DrillRecord | None:
     """The last successful drill, or None when no drill has passed yet."""
-    shown = folder / DRILL_RECORD
+    return _read_record(folder, DRILL_RECORD, DrillRecord, "drill record")
+
+
+def read_restore_journal(folder: Path) -> RestoreJournal | None:
+    """The journal of a restore under way or killed, or None."""
+    return _read_record(folder, RESTORE_JOURNAL, RestoreJournal, "restore journal")
+
+
+def _read_record(folder: Path, name: str, model: type[_Record], what: str) -> _Record | None:
+    shown = folder / name
     if not os.path.lexists(shown):
         return None
     with open_dir_beneath(folder, follow_root=False) as fd:
-        raw = read_at(fd, DRILL_RECORD, _INDEX_LIMIT, shown)
+        raw = read_at(fd, name, _INDEX_LIMIT, shown)
     try:
-        return DrillRecord.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise CorruptBackup(shown, f"is not a tempo-gen drill record ({exc.errors()[0]['msg']})") from None
+        raise CorruptBackup(shown, f"is not a tempo-gen {what} ({exc.errors()[0]['msg']})") from None
 
 
 def _is_backup_dir(dir_fd: int, name: str, suffix: str = "") -> bool:

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tempo_gen.errors import DeploymentError
+from tempo_gen.ops.running.oneoff import LABEL
 from tempo_gen.ops.running.stack import RunningStack, docker_client
+
+STOP_TIMEOUT = 30  # seconds a service may take to stop cleanly (its stop_grace_period)
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -43,12 +46,30 @@ class ComposeProject(RunningStack):
         self.bundle = bundle
 
     def container(self, service: str) -> Container:
-        found = self.client.containers.list(
-            filters={"label": [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]}
-        )
+        found = [c for c in self._containers(service) if c.status == "running"]
         if not found:
             raise DeploymentError(f"service {service!r} of stack {self.project!r} is not running")
         return found[0]
+
+    def stop(self, service: str) -> None:
+        for container in self._containers(service):
+            container.stop(timeout=STOP_TIMEOUT)
+
+    def start(self, service: str) -> None:
+        found = self._containers(service)
+        if not found:
+            raise DeploymentError(f"service {service!r} of stack {self.project!r} has no container to start")
+        for container in found:
+            if container.status != "running":
+                container.start()
+
+    def _containers(self, service: str) -> list[Container]:
+        """The service's containers, stopped ones included (not one-off containers of its image: oneoff.py)."""
+        found: list[Container] = self.client.containers.list(
+            all=True,
+            filters={"label": [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]},
+        )
+        return [container for container in found if LABEL not in container.labels]
 
     def recreate(self, service: str) -> None:
         """Recreate one service so it mounts the current secret files and reads them afresh."""

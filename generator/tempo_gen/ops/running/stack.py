@@ -7,9 +7,12 @@ rest is the same and lives here once.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, cast
 
 from tempo_gen.errors import DeploymentError
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 HEALTHY_TIMEOUT = 180  # seconds a recreated service may take to report healthy
+STREAM_IDLE_TIMEOUT = 600  # seconds a streamed exec may stay silent (a dump of a large table)
+STDERR_LIMIT = 16384  # bytes of a streamed exec's stderr kept for the error message
 
 
 def docker_client() -> DockerClient:
@@ -48,21 +53,31 @@ class RunningStack(ABC):
 
     def exec_with_stdin(self, service: str, command: list[str], stdin: str, timeout: float = 60) -> tuple[int, str]:
         """Run `command` in the service's container feeding `stdin`: nothing sensitive goes in arguments
-        or environment, which `docker inspect` of the exec would show."""
-        container = self.container(service)
-        api = (container.client or self.client).api  # the engine that runs it: on a cluster, not always ours
-        exec_id = api.exec_create(container.id, command, stdin=True, stdout=True, stderr=True)["Id"]
-        stream = api.exec_start(exec_id, socket=True)
-        raw = cast("socket.socket", getattr(stream, "_sock", stream))  # the SDK's socket wrapper, or a socket
-        raw.settimeout(timeout)
-        raw.sendall(stdin.encode())
-        raw.shutdown(socket.SHUT_WR)
+        or environment, which `docker inspect` of the exec would show. Its exit code, and stdout then stderr."""
         output = bytearray()
-        while chunk := raw.recv(65536):
-            output += chunk
-        stream.close()
-        code: int = api.exec_inspect(exec_id)["ExitCode"]
-        return code, _demultiplex(bytes(output))
+        code, stderr = self.exec_stream(service, command, source=[stdin.encode()], sink=output.extend, timeout=timeout)
+        return code, output.decode(errors="replace") + stderr
+
+    def exec_stream(
+        self,
+        service: str,
+        command: list[str],
+        *,
+        source: Iterable[bytes] | None = None,
+        sink: Callable[[bytes], object] | None = None,
+        timeout: float = STREAM_IDLE_TIMEOUT,
+    ) -> tuple[int, str]:
+        """Run `command` in the service's container, streaming `source` into its stdin and its stdout into `sink`
+        chunk by chunk (a database dump never sits whole in memory); its exit code and (bounded) stderr."""
+        return exec_stream(self.container(service), command, source=source, sink=sink, timeout=timeout)
+
+    @abstractmethod
+    def stop(self, service: str) -> None:
+        """Stop the service (its container stays, with its volumes, for start())."""
+
+    @abstractmethod
+    def start(self, service: str) -> None:
+        """Start the service stop() stopped; does nothing when it runs."""
 
     def wait_healthy(self, service: str, timeout: float = HEALTHY_TIMEOUT) -> None:
         """Wait until the service's container reports healthy (a container without a healthcheck: running)."""
@@ -79,11 +94,81 @@ class RunningStack(ABC):
         raise DeploymentError(f"{service} did not become healthy within {timeout:.0f}s (last status: {status})")
 
 
-def _demultiplex(data: bytes) -> str:
-    """Docker's stdout/stderr frames (8-byte headers) to text."""
-    text, offset = bytearray(), 0
-    while offset + 8 <= len(data):
-        size = int.from_bytes(data[offset + 4 : offset + 8], "big")
-        text += data[offset + 8 : offset + 8 + size]
-        offset += 8 + size
-    return text.decode(errors="replace")
+def exec_stream(
+    container: Container,
+    command: list[str],
+    *,
+    source: Iterable[bytes] | None = None,
+    sink: Callable[[bytes], object] | None = None,
+    timeout: float = STREAM_IDLE_TIMEOUT,
+) -> tuple[int, str]:
+    """exec_stream() on a given container, on the engine that runs it."""
+    api = container.client.api if container.client else None
+    if api is None:
+        raise DeploymentError(f"container {container.name} has no engine to exec on")
+    exec_id = api.exec_create(container.id, command, stdin=source is not None, stdout=True, stderr=True)["Id"]
+    stream = api.exec_start(exec_id, socket=True)
+    try:
+        stderr = pump(cast("socket.socket", getattr(stream, "_sock", stream)), source, sink, timeout)
+    finally:
+        stream.close()
+    code: int = api.exec_inspect(exec_id)["ExitCode"]
+    return code, stderr
+
+
+def pump(
+    raw: socket.socket, source: Iterable[bytes] | None, sink: Callable[[bytes], object] | None, timeout: float
+) -> str:
+    """Feed `source` into a hijacked Docker stream (a thread) while its stdout frames go to `sink`; return the
+    stderr frames (the last STDERR_LIMIT bytes). A failing source or sink closes the stream: the process in
+    the container sees a broken pipe or end of input and stops."""
+    raw.settimeout(timeout)
+    failed: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for chunk in source or ():
+                try:
+                    raw.sendall(chunk)
+                except OSError:
+                    return  # the process stopped reading: its exit status and stderr say why
+        except BaseException as exc:  # the source failed: re-raised in the caller's thread
+            failed.append(exc)
+            _close(raw, socket.SHUT_RDWR)
+            return
+        _close(raw, socket.SHUT_WR)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    stderr = bytearray()
+    try:
+        while header := _receive(raw, 8):
+            payload = _receive(raw, int.from_bytes(header[4:8], "big"))
+            if header[0] == 2:
+                stderr = (stderr + payload)[-STDERR_LIMIT:]
+            elif sink is not None:
+                sink(payload)
+    except BaseException:
+        _close(raw, socket.SHUT_RDWR)
+        raise
+    finally:
+        feeder.join(timeout)
+    if failed:
+        raise failed[0]
+    return stderr.decode(errors="replace")
+
+
+def _close(raw: socket.socket, how: int) -> None:
+    with contextlib.suppress(OSError):
+        raw.shutdown(how)
+
+
+def _receive(raw: socket.socket, size: int) -> bytes:
+    """Exactly `size` bytes, or fewer at the end of the stream."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = raw.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)

@@ -111,6 +111,12 @@ class SwarmProject(RunningStack):
         self._engines[node_id] = engine
         return engine
 
+    def stop(self, service: str) -> None:
+        docker_cli("service", "scale", "--detach=false", f"{service_name(self.profile, service)}=0")
+
+    def start(self, service: str) -> None:
+        docker_cli("service", "scale", "--detach=false", f"{service_name(self.profile, service)}=1")
+
     def uses(self, service: str) -> list[dict[str, Any]]:
         """The secret references of a service's spec."""
         return self.service(service).attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []

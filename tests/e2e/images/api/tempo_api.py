@@ -270,6 +270,10 @@ CREATE TABLE IF NOT EXISTS import_jobs (
     started_at timestamptz,
     finished_at timestamptz
 );
+CREATE TABLE IF NOT EXISTS "__EFMigrationsHistory" (
+    "MigrationId" character varying(150) PRIMARY KEY,
+    "ProductVersion" character varying(32) NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workout_media (
     id uuid PRIMARY KEY,
     workout_id uuid NOT NULL,
@@ -301,12 +305,27 @@ def db_cursor(settings: Settings, timeout: int | None = None) -> Iterator[psycop
         conn.close()
 
 
+EF_PRODUCT_VERSION = "9.0.0"
+
+
+def migration_id(release: tuple[int, ...]) -> str:
+    """EF Core's history row for `release`: a 14-digit prefix that sorts like the version (real ids sort by
+    their timestamp), e.g. 00021001000000_Release_2_10_1."""
+    major, minor, patch = (*release, 0, 0, 0)[:3]
+    return f"{major:04d}{minor:02d}{patch:02d}000000_Release_{major}_{minor}_{patch}"
+
+
 def migrate(settings: Settings) -> None:
     """Like EF Core migrations at start: create the schema or fail."""
     try:
         with db_cursor(settings) as cur:
             cur.execute("SELECT pg_advisory_xact_lock(4242)")  # two replicas, one migration
             cur.execute(SCHEMA)
+            cur.execute(
+                'INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES (%s, %s)'
+                " ON CONFLICT DO NOTHING",
+                (migration_id(RELEASE), EF_PRODUCT_VERSION),
+            )
     except psycopg2.Error as exc:
         log("FTL", "Failed to apply database migrations. Application cannot start.")
         crash(f"Npgsql: {type(exc).__name__}: {str(exc).strip()}")
