@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -54,19 +55,21 @@ def backup() -> None:
 def backup_take(root: Path, profile: str | None, kind: str, out: Path | None) -> None:
     """Take a backup of PROFILE's running deployment; one line on success, exit non-zero on failure."""
     from tempo_gen.ops.audit_trail import audited
-    from tempo_gen.ops.backup.take import require_recipients, take_backup
+    from tempo_gen.ops.backup.offsite import after_verified_backup
+    from tempo_gen.ops.backup.take import locked, open_backup_folder, require_recipients, take_backup
     from tempo_gen.ops.running.tempo_api import running_stack
 
     item = load_one(profile, root, "deployment to back up")
     require_recipients(item.profile)
     started = time.monotonic()
-    with audited(root, item.profile, "backup", {"kind": kind}, warn=_warn):
+    with audited(root, item.profile, "backup", {"kind": kind}, warn=_warn), locked(open_backup_folder(item.profile)):
         stack = running_stack(item, (out or root / OUT_DIR) / item.profile.name)
         taken = take_backup(item.profile, stack, "scheduled" if kind == "scheduled" else "manual")
-        # The verified backup is complete here: retention pruning and the off-host copy come after this point.
+        # Only a verified backup lets retention prune older ones; under the same lock, so no restore runs between.
+        after = after_verified_backup(item.profile, taken.name, datetime.now(UTC))
     click.echo(
         f"backup {item.profile.name}: {taken.folder / taken.name} ok ({kind}, {taken.stored_bytes} bytes, "
-        f"{time.monotonic() - started:.0f}s)"
+        f"{time.monotonic() - started:.0f}s); {'; '.join(after)}"
     )
 
 
