@@ -301,12 +301,43 @@ def db_cursor(settings: Settings, timeout: int | None = None) -> Iterator[psycop
         conn.close()
 
 
+# EF Core's history table: one migration id per release, so a database says which release migrated it last.
+MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS "__EFMigrationsHistory" (
+    "MigrationId" character varying(150) PRIMARY KEY,
+    "ProductVersion" character varying(32) NOT NULL
+);
+"""
+PRODUCT_VERSION = "9.0.0"
+# The never-ready variant's forward migration (a row and a column no earlier release has), applied
+# before it refuses to become ready: what a rollback must take away again.
+NEVER_READY_MIGRATION = "20991231000000_Standin_NeverReady"
+
+
+def migration_id() -> str:
+    return "20250101000000_Release_" + "_".join(map(str, RELEASE))
+
+
+def never_ready() -> bool:
+    """Stand-in only (build arg STANDIN_NEVER_READY): migrate forward, then never answer /health or /ready."""
+    return os.environ.get("TEMPO_E2E_NEVER_READY") == "1"
+
+
 def migrate(settings: Settings) -> None:
     """Like EF Core migrations at start: create the schema or fail."""
     try:
         with db_cursor(settings) as cur:
             cur.execute("SELECT pg_advisory_xact_lock(4242)")  # two replicas, one migration
             cur.execute(SCHEMA)
+            cur.execute(MIGRATIONS)
+            ids = [migration_id()] + ([NEVER_READY_MIGRATION] if never_ready() else [])
+            for mid in ids:
+                cur.execute(
+                    'INSERT INTO "__EFMigrationsHistory" VALUES (%s, %s) ON CONFLICT DO NOTHING',
+                    (mid, PRODUCT_VERSION),
+                )
+            if never_ready():
+                cur.execute("ALTER TABLE users ADD COLUMN IF NOT EXISTS never_ready_marker boolean")
     except psycopg2.Error as exc:
         log("FTL", "Failed to apply database migrations. Application cannot start.")
         crash(f"Npgsql: {type(exc).__name__}: {str(exc).strip()}")
@@ -697,12 +728,17 @@ class Handler(BaseHTTPRequestHandler):
     # -- endpoints
 
     def health(self) -> None:
+        if never_ready():
+            self.send_json(503, {"status": "unhealthy"})
+            return
         self.send_json(200, {"status": "healthy"})
 
     def ready(self) -> None:
         """2.10+: 200 when Postgres answers `SELECT 1` within 2 s, else 503 (no exception text)."""
         ok = False
         with suppress(psycopg2.Error), db_cursor(self.settings, timeout=READY_TIMEOUT) as cur:
+            if never_ready():
+                raise psycopg2.Error("the never-ready stand-in")
             cur.execute(f"SET statement_timeout = {READY_TIMEOUT * 1000}")
             cur.execute("SELECT 1")
             ok = cur.fetchone()[0] == 1
