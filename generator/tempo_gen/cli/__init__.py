@@ -21,6 +21,7 @@ from tempo_gen.bundle.outlock import render_lock
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.bundle.writer import check_replaceable, recover, write_bundles
 from tempo_gen.cli.common import load_all
+from tempo_gen.cli.deploy import deploy, upgrade
 from tempo_gen.cli.deployment import admin, cert, secrets
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError, terminal_safe
 from tempo_gen.models.base import control_character
@@ -303,5 +304,5 @@ def lock(root: Path, profiles: tuple[str, ...], update: bool, insecure: tuple[st
         click.echo(line)
 
 
-for group in (secrets, admin, cert):
+for group in (secrets, admin, cert, deploy, upgrade):
     main.add_command(group)
