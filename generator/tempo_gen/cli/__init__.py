@@ -184,7 +184,11 @@ def schema(markdown: bool) -> None:
 @main.command()
 @click.argument("profiles", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--strict", is_flag=True, help="Exit 1 when a profile weakens any default or misses a checklist item.")
-@click.option("--live", is_flag=True, help="Also ask each running site for its certificate (overdue under 14 days).")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Also check the running deployment: certificate, secrets' age, images against pins, release.",
+)
 @click.pass_obj
 def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> None:
     """Report what PROFILES weaken and the checklist of Tempo's security guide."""
@@ -202,6 +206,12 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> No
 
             for line in certificate_findings(item.profile):
                 failed = True
+                click.echo(terminal_safe(f"  {line}"))
+        if live:
+            from tempo_gen.ops.deploy.ongoing import ongoing_findings
+
+            for line in ongoing_findings(item.profile, root, root / OUT_DIR / item.profile.name):
+                failed |= not line.startswith("ok ")
                 click.echo(terminal_safe(f"  {line}"))
     if strict and failed:
         sys.exit(1)
