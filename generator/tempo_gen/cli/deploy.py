@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 import click
@@ -18,6 +20,20 @@ def _progress(started: float) -> Callable[[str], None]:
         click.echo(terminal_safe(f"[{time.monotonic() - started:5.0f}s] {line}"))
 
     return say
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, `docker stop` of a runner) interrupts like Ctrl-C: the rollback still runs."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _warn(message: str) -> None:
@@ -54,6 +70,7 @@ def deploy(root: Path, profile: str | None, out: Path | None) -> None:
     say = _progress(time.monotonic())
     _ignore_state(root, out_root)
     with (
+        _interruptible(),
         deploy_lock(bundle),
         render_lock(out_root, shared=True),
         audited(root, item.profile, "deploy", {"version": item.profile.tempo.version}, warn=_warn),
@@ -83,7 +100,12 @@ def upgrade(root: Path, profile: str | None, to: str, out: Path | None) -> None:
     say = _progress(time.monotonic())
     _ignore_state(root, out_root)
     details = {"from": item.profile.tempo.version, "to": to[:40]}
-    with deploy_lock(bundle), render_lock(out_root), audited(root, item.profile, "upgrade", details, warn=_warn):
+    with (
+        _interruptible(),
+        deploy_lock(bundle),
+        render_lock(out_root),
+        audited(root, item.profile, "upgrade", details, warn=_warn),
+    ):
         summary = run_upgrade(item, root, bundle, to, say)
     for line in summary:
         click.echo(f"summary: {line}")
