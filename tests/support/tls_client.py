@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
+from pathlib import Path
 from typing import Any
 
 import trustme
@@ -72,3 +74,13 @@ def plain_request(
 ) -> tuple[int, dict[str, str], str | bytes]:
     connection = http.client.HTTPConnection(address, port, timeout=timeout)
     return _read(connection, method, path, f"{host}:{port}", **kw)
+
+
+def write_site_pair(ca: trustme.CA, folder: Path, domain: str, proxy_uid: int) -> None:
+    """`folder`/fullchain.pem and privkey.pem for `domain` from the test CA; the key readable by the proxy only."""
+    folder.mkdir()
+    cert = ca.issue_cert(domain)
+    cert.private_key_and_cert_chain_pem.write_to_path(folder / "fullchain.pem")
+    cert.private_key_pem.write_to_path(folder / "privkey.pem")
+    os.chmod(folder / "privkey.pem", 0o640)
+    os.chown(folder / "privkey.pem", 0, proxy_uid)
