@@ -8,12 +8,14 @@ each starting from the state the one before left.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -23,7 +25,7 @@ from support.engine import compose
 from support.project import run_tempo_gen, snapshot
 from support.proxy import free_port
 from support.tls_client import https_request, write_site_pair
-from tempo_gen.policy.releases import NEWEST, SUPPORTED
+from tempo_gen.policy.releases import IMPORT_CHUNK_BYTES, NEWEST, SUPPORTED
 
 from .images.build import NEVER_READY_TAG, built_image, release_images
 
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.e2e
 DOMAIN = "tempo.test"
 OLDEST = SUPPORTED[0]
 USER, PASSWORD = "runner", "correct horse battery staple"
+LOGIN = {"username": USER, "password": PASSWORD}
 MIGRATION = "20250101000000_Release_"
 PROXY_UID = 101
 
@@ -158,8 +161,8 @@ def test_first_deploy_brings_the_site_up_and_records_it(site: Site) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "waiting for api to report healthy" in result.stdout
     assert "summary: smoke test passed" in result.stdout
-    assert site.https("POST", "/api/auth/register", {"username": USER, "password": PASSWORD}) == 200
-    assert site.https("POST", "/api/auth/login", {"username": USER, "password": PASSWORD}) == 200
+    assert site.https("POST", "/api/auth/register", LOGIN) == 200
+    assert site.https("POST", "/api/auth/login", LOGIN) == 200
     state = site.root / ".tempo-gen"
     assert os.stat(state).st_mode & 0o777 == 0o700
     assert (state / site.name / "DEPLOYED.json").is_file()
@@ -185,7 +188,7 @@ def test_a_proxy_that_cannot_start_rolls_back_to_the_previous_config(site: Site)
     assert "proxy did not become healthy" in result.stdout
     assert "rolled back to the deploy of" in result.stderr
     assert site.https("GET", "/") == 200
-    assert site.https("POST", "/api/auth/login", {"username": USER, "password": PASSWORD}) == 200
+    assert site.https("POST", "/api/auth/login", LOGIN) == 200
     # Back to the committed profile for what follows.
     site.profile.write_text(_profile(site, OLDEST, frontend_memory="384m"))
     assert site.tempo_gen("render").returncode == 0
@@ -206,7 +209,7 @@ def test_an_upgrade_whose_api_never_becomes_ready_rolls_back_release_and_databas
     column = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'never_ready_marker'"
     assert site.psql(column) == "0"
     assert site.psql("SELECT username FROM users") == USER
-    assert site.https("POST", "/api/auth/login", {"username": USER, "password": PASSWORD}) == 200
+    assert site.https("POST", "/api/auth/login", LOGIN) == 200
 
 
 def test_an_upgrade_to_a_healthy_release_succeeds(site: Site) -> None:
@@ -218,7 +221,33 @@ def test_an_upgrade_to_a_healthy_release_succeeds(site: Site) -> None:
     assert site.tempo_gen("render", "--check").returncode == 0
     assert site.psql(f'SELECT count(*) FROM "__EFMigrationsHistory" WHERE "MigrationId" LIKE \'{MIGRATION}%\'') == "2"
     assert site.https("GET", "/api/ready") == 200
-    assert site.https("POST", "/api/auth/login", {"username": USER, "password": PASSWORD}) == 200
+    assert site.https("POST", "/api/auth/login", LOGIN) == 200
+
+
+def test_deploy_refuses_while_an_import_is_in_progress(site: Site) -> None:
+    status, headers, _ = https_request(
+        "127.0.0.1", site.https_port, DOMAIN, site.ca, "POST", "/api/auth/login", json_body=LOGIN
+    )
+    assert status == 200
+    cookie = headers["set-cookie"].split(";", 1)[0]
+
+    def call(method: str, path: str, **kw: Any) -> tuple[int, str]:
+        status, _, body = https_request(
+            "127.0.0.1", site.https_port, DOMAIN, site.ca, method, path, cookie=cookie, **kw
+        )
+        return status, str(body)
+
+    job = {"kind": "strava_bulk", "filename": "export.zip", "byteSize": IMPORT_CHUNK_BYTES + 1}
+    status, body = call("POST", "/api/workouts/import/jobs", json_body=job)
+    assert status == 201, body
+    job_id = json.loads(body)["id"]
+    chunk = f"/api/workouts/import/jobs/{job_id}/chunks/0?total=2"
+    assert call("PUT", chunk, body=b"x" * IMPORT_CHUNK_BYTES, content_type="application/octet-stream")[0] == 200
+    before = site.container_ids()
+    result = site.tempo_gen("deploy", str(site.profile))
+    assert result.returncode == 1 and "bulk import in progress" in result.stderr, result.stdout + result.stderr
+    assert site.container_ids() == before
+    assert call("DELETE", f"/api/workouts/import/jobs/{job_id}")[0] == 200
 
 
 def test_audit_live_reports_the_ongoing_checks_of_the_upgraded_site(site: Site) -> None:

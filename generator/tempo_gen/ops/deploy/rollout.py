@@ -69,6 +69,7 @@ def preflight(loaded: LoadedProfile, root: Path, bundle: Path) -> list[RenderedF
 @dataclass
 class Rollout:
     loaded: LoadedProfile
+    root: Path
     bundle: Path
     files: list[RenderedFile]
     say: Say
@@ -128,8 +129,9 @@ class Rollout:
         ]
 
     def _pre_deploy_backup(self) -> Path:
-        """The rollback point of a release change, taken before anything new runs."""
-        # The encrypted pre-deploy backup (ops/backup) belongs here, first, while the stack still serves.
+        """The rollback points of a release change, taken before anything new runs."""
+        # The encrypted pre-deploy backup (ops/backup: self.loaded, self.root, self.bundle) belongs here,
+        # first, while the stack still serves; its failure ends the deploy like any other (rolled back).
         self.say("Tempo's release changes: stopping the API and Postgres to copy the database (rollback point)")
         compose(self.name, self.bundle, "stop", "frontend", "api", timeout=120)
         path = snapshot.snapshot_path(self.bundle)
@@ -202,4 +204,4 @@ class Rollout:
 def deploy(loaded: LoadedProfile, root: Path, bundle: Path, say: Say) -> list[str]:
     """Deploy `bundle` (out/<name>) of `loaded`; the summary lines, or DeploymentError after a rollback."""
     files = preflight(loaded, root, bundle)
-    return Rollout(loaded, bundle, files, say).run()
+    return Rollout(loaded, root, bundle, files, say).run()
