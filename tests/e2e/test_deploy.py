@@ -27,7 +27,8 @@ from support.proxy import free_port
 from support.tls_client import https_request, write_site_pair
 from tempo_gen.policy.releases import IMPORT_CHUNK_BYTES, NEWEST, SUPPORTED
 
-from .images.build import NEVER_READY_TAG, built_image, release_images
+from .images.build import NEVER_READY_TAG, ROLE_TAGS, built_image, release_images
+from .test_stack import profile_text
 
 pytestmark = pytest.mark.e2e
 
@@ -86,40 +87,23 @@ class Site:
 
 
 def _profile(site: Site, version: str, cert_file: str = "fullchain.pem", frontend_memory: str = "512m") -> str:
-    return f"""\
-name: {site.name}
-domain: {DOMAIN}
-environment: development
-tempo:
-  version: {version}
-  allow_unpinned: true
-  images:
-    api: {site.repo}/api:v{version}
-    frontend: {site.repo}/frontend:v{version}
-    postgres: {built_image("tempo-e2e/postgres:16-alpine")}
-proxy:
-  kind: nginx
-  placement: container
-  image: {built_image("tempo-e2e/nginx:1.22")}
-  nginx_version: "1.22"
-  openssl_version: "3.0"
-  publish_addresses: [127.0.0.1]
-  http_port: {site.http_port}
-  https_port: {site.https_port}
-  tls:
-    certificate:
-      source: files
-      cert_file: {site.tls}/{cert_file}
-      key_file: {site.tls}/privkey.pem
-firewall:
-  enabled: false
-monitoring:
-  access_log:
-    dir: {site.root}/logs
-containers:
-  limits:
-    frontend: {{memory: {frontend_memory}, cpus: 0.5, pids: 100}}
-"""
+    """test_stack's profile, published on loopback, with this module's image names and a frontend limit."""
+    images = {role: built_image(ROLE_TAGS[role]) for role in ("postgres", "nginx")}
+    text = profile_text(
+        site.name,
+        "nginx",
+        images,
+        "127.0.0.1",
+        site.http_port,
+        site.https_port,
+        site.tls,
+        version=version,
+        logs=site.root / "logs",
+    )
+    for role, image in release_images(version).items():
+        text = text.replace(f"{role}: {image}\n", f"{role}: {site.repo}/{role}:v{version}\n")
+    text = text.replace("/fullchain.pem", f"/{cert_file}")
+    return text + f"containers:\n  limits:\n    frontend: {{memory: {frontend_memory}, cpus: 0.5, pids: 100}}\n"
 
 
 @pytest.fixture(scope="module")
