@@ -140,3 +140,13 @@ def test_deploy_refuses_a_state_folder_that_is_a_symlink(cli: RunCli, rendered: 
     assert "is not a folder (a symlink or a file)" in result.output
     assert not os.listdir(elsewhere)
     assert "/.tempo-gen/" in (rendered / ".gitignore").read_text().splitlines()
+
+
+def test_deploy_refuses_after_an_interrupted_deploy_left_its_database_copy(cli: RunCli, rendered: Path) -> None:
+    _saved(rendered)
+    leftover = rendered / ".tempo-gen" / ".demo.db-rollback.tar"
+    leftover.write_bytes(b"a stopped database's files")
+    result = cli("deploy", str(rendered / "profiles" / "demo.yaml"))
+    assert result.exit_code == 2
+    assert "the database rollback point of a deploy that was interrupted" in result.output
+    assert leftover.read_bytes() == b"a stopped database's files"

@@ -77,14 +77,8 @@ class Rollout:
     deployed: state.Deployed | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.deployed = state.load(self.bundle)  # refused before the engine is asked anything
-        self.stack = ComposeProject(self.loaded.profile.name, self.bundle)
-
-    @property
-    def name(self) -> str:
-        return self.loaded.profile.name
-
-    def refuse_while_busy(self) -> None:
+        # Refused before the engine is asked anything.
+        self.deployed = state.load(self.bundle)
         pending = snapshot.snapshot_path(self.bundle)
         if pending.exists():
             raise UsageError(
@@ -92,6 +86,13 @@ class Rollout:
                 "hold a newer release's migrations. Deploy the release that made it again, or put it back by "
                 "hand; delete the file to keep the current database"
             )
+        self.stack = ComposeProject(self.loaded.profile.name, self.bundle)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.profile.name
+
+    def refuse_while_busy(self) -> None:
         running = self.deployed.version if self.deployed else self.loaded.profile.tempo.version
         if not release(running).import_port and import_in_progress(self.stack):
             raise DeploymentError(
@@ -101,7 +102,8 @@ class Rollout:
     def run(self) -> list[str]:
         started = time.monotonic()
         self.refuse_while_busy()
-        previous = running_images(self.stack)
+        # What runs now; a service that does not run (stopped by an interrupted deploy) as last deployed.
+        previous = {**(self.deployed.images if self.deployed else {}), **running_images(self.stack)}
         before = container_ids(self.stack)
         version = self.loaded.profile.tempo.version
         old_version = self.deployed.version if self.deployed else ("unknown" if previous else "none")
@@ -128,24 +130,26 @@ class Rollout:
             f"smoke test passed; took {time.monotonic() - started:.0f}s",
         ]
 
-    def _pre_deploy_backup(self) -> Path:
+    def _pre_deploy_backup(self) -> Path | None:
         """The rollback points of a release change, taken before anything new runs."""
         # The encrypted pre-deploy backup (ops/backup: self.loaded, self.root, self.bundle) belongs here,
         # first, while the stack still serves; its failure ends the deploy like any other (rolled back).
+        postgres = self._postgres()
+        if postgres is None:
+            self.say("no database container (the stack is down): no rollback point of the database is taken")
+            return None
         self.say("Tempo's release changes: stopping the API and Postgres to copy the database (rollback point)")
         compose(self.name, self.bundle, "stop", "frontend", "api", timeout=120)
         path = snapshot.snapshot_path(self.bundle)
-        size = snapshot.take(self.stack.client, self._postgres(), path)
+        size = snapshot.take(self.stack.client, postgres, path)
         self.say(f"database rollback point: {size // 1024} KiB kept at {path}")
         return path
 
-    def _postgres(self) -> Container:
-        """Postgres's container, running or stopped."""
+    def _postgres(self) -> Container | None:
+        """Postgres's container, running or stopped; None when there is none."""
         labels = [f"com.docker.compose.project={self.name}", "com.docker.compose.service=postgres"]
         found = self.stack.client.containers.list(all=True, filters={"label": labels})
-        if not found:
-            raise DeploymentError("postgres has no container: no database to keep a rollback point of")
-        return found[0]
+        return found[0] if found else None
 
     def _changed_mounts(self) -> list[str]:
         """Services whose bind-mounted bundle files differ from the last deploy's (all of them after none)."""
@@ -184,7 +188,10 @@ class Rollout:
             if taken is not None:
                 self.say("rolling back: putting the database copy back")
                 compose(self.name, self.bundle, "stop", "frontend", "api", timeout=120)
-                snapshot.put_back(self.stack.client, self._postgres(), taken)
+                postgres = self._postgres()
+                if postgres is None:
+                    raise DeploymentError("postgres has no container to put the database back into")
+                snapshot.put_back(self.stack.client, postgres, taken)
             self.say(f"rolling back: bringing up {'the last deployed bundle' if self.deployed else 'the images'}")
             compose(self.name, source, "up", "-d", "--no-build")
             for service in services(self.stack):
