@@ -132,6 +132,8 @@ def site(
     try:
         yield site
     finally:
+        logs = compose(site.bundle, "logs", "--no-color", project_name=site.name, timeout=60, check=False)
+        (root / "compose.log").write_text(logs.stdout + logs.stderr)
         for bundle in (site.bundle, root / ".tempo-gen" / site.name):
             if (bundle / "compose.yaml").exists():
                 compose(bundle, "down", "-v", "--rmi", "local", project_name=site.name, timeout=300, check=False)
