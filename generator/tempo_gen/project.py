@@ -65,9 +65,11 @@ def ignore_rule(secrets_dir: PurePosixPath) -> str | None:
     return f"/{normal}/"
 
 
-def ensure_ignored(root: Path, secrets_dirs: list[PurePosixPath]) -> None:
-    """Make sure git ignores every secrets folder that sits inside the project, in one append; never
-    writes through a symlink."""
+def ensure_ignored(
+    root: Path, secrets_dirs: list[PurePosixPath], why: str = "Secret files (tempo-gen secrets init)"
+) -> None:
+    """Make sure git ignores every secrets folder (or other private folder, `why` says which) that sits
+    inside the project, in one append; never writes through a symlink."""
     rules = [rule for folder in secrets_dirs if (rule := ignore_rule(folder))]
     if not rules:
         return
@@ -88,7 +90,7 @@ def ensure_ignored(root: Path, secrets_dirs: list[PurePosixPath]) -> None:
     addition = (
         ("\n" if text and not text.endswith("\n") else "")
         + ("\n" if lines and lines[-1] else "")
-        + "# Secret files (tempo-gen secrets init); never committed.\n"
+        + f"# {why}; never committed.\n"
         + "".join(f"{rule}\n" for rule in added)
     )
     try:

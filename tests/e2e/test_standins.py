@@ -20,7 +20,7 @@ from support.sandbox import Sandbox
 from support.tempo_client import Origin, TempoClient, version_tuple, write_zip
 from support.wait import wait_until
 
-from .images.build import STANDIN_RELEASES, release_images
+from .images.build import NEVER_READY_TAG, STANDIN_RELEASES, built_image, release_images
 
 pytestmark = pytest.mark.e2e
 
@@ -282,6 +282,40 @@ def test_api_with_a_32_char_key_passes_the_key_check_and_needs_postgres(sandbox:
     for secret in (key, db_password):
         leaked = contains(logs, secret)
         assert not leaked, "api logged a secret"
+
+
+def test_each_release_records_its_migration_and_the_never_ready_variant_migrates_then_never_answers(
+    sandbox: Sandbox,
+) -> None:
+    db_password, key = secrets_and_db(sandbox)
+    query = ["psql", "-h", "postgres", "-U", "postgres", "-d", "tempo", "-tAc"]
+
+    def sql(statement: str) -> str:
+        code, out = sandbox.probe(*query, statement, env={"PGPASSWORD": db_password})
+        assert code == 0, out
+        return out.strip()
+
+    # Ids sort like the releases (a 14-digit prefix, as EF Core's timestamps do); the names follow it.
+    history = (
+        'SELECT string_agg(substring("MigrationId" from 16), \',\' ORDER BY "MigrationId") FROM "__EFMigrationsHistory"'
+    )
+    wait_api(sandbox, start_api(sandbox, "api", db_password, key, release=OLDEST))
+    oldest = "Release_" + OLDEST.replace(".", "_")
+    assert sql(history) == oldest
+    broken = sandbox.run(
+        built_image(NEVER_READY_TAG),
+        "api-next",
+        user="1654:1654",
+        environment=api_environment(db_password, key),
+        tmpfs={"/tmp": "", "/app/media": "uid=1654,gid=1654"},
+        **HARDENED,
+    )
+    newest = "Release_" + NEWEST.replace(".", "_")
+    wait_until(lambda: newest in sql(history), 30, "the never-ready api's migration")
+    assert sql(history) == f"{oldest},{newest},Standin_NeverReady"
+    assert sql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'never_ready_marker'") == "1"
+    for path in ("/health", "/ready"):
+        assert api_status(sandbox, broken, path) == 503, path
 
 
 @pytest.mark.parametrize("release", [OLDEST, NEWEST])

@@ -22,6 +22,7 @@ from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.bundle.writer import check_replaceable, recover, write_bundles
 from tempo_gen.cli.backup import backup, restore
 from tempo_gen.cli.common import load_all
+from tempo_gen.cli.deploy import deploy, upgrade
 from tempo_gen.cli.deployment import admin, cert, secrets, swarm
 from tempo_gen.errors import Problem, ProfileError, TempoGenError, UsageError, terminal_safe
 from tempo_gen.models.base import control_character
@@ -187,8 +188,8 @@ def schema(markdown: bool) -> None:
 @click.option(
     "--live",
     is_flag=True,
-    help="Also ask each running site for its certificate (overdue under 14 days), and check the age of the last "
-    "backup and of the last successful restore drill.",
+    help="Also check the running deployment: certificate, secrets' age, images against pins, release, and the "
+    "age of the last backup and of the last successful restore drill.",
 )
 @click.pass_obj
 def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> None:
@@ -214,6 +215,12 @@ def audit(root: Path, profiles: tuple[str, ...], strict: bool, live: bool) -> No
             for check in backup_checks(item.profile):
                 failed |= not check.ok
                 click.echo(terminal_safe(f"  {check.line()}"))
+
+            from tempo_gen.ops.deploy.ongoing import ongoing_findings
+
+            for line in ongoing_findings(item.profile, root, root / OUT_DIR / item.profile.name):
+                failed |= not line.startswith("ok ")
+                click.echo(terminal_safe(f"  {line}"))
     if strict and failed:
         sys.exit(1)
 
@@ -315,5 +322,5 @@ def lock(root: Path, profiles: tuple[str, ...], update: bool, insecure: tuple[st
         click.echo(line)
 
 
-for group in (secrets, swarm, admin, cert, backup, restore):
+for group in (secrets, swarm, admin, cert, backup, restore, deploy, upgrade):
     main.add_command(group)

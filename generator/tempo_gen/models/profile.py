@@ -59,6 +59,14 @@ class Secrets(StrictModel):
     versions: SecretVersions = Field(
         SecretVersions(), description=("Swarm mode only: which version of each secret the stack uses.")
     )
+    max_age_days: int = Field(
+        default=180,
+        ge=1,
+        le=3650,
+        description=(
+            "Rotate each secret at least this often (`secrets rotate`): `audit --live` reports an older one as overdue."
+        ),
+    )
 
     @field_validator("dir")
     @classmethod

@@ -86,6 +86,15 @@ class Tempo(StrictModel):
         False,
         description=("Accept images without a sha256 digest (audit reports it). Production refuses them otherwise."),
     )
+    update_within_days: int = Field(
+        default=30,
+        ge=1,
+        le=365,
+        description=(
+            "Deploy the newest release tempo-gen supports within this many days of the last deploy: `audit "
+            "--live` reports an older release deployed longer ago as overdue (`tempo-gen upgrade`)."
+        ),
+    )
     jwt: Jwt = Jwt()
     cors_origins: list[Origin] = Field(
         [], description=("Origins allowed to call the API with credentials. Default: https://<domain> only.")

@@ -89,6 +89,11 @@ ROLE_TAGS = {
 # Swarm node (dockerd inside a container) for tests/e2e/test_multinode.py.
 ON_DEMAND_TAGS = {"node": "tempo-e2e/node:latest"}
 
+NEVER_READY_TAG = f"tempo-e2e/api:v{NEWEST}-never-ready"
+"""The api stand-in of the newest release that migrates the database forward, then never becomes ready
+(build arg STANDIN_NEVER_READY=1): the failed upgrade a deploy must roll back."""
+_NEVER_READY_ARGS = {"STANDIN_NEVER_READY": "1"}
+
 # Fixed tag -> content-addressed tag (tempo-e2e/<role>:h-<hash>) of this
 # process's last build_standins(). Other worktrees sharing the engine re-point
 # the fixed tags to their own builds at any time; the h- tags never move.
@@ -371,7 +376,14 @@ def role_hash(role: str, base_ref: str, release: str = "") -> str:
     return _digest(*parts)
 
 
-def _build_role(client: docker.DockerClient, role: str, base_ref: str, ref: str, release: str = "") -> None:
+def _build_role(
+    client: docker.DockerClient,
+    role: str,
+    base_ref: str,
+    ref: str,
+    release: str = "",
+    extra_args: dict[str, str] | None = None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix=f"ctx-{role}-") as ctx:
         for name, src in _role_inputs(role).items():
             dest = Path(ctx) / name
@@ -383,7 +395,7 @@ def _build_role(client: docker.DockerClient, role: str, base_ref: str, ref: str,
         for chunk in client.api.build(
             path=ctx,
             tag=ref,
-            buildargs={"BASE": base_ref, **({"TEMPO_VERSION": release} if release else {})},
+            buildargs={"BASE": base_ref, **({"TEMPO_VERSION": release} if release else {}), **(extra_args or {})},
             rm=True,
             forcerm=True,
             decode=True,
@@ -426,6 +438,11 @@ def build_standins(client: docker.DockerClient | None = None) -> dict[str, str]:
             for release in STANDIN_RELEASES if role in VERSIONED_ROLES else ("",):
                 _build_tagged(client, role, base_ref, release_tag(role, release) if release else fixed, release)
             refs[role] = fixed
+        variant = f"tempo-e2e/api:h-{role_hash('api', base_ref, f'{NEWEST}+never-ready')}"
+        if not _image_exists(client, variant):
+            _build_role(client, "api", base_ref, variant, NEWEST, _NEVER_READY_ARGS)
+        _retag(client, variant, NEVER_READY_TAG)
+        _BUILT[NEVER_READY_TAG] = variant
     return refs
 
 

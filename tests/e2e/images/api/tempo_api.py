@@ -315,17 +315,31 @@ def migration_id(release: tuple[int, ...]) -> str:
     return f"{major:04d}{minor:02d}{patch:02d}000000_Release_{major}_{minor}_{patch}"
 
 
+# The never-ready variant's forward migration (a row and a column no earlier release has), applied
+# before it refuses to become ready: what a rollback must take away again.
+NEVER_READY_MIGRATION = "20991231000000_Standin_NeverReady"
+
+
+def never_ready() -> bool:
+    """Stand-in only (build arg STANDIN_NEVER_READY): migrate forward, then never answer /health or /ready."""
+    return os.environ.get("TEMPO_E2E_NEVER_READY") == "1"
+
+
 def migrate(settings: Settings) -> None:
     """Like EF Core migrations at start: create the schema or fail."""
     try:
         with db_cursor(settings) as cur:
             cur.execute("SELECT pg_advisory_xact_lock(4242)")  # two replicas, one migration
             cur.execute(SCHEMA)
-            cur.execute(
-                'INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES (%s, %s)'
-                " ON CONFLICT DO NOTHING",
-                (migration_id(RELEASE), EF_PRODUCT_VERSION),
-            )
+            ids = [migration_id(RELEASE)] + ([NEVER_READY_MIGRATION] if never_ready() else [])
+            for mid in ids:
+                cur.execute(
+                    'INSERT INTO "__EFMigrationsHistory" ("MigrationId", "ProductVersion") VALUES (%s, %s)'
+                    " ON CONFLICT DO NOTHING",
+                    (mid, EF_PRODUCT_VERSION),
+                )
+            if never_ready():
+                cur.execute("ALTER TABLE users ADD COLUMN IF NOT EXISTS never_ready_marker boolean")
     except psycopg2.Error as exc:
         log("FTL", "Failed to apply database migrations. Application cannot start.")
         crash(f"Npgsql: {type(exc).__name__}: {str(exc).strip()}")
@@ -716,12 +730,17 @@ class Handler(BaseHTTPRequestHandler):
     # -- endpoints
 
     def health(self) -> None:
+        if never_ready():
+            self.send_json(503, {"status": "unhealthy"})
+            return
         self.send_json(200, {"status": "healthy"})
 
     def ready(self) -> None:
         """2.10+: 200 when Postgres answers `SELECT 1` within 2 s, else 503 (no exception text)."""
         ok = False
         with suppress(psycopg2.Error), db_cursor(self.settings, timeout=READY_TIMEOUT) as cur:
+            if never_ready():
+                raise psycopg2.Error("the never-ready stand-in")
             cur.execute(f"SET statement_timeout = {READY_TIMEOUT * 1000}")
             cur.execute("SELECT 1")
             ok = cur.fetchone()[0] == 1
