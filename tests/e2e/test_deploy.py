@@ -25,6 +25,7 @@ from support.engine import compose
 from support.project import run_tempo_gen, snapshot
 from support.proxy import free_port
 from support.tls_client import https_request, site_certificate
+from tempo_gen.ops.backup.layout import backup_names, read_index
 from tempo_gen.policy.releases import IMPORT_CHUNK_BYTES, NEWEST, SUPPORTED
 
 from .images.build import NEVER_READY_TAG, ROLE_TAGS, built_image, release_images
@@ -50,6 +51,11 @@ class Site:
     http_port: int
     https_port: int
     tls: Path
+    recipient: str  # the age public key of the pre-deploy backups
+
+    @property
+    def backups(self) -> Path:
+        return self.root / "backups"
 
     @property
     def profile(self) -> Path:
@@ -103,12 +109,18 @@ def _profile(site: Site, version: str, cert_file: str = "fullchain.pem", fronten
     for role, image in release_images(version).items():
         text = text.replace(f"{role}: {image}\n", f"{role}: {site.repo}/{role}:v{version}\n")
     text = text.replace("/fullchain.pem", f"/{cert_file}")
-    return text + f"containers:\n  limits:\n    frontend: {{memory: {frontend_memory}, cpus: 0.5, pids: 100}}\n"
+    return text + (
+        f"containers:\n  limits:\n    frontend: {{memory: {frontend_memory}, cpus: 0.5, pids: 100}}\n"
+        f"backup:\n  dir: {site.backups}\n  recipients: [{site.recipient}]\n"
+    )
 
 
 @pytest.fixture(scope="module")
 def site(
-    docker_client: docker.DockerClient, standin_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    docker_client: docker.DockerClient,
+    standin_images: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    age_keys: dict[str, tuple[Path, str]],
 ) -> Iterator[Site]:
     if os.geteuid() != 0:
         pytest.skip("the deploy tests need root (secret files owned by the services' uids)")
@@ -120,7 +132,17 @@ def site(
     (root / "logs").mkdir(mode=0o750)
     os.chown(root / "logs", PROXY_UID, PROXY_UID)
     (root / "profiles").mkdir()
-    site = Site(root, f"deploy-{tag}", f"deploy-e2e-{tag}", docker_client, ca, free_port(), free_port(), tls)
+    site = Site(
+        root,
+        f"deploy-{tag}",
+        f"deploy-e2e-{tag}",
+        docker_client,
+        ca,
+        free_port(),
+        free_port(),
+        tls,
+        age_keys["right"][1],
+    )
     for version in (OLDEST, NEWEST):
         for role, image in release_images(version).items():
             site.tag(image, version, role)
@@ -196,6 +218,12 @@ def test_an_upgrade_whose_api_never_becomes_ready_rolls_back_release_and_databas
     assert site.psql(column) == "0"
     assert site.psql("SELECT username FROM users") == USER
     assert site.https("POST", "/api/auth/login", LOGIN) == 200
+    assert _pre_deploy_backups(site) == [OLDEST]  # encrypted, kept, recorded as the release that wrote it
+
+
+def _pre_deploy_backups(site: Site) -> list[str]:
+    indexes = [read_index(site.backups, name) for name in backup_names(site.backups)]
+    return [index.tempo_version for index in indexes if index.kind == "pre-deploy"]
 
 
 def test_an_upgrade_to_a_healthy_release_succeeds(site: Site) -> None:
@@ -208,6 +236,7 @@ def test_an_upgrade_to_a_healthy_release_succeeds(site: Site) -> None:
     assert site.psql(f'SELECT count(*) FROM "__EFMigrationsHistory" WHERE "MigrationId" LIKE \'%{MIGRATION}%\'') == "2"
     assert site.https("GET", "/api/ready") == 200
     assert site.https("POST", "/api/auth/login", LOGIN) == 200
+    assert _pre_deploy_backups(site) == [OLDEST, OLDEST]
 
 
 def test_deploy_refuses_while_an_import_is_in_progress(site: Site) -> None:

@@ -161,19 +161,21 @@ def locked(folder: Path) -> Iterator[None]:
             del _held[folder]
 
 
-def take_backup(profile: Profile, stack: RunningStack, kind: Kind) -> Taken:
+def take_backup(profile: Profile, stack: RunningStack, kind: Kind, *, running_version: str | None = None) -> Taken:
     """Back up the running deployment into its backup folder; the complete backup, verified.
 
     This is what every caller uses: `backup` (manual or scheduled), restore's safety backup, deploy's
-    pre-deploy backup. Retention and off-host copies belong after it returned, never before."""
+    pre-deploy backup. Retention and off-host copies belong after it returned, never before.
+    `running_version` is the release that runs (and wrote the data) when it is not yet the profile's: a
+    deploy that is about to change it."""
     require_recipients(profile)
     folder = open_backup_folder(profile)
     with locked(folder):
         refuse_after_killed_restore(profile, folder)
-        return _take(profile, stack, kind, folder)
+        return _take(profile, stack, kind, folder, running_version or profile.tempo.version)
 
 
-def _take(profile: Profile, stack: RunningStack, kind: Kind, folder: Path) -> Taken:
+def _take(profile: Profile, stack: RunningStack, kind: Kind, folder: Path, version: str) -> Taken:
     remove_partials(folder)
     created = datetime.now(UTC).replace(microsecond=0)
     name = backup_name(created)
@@ -183,7 +185,7 @@ def _take(profile: Profile, stack: RunningStack, kind: Kind, folder: Path) -> Ta
         os.mkdir(name + PARTIAL, 0o700, dir_fd=top)
         try:
             with open_dir_beneath(folder, (name + PARTIAL,), follow_root=False) as fd:
-                index = _write_parts(profile, stack, kind, created, fd, folder / (name + PARTIAL))
+                index = _write_parts(profile, stack, (kind, version), created, fd, folder / (name + PARTIAL))
                 os.fsync(fd)
             os.rename(name + PARTIAL, name, src_dir_fd=top, dst_dir_fd=top)
             os.fsync(top)
@@ -194,7 +196,10 @@ def _take(profile: Profile, stack: RunningStack, kind: Kind, folder: Path) -> Ta
     return Taken(folder, name, index)
 
 
-def _write_parts(profile: Profile, stack: RunningStack, kind: Kind, created: datetime, fd: int, shown: Path) -> Index:
+def _write_parts(
+    profile: Profile, stack: RunningStack, what: tuple[Kind, str], created: datetime, fd: int, shown: Path
+) -> Index:
+    kind, version = what
     recipients = profile.backup.recipients
     sealed: dict[Part, Sealed] = {}
     with encrypting(recipients, fd, "db.dump.age") as db:
@@ -206,7 +211,7 @@ def _write_parts(profile: Profile, stack: RunningStack, kind: Kind, created: dat
     manifest = Manifest(
         created=created,
         kind=kind,
-        tempo_version=profile.tempo.version,
+        tempo_version=version,
         last_migration=last_migration(stack),
         tempo_gen_version=__version__,
         contents={"db.dump": sealed["db.dump.age"].content, "media.tar": sealed["media.tar.age"].content},
@@ -220,7 +225,7 @@ def _write_parts(profile: Profile, stack: RunningStack, kind: Kind, created: dat
     index = Index(
         created=created,
         kind=kind,
-        tempo_version=profile.tempo.version,
+        tempo_version=version,
         parts={part: written.stored for part, written in sealed.items()},
     )
     text = json.dumps(index.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"

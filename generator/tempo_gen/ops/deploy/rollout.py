@@ -3,8 +3,9 @@
 1. Refuse when out/<name> is not what the profile renders, when a secret fails
    its check, when an import is running, or when the last deploy was
    interrupted with a database rollback point still waiting.
-2. When Tempo's release changes: the pre-deploy backup point, then stop the
-   API and Postgres and keep a copy of the database (snapshot.py).
+2. When Tempo's release changes: the encrypted pre-deploy backup (ops/backup,
+   so backup.recipients are needed), then stop the API and Postgres and keep a
+   local copy of the database (snapshot.py) that a rollback puts back.
 3. `compose up -d --build`: Compose recreates a service whose configuration or
    image changed; a service whose bind-mounted bundle files changed (the
    proxy's configuration) is recreated too, since Compose cannot see those.
@@ -27,6 +28,7 @@ from tempo_gen.bundle.files import RenderedFile
 from tempo_gen.bundle.manifest import MANIFEST, recorded_hashes
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.errors import DeploymentError, UsageError
+from tempo_gen.ops.backup.take import require_recipients, take_backup
 from tempo_gen.ops.deploy import snapshot, state
 from tempo_gen.ops.deploy.compose import bind_sources, compose, container_ids, running_images, services, wait_healthy
 from tempo_gen.ops.deploy.smoke import smoke_test
@@ -108,10 +110,12 @@ class Rollout:
         version = self.loaded.profile.tempo.version
         old_version = self.deployed.version if self.deployed else ("unknown" if previous else "none")
         release_changes = bool(previous) and old_version != version
+        if release_changes:
+            require_recipients(self.loaded.profile)  # a release change needs its pre-deploy backup: refused first
         taken: Path | None = None
         try:
             if release_changes:
-                taken = self._pre_deploy_backup()
+                taken = self._pre_deploy_backup(self.deployed.version if self.deployed else None)
             self._apply(before)
         except BaseException as exc:
             self.say(f"deploy failed: {exc}")
@@ -130,14 +134,17 @@ class Rollout:
             f"smoke test passed; took {time.monotonic() - started:.0f}s",
         ]
 
-    def _pre_deploy_backup(self) -> Path | None:
-        """The rollback points of a release change, taken before anything new runs."""
-        # The encrypted pre-deploy backup (ops/backup: self.loaded, self.root, self.bundle) belongs here,
-        # first, while the stack still serves; its failure ends the deploy like any other (rolled back).
+    def _pre_deploy_backup(self, running_version: str | None) -> Path | None:
+        """The rollback points of a release change, taken before anything new runs: the encrypted backup
+        (kept, for a restore at any later time) while the stack still serves, then the local database copy
+        that a rollback puts back without any private key."""
         postgres = self._postgres()
         if postgres is None:
-            self.say("no database container (the stack is down): no rollback point of the database is taken")
+            self.say("no database container (the stack is down): no backup and no rollback point are taken")
             return None
+        self.say("Tempo's release changes: taking the encrypted pre-deploy backup")
+        taken = take_backup(self.loaded.profile, self.stack, "pre-deploy", running_version=running_version)
+        self.say(f"pre-deploy backup: {taken.folder / taken.name}")
         self.say("Tempo's release changes: stopping the API and Postgres to copy the database (rollback point)")
         compose(self.name, self.bundle, "stop", "frontend", "api", timeout=120)
         path = snapshot.snapshot_path(self.bundle)
