@@ -16,7 +16,7 @@ import pytest
 from support.proxy import dev_profile
 from support.sshd import sftp_server
 from tempo_gen.errors import DeploymentError, UnsafeFile
-from tempo_gen.models.backup import Retention
+from tempo_gen.models.host.backup import Retention
 from tempo_gen.ops.backup.layout import INDEX, PARTS, Index, backup_name, backup_names
 from tempo_gen.ops.backup.offsite import (
     Offsite,

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tempo_gen.errors import UnsafeFile
-from tempo_gen.models.backup import Retention
+from tempo_gen.models.host.backup import Retention
 from tempo_gen.ops.backup.layout import INDEX, Index, backup_name, backup_names
 from tempo_gen.ops.backup.retention import Backup, decide, prune
 

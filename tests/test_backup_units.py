@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from support.engine import unavailable
 from support.proxy import dev_profile, target_input_for
 from tempo_gen.errors import RenderError
-from tempo_gen.models.backup import Backup
+from tempo_gen.models.host.backup import Backup
 from tempo_gen.profile.loader import load_profile
 from tempo_gen.targets.base import TargetInput
 from tempo_gen.targets.host import backup_units

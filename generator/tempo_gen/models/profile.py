@@ -9,11 +9,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tempo_gen.models.backup import Backup
 from tempo_gen.models.base import Domain, RuleViolations, Slug, StrictModel, Violation, image_parts
 from tempo_gen.models.containers import Containers, Deploy
-from tempo_gen.models.firewall import Firewall
-from tempo_gen.models.monitoring import Monitoring
+from tempo_gen.models.host.backup import Backup
+from tempo_gen.models.host.firewall import Firewall
+from tempo_gen.models.host.monitoring import Monitoring
 from tempo_gen.models.proxy import Proxy
 from tempo_gen.models.tempo import Tempo
 from tempo_gen.policy.ports import IMPORT_PORT

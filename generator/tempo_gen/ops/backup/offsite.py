@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from tempo_gen.errors import DeploymentError, UnsafeFile, terminal_safe
-from tempo_gen.models.backup import Retention
+from tempo_gen.models.host.backup import Retention
 from tempo_gen.models.profile import Profile
 from tempo_gen.ops.backup.layout import INDEX, PARTS, read_index
 from tempo_gen.ops.backup.retention import Backup, decide, prune

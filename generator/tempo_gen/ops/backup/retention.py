@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tempo_gen.errors import UnsafeFile
-from tempo_gen.models.backup import Retention
+from tempo_gen.models.host.backup import Retention
 from tempo_gen.ops.backup.layout import Index, backup_names, read_index
 from tempo_gen.safe_fs import open_dir_beneath, remove_tree_at
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from tempo_gen.bundle.files import RenderedFile
-from tempo_gen.models.firewall import Vpn
+from tempo_gen.models.host.firewall import Vpn
 from tempo_gen.models.profile import Profile
 from tempo_gen.policy.ports import IMPORT_PORT
 from tempo_gen.policy.routes import import_port_route
