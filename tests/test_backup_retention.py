@@ -45,8 +45,9 @@ def expected_keep(backups: list[Backup], retention: Retention, now: datetime) ->
     past = [b for b in backups if b.created <= now]
     kept = {b.name for b in backups if b.created > now}
     kept |= {max(backups, key=lambda b: (b.created, b.name)).name} if backups else set()
-    pre_deploys = [b for b in past if b.kind == "pre-deploy"]
-    kept |= {max(pre_deploys, key=lambda b: (b.created, b.name)).name} if pre_deploys else set()
+    for kind in ("pre-deploy", "safety"):
+        of_kind = [b for b in past if b.kind == kind]
+        kept |= {max(of_kind, key=lambda b: (b.created, b.name)).name} if of_kind else set()
     kept |= newest_per_period(past, retention.daily, lambda t: t.date())
     kept |= newest_per_period(past, retention.weekly, lambda t: t.isocalendar()[:2])
     kept |= newest_per_period(past, retention.monthly, lambda t: (t.year, t.month))

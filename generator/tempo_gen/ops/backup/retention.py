@@ -8,6 +8,7 @@ Counting days that have a backup, not calendar days, means a pause in backups
 never empties the folder. Never pruned: the newest backup, backups dated after
 `now` (the clock went back: nothing to reason with), the newest pre-deploy
 backup (the way back across Tempo's forward-only migrations after an upgrade),
+the newest safety backup (the state the last restore replaced),
 whatever the caller names in `keep`, and a backup whose index cannot be read
 (reported instead). A removal renames the folder out of the backup names first,
 so an interrupted prune never leaves a half-deleted folder that looks complete.
@@ -98,6 +99,9 @@ def _newest_per_period(
     return kept
 
 
+PROTECTED_KINDS = ("pre-deploy", "safety")
+
+
 def decide(backups: Collection[Backup], retention: Retention, now: datetime, keep: Collection[str] = ()) -> Decision:
     """Which of `backups` (complete, with a readable index) to keep under `retention` at `now`; pure."""
     now = now.astimezone(UTC)
@@ -106,7 +110,8 @@ def decide(backups: Collection[Backup], retention: Retention, now: datetime, kee
     kept = {b.name for b in utc if b.created > now or b.name in keep}
     past = [b for b in utc if b.created <= now]
     kept |= {b.name for b in utc[:1]}  # the newest
-    kept |= {b.name for b in [b for b in past if b.kind == "pre-deploy"][:1]}  # the newest pre-deploy
+    for kind in PROTECTED_KINDS:  # the newest of each: a way back that a routine backup does not replace
+        kept |= {b.name for b in [b for b in past if b.kind == kind][:1]}
     kept |= _newest_per_period(past, retention.daily, _day)
     kept |= _newest_per_period(past, retention.weekly, _iso_week)
     kept |= _newest_per_period(past, retention.monthly, _month)
