@@ -40,7 +40,7 @@ INDEX = "index.json"
 DRILL_RECORD = "drill.json"
 RESTORE_JOURNAL = "restore.json"
 PARTIAL = ".partial"
-_NAME = re.compile(r"\d{8}T\d{6}Z")
+NAME = re.compile(r"\d{8}T\d{6}Z")  # a backup folder: its UTC creation time
 _INDEX_LIMIT = 64 * 1024
 
 Part = Literal["db.dump.age", "media.tar.age", "manifest.json.age"]
@@ -89,8 +89,8 @@ class RestoreJournal(StrictModel):
     """restore.json: a restore under way; the next backup or restore run finds it if this one was killed."""
 
     format: Literal[1] = FORMAT
-    backup: Annotated[str, Field(pattern=_NAME.pattern)]
-    safety: Annotated[str, Field(pattern=_NAME.pattern)] | None = None
+    backup: Annotated[str, Field(pattern=NAME.pattern)]
+    safety: Annotated[str, Field(pattern=NAME.pattern)] | None = None
     step: RestoreStep
     # What the media are restored through, noted while the API still ran (a recovery finds it stopped).
     media_volume: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")]
@@ -103,7 +103,7 @@ class DrillRecord(StrictModel):
 
     format: Literal[1] = FORMAT
     finished: AwareDatetime
-    backup: Annotated[str, Field(pattern=_NAME.pattern)]
+    backup: Annotated[str, Field(pattern=NAME.pattern)]
     tables: int = Field(ge=0)
     rows: int = Field(ge=0)
     media_files: int = Field(ge=0)
@@ -178,7 +178,7 @@ def _read_record(folder: Path, name: str, model: type[_Record], what: str) -> _R
 
 
 def _is_backup_dir(dir_fd: int, name: str, suffix: str = "") -> bool:
-    if not (name.endswith(suffix) and _NAME.fullmatch(name.removesuffix(suffix) if suffix else name)):
+    if not (name.endswith(suffix) and NAME.fullmatch(name.removesuffix(suffix) if suffix else name)):
         return False
     try:
         return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)

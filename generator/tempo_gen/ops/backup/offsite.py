@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import subprocess
 from collections.abc import Collection, Iterator
@@ -31,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from tempo_gen.errors import DeploymentError, UnsafeFile, terminal_safe
 from tempo_gen.models.host.backup import Retention
 from tempo_gen.models.profile import Profile
-from tempo_gen.ops.backup.layout import INDEX, PARTS, read_index
+from tempo_gen.ops.backup.layout import INDEX, NAME, PARTS, read_index
 from tempo_gen.ops.backup.retention import Backup, decide, prune
 from tempo_gen.safe_fs import kind_of, open_dir_beneath
 
@@ -42,7 +41,6 @@ _NOT_INITIALISED = "unable to open config file"
 COPY_TIMEOUT = 6 * 3600
 SHORT_TIMEOUT = 3600
 _FILES = (INDEX, *PARTS)
-_BACKUP_NAME = re.compile(r"\d{8}T\d{6}Z")
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,7 @@ def _snapshot(entry: object) -> Snapshot | None:
         return None
     try:
         tags = dict(tag.split(":", 1) for tag in entry.get("tags") or [] if ":" in tag)
-        if not _BACKUP_NAME.fullmatch(tags.get("backup", "")):
+        if not NAME.fullmatch(tags.get("backup", "")):
             return None
         created = datetime.fromisoformat(entry["time"]).astimezone(UTC)
         folder = str(PurePosixPath(entry["paths"][0]).parent)  # the paths are the backup's files

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from tempo_gen.errors import UnsafeFile
 from tempo_gen.models.host.backup import Retention
-from tempo_gen.ops.backup.layout import Index, backup_names, read_index
+from tempo_gen.ops.backup.layout import NAME, Index, backup_names, read_index
 from tempo_gen.safe_fs import open_dir_beneath, remove_tree_at
 
 PRUNING = ".pruning"
 # A folder being removed: `.<backup name>.pruning`, invisible to backup_names().
-_PRUNING_NAME = re.compile(r"\.\d{8}T\d{6}Z\.pruning")
+_PRUNING_NAME = re.compile(rf"\.{NAME.pattern}\.pruning")
 
 
 @dataclass(frozen=True)
