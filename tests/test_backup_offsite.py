@@ -235,7 +235,7 @@ def test_after_a_verified_backup_the_folder_is_pruned_and_the_copies_follow(
     backup = {
         "dir": str(folder),
         "recipients": ["age1az7lh68m9mwua556c0yvyadw8qz6lzawfmlgndy54jysurcgyqqqgqkz08"],
-        "retention": {"daily": 1, "weekly": 0, "monthly": 0},
+        "retention": {"last": 1, "daily": 1, "weekly": 0, "monthly": 0},
         "restic": {"repository": str(repository), "password_file": str(password[0])},
     }
     profile = dev_profile("nginx", backup=backup)

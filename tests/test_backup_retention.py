@@ -45,6 +45,7 @@ def expected_keep(backups: list[Backup], retention: Retention, now: datetime) ->
     past = [b for b in backups if b.created <= now]
     kept = {b.name for b in backups if b.created > now}
     kept |= {max(backups, key=lambda b: (b.created, b.name)).name} if backups else set()
+    kept |= {b.name for b in sorted(past, key=lambda b: (b.created, b.name), reverse=True)[: retention.last]}
     for kind in ("pre-deploy", "safety"):
         of_kind = [b for b in past if b.kind == kind]
         kept |= {max(of_kind, key=lambda b: (b.created, b.name)).name} if of_kind else set()
@@ -61,6 +62,7 @@ histories = st.lists(
 )
 retentions = st.builds(
     Retention,
+    last=st.integers(min_value=1, max_value=5),
     daily=st.integers(min_value=1, max_value=10),
     weekly=st.integers(min_value=0, max_value=6),
     monthly=st.integers(min_value=0, max_value=8),
@@ -80,7 +82,10 @@ def test_random_histories_keep_exactly_the_newest_of_each_recent_period(
     if backups:
         assert max(backups, key=lambda b: b.created).name in kept
     future = sum(b.created > NOW for b in backups)
-    assert len(kept) <= retention.daily + retention.weekly + retention.monthly + len(PROTECTED_KINDS) + future
+    assert (
+        len(kept)
+        <= retention.last + retention.daily + retention.weekly + retention.monthly + len(PROTECTED_KINDS) + future
+    )
     assert list(decision.keep) == sorted(decision.keep, reverse=True)  # names sort like their times
     # Pruning what was kept keeps all of it: two runs in a row remove nothing more.
     again = decide([b for b in backups if b.name in kept], retention, NOW)
@@ -104,7 +109,7 @@ def test_a_hand_checked_history() -> None:
     times = ["2026-12-05T03:15", "2026-12-04T03:15", "2026-12-03T03:15", "2026-12-01T03:15", "2026-11-30T03:15"]
     times += ["2026-11-15T03:15", "2026-10-01T03:15"]
     backups = history([at(t) for t in times])
-    decision = decide(backups, Retention(daily=2, weekly=1, monthly=2), NOW)
+    decision = decide(backups, Retention(last=1, daily=2, weekly=1, monthly=2), NOW)
     assert decision.keep == ("20261205T031500Z", "20261204T031500Z", "20261130T031500Z")
     assert decision.remove == ("20261203T031500Z", "20261201T031500Z", "20261115T031500Z", "20261001T031500Z")
 
@@ -112,13 +117,13 @@ def test_a_hand_checked_history() -> None:
 def test_a_pause_in_backups_never_empties_the_folder() -> None:
     # The last backups are a year old: "the last 3 days that have a backup" are still 3 backups.
     backups = history([at("2025-11-01T03:15") + timedelta(days=d) for d in range(10)])
-    assert len(decide(backups, Retention(daily=3, weekly=0, monthly=0), NOW).keep) == 3
+    assert len(decide(backups, Retention(last=1, daily=3, weekly=0, monthly=0), NOW).keep) == 3
 
 
 def test_the_newest_pre_deploy_backup_outlives_the_daily_rule() -> None:
     times = [at("2026-12-05T03:15"), at("2026-12-04T16:00"), at("2026-12-04T03:15"), at("2026-12-03T09:00")]
     backups = history(times, ["scheduled", "scheduled", "pre-deploy", "pre-deploy"])
-    decision = decide(backups, Retention(daily=2, weekly=0, monthly=0), NOW)
+    decision = decide(backups, Retention(last=1, daily=2, weekly=0, monthly=0), NOW)
     assert decision.keep == ("20261205T031500Z", "20261204T160000Z", "20261204T031500Z")
 
 
@@ -162,7 +167,7 @@ def test_prune_removes_what_retention_drops_and_leaves_everything_else(tmp_path:
     partial = folder / f"{backup_name(NOW)}.partial"
     partial.mkdir()
     (folder / "drill.json").write_text("{}")
-    report = prune(folder, Retention(daily=3, weekly=0, monthly=0), NOW)
+    report = prune(folder, Retention(last=1, daily=3, weekly=0, monthly=0), NOW)
     assert report.kept == tuple(backup_name(NOW - timedelta(days=d)) for d in range(3))
     assert report.removed == tuple(backup_name(NOW - timedelta(days=d)) for d in range(3, 6))
     assert backup_names(folder) == list(report.kept)
@@ -184,7 +189,7 @@ def test_prune_never_follows_a_symlink_planted_in_a_doomed_backup(tmp_path: Path
     (nested / "deeper").symlink_to(outside)
     # A symlink with a backup's name, pointing at a real folder elsewhere, is no backup: never listed, never removed.
     (folder / backup_name(NOW - timedelta(days=9))).symlink_to(outside)
-    report = prune(folder, Retention(daily=1, weekly=0, monthly=0), NOW)
+    report = prune(folder, Retention(last=1, daily=1, weekly=0, monthly=0), NOW)
     assert report.removed == (old.name,)
     assert not os.path.lexists(old)
     assert (outside / "file").read_text() == "keep me"
@@ -201,7 +206,7 @@ def test_a_backup_whose_index_cannot_be_read_is_reported_never_removed(tmp_path:
     (planted / INDEX).symlink_to(garbled / "db.dump.age")
     missing = write_backup(folder, NOW - timedelta(days=4))
     (missing / INDEX).unlink()
-    report = prune(folder, Retention(daily=1, weekly=0, monthly=0), NOW)
+    report = prune(folder, Retention(last=1, daily=1, weekly=0, monthly=0), NOW)
     assert report.removed == ()
     assert report.unreadable_names == (garbled.name, planted.name, missing.name)
     assert "symlink" in dict(report.unreadable)[planted.name]
@@ -230,7 +235,7 @@ def test_the_caller_keeps_the_backup_it_just_verified(tmp_path: Path) -> None:
     folder = tmp_path / "backups"
     write_backup(folder, NOW)
     verified = write_backup(folder, NOW - timedelta(hours=1), kind="safety")
-    report = prune(folder, Retention(daily=1, weekly=0, monthly=0), NOW, keep={verified.name})
+    report = prune(folder, Retention(last=1, daily=1, weekly=0, monthly=0), NOW, keep={verified.name})
     assert report.kept == (backup_name(NOW), verified.name) and verified.is_dir()
 
 

@@ -52,6 +52,9 @@ class Retention(StrictModel):
     """How many backups to keep per period; the newest of each day, week and month counts. Pruned only after a
     new backup verified."""
 
+    last: int = Field(
+        3, ge=1, le=100, description="The N newest backups, whatever their age (a manual one taken today stays)."
+    )
     daily: int = Field(7, ge=1, le=366, description="Newest backup of each of the last N days.")
     weekly: int = Field(4, ge=0, le=520, description="Newest backup of each of the last N ISO weeks.")
     monthly: int = Field(6, ge=0, le=240, description="Newest backup of each of the last N months.")

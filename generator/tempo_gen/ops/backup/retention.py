@@ -109,7 +109,7 @@ def decide(backups: Collection[Backup], retention: Retention, now: datetime, kee
     utc = [Backup(b.name, b.created.astimezone(UTC), b.kind) for b in ordered]
     kept = {b.name for b in utc if b.created > now or b.name in keep}
     past = [b for b in utc if b.created <= now]
-    kept |= {b.name for b in utc[:1]}  # the newest
+    kept |= {b.name for b in utc[:1]} | {b.name for b in past[: retention.last]}  # the newest; the last N
     for kind in PROTECTED_KINDS:  # the newest of each: a way back that a routine backup does not replace
         kept |= {b.name for b in [b for b in past if b.kind == kind][:1]}
     kept |= _newest_per_period(past, retention.daily, _day)
