@@ -220,7 +220,7 @@ def main() -> None:
             print(f"by hand:   restore {hand_restore:6.1f} s")
             if options.baseline_only:
                 return
-            profile = f"profiles/{running.name}.yaml"
+            profile = str(root / "profiles" / f"{running.name}.yaml")
             tool_backup = tool_run(running, "backup", profile)
             backups = sorted(p.name for p in (root / "backups").glob("*T*Z") if p.is_dir())
             tool_restore = (
