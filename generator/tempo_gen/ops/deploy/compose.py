@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tempo_gen.errors import DeploymentError
-from tempo_gen.ops.running.compose import ComposeProject, compose_command
+from tempo_gen.ops.running.compose import ComposeProject, run_compose
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -22,51 +21,36 @@ ORDER = ("postgres", "api", "frontend", "proxy")
 
 def compose(project: str, bundle: Path, *args: str, timeout: float = COMPOSE_TIMEOUT) -> str:
     """`docker compose -p PROJECT -f BUNDLE/compose.yaml ARGS` in the bundle's folder: its output."""
-    result = subprocess.run(
-        [*compose_command(), "-p", project, "-f", str(bundle / "compose.yaml"), *args],
-        cwd=bundle,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    result = run_compose(project, bundle, *args, timeout=timeout)
     if result.returncode != 0:
         said = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
         raise DeploymentError(f"compose {args[0]} failed: {' / '.join(said[-2:])[-400:]}")
     return result.stdout
 
 
-def services(stack: ComposeProject) -> list[str]:
-    """The bundle's services that exist, in start order."""
-    found = []
+def running(stack: ComposeProject) -> dict[str, Container]:
+    """service -> its running container, for every service of the bundle that has one, in start order."""
+    found = {}
     for service in ORDER:
         try:
-            stack.container(service)
+            found[service] = stack.container(service)
         except DeploymentError:
             continue
-        found.append(service)
     return found
+
+
+def services(stack: ComposeProject) -> list[str]:
+    """The bundle's services that run, in start order."""
+    return list(running(stack))
 
 
 def running_images(stack: ComposeProject) -> dict[str, tuple[str, str]]:
     """service -> (image name it runs as, image id) of every service with a container."""
-    images = {}
-    for service in ORDER:
-        try:
-            container = stack.container(service)
-        except DeploymentError:
-            continue
-        images[service] = (str(container.attrs["Config"]["Image"]), str(container.attrs["Image"]))
-    return images
+    return {s: (str(c.attrs["Config"]["Image"]), str(c.attrs["Image"])) for s, c in running(stack).items()}
 
 
 def container_ids(stack: ComposeProject) -> dict[str, str]:
-    ids = {}
-    for service in ORDER:
-        try:
-            ids[service] = stack.container(service).id or ""
-        except DeploymentError:
-            continue
-    return ids
+    return {service: container.id or "" for service, container in running(stack).items()}
 
 
 def bind_sources(project: str, bundle: Path) -> dict[str, list[str]]:

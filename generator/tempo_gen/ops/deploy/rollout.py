@@ -154,8 +154,7 @@ class Rollout:
 
     def _postgres(self) -> Container | None:
         """Postgres's container, running or stopped; None when there is none."""
-        labels = [f"com.docker.compose.project={self.name}", "com.docker.compose.service=postgres"]
-        found = self.stack.client.containers.list(all=True, filters={"label": labels})
+        found = self.stack.containers("postgres")
         return found[0] if found else None
 
     def _changed_mounts(self) -> list[str]:

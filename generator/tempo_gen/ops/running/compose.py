@@ -37,6 +37,17 @@ def compose_command() -> list[str]:
     return [str(Path(compose.__file__).parent / "docker-compose")]
 
 
+def run_compose(project: str, bundle: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`docker compose -p PROJECT -f BUNDLE/compose.yaml ARGS`, run in the bundle's folder."""
+    return subprocess.run(
+        [*compose_command(), "-p", project, "-f", str(bundle / "compose.yaml"), *args],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class ComposeProject(RunningStack):
     """The Compose project `project` started from `bundle`/compose.yaml."""
 
@@ -46,24 +57,24 @@ class ComposeProject(RunningStack):
         self.bundle = bundle
 
     def container(self, service: str) -> Container:
-        found = [c for c in self._containers(service) if c.status == "running"]
+        found = [c for c in self.containers(service) if c.status == "running"]
         if not found:
             raise DeploymentError(f"service {service!r} of stack {self.project!r} is not running")
         return found[0]
 
     def stop(self, service: str) -> None:
-        for container in self._containers(service):
+        for container in self.containers(service):
             container.stop(timeout=STOP_TIMEOUT)
 
     def start(self, service: str) -> None:
-        found = self._containers(service)
+        found = self.containers(service)
         if not found:
             raise DeploymentError(f"service {service!r} of stack {self.project!r} has no container to start")
         for container in found:
             if container.status != "running":
                 container.start()
 
-    def _containers(self, service: str) -> list[Container]:
+    def containers(self, service: str) -> list[Container]:
         """The service's containers, stopped ones included (not one-off containers of its image: oneoff.py)."""
         found: list[Container] = self.client.containers.list(
             all=True,
@@ -73,23 +84,8 @@ class ComposeProject(RunningStack):
 
     def recreate(self, service: str) -> None:
         """Recreate one service so it mounts the current secret files and reads them afresh."""
-        result = subprocess.run(
-            [
-                *compose_command(),
-                "-p",
-                self.project,
-                "-f",
-                str(self.bundle / "compose.yaml"),
-                "up",
-                "-d",
-                "--no-deps",
-                "--force-recreate",
-                "--no-build",
-                service,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
+        result = run_compose(
+            self.project, self.bundle, "up", "-d", "--no-deps", "--force-recreate", "--no-build", service, timeout=300
         )
         if result.returncode != 0:
             raise DeploymentError(f"recreating {service} failed: {result.stderr.strip()[-500:]}")
