@@ -9,7 +9,7 @@ from pathlib import Path
 from support.project import RunCli
 from tempo_gen.bundle.pipeline import render_bundle
 from tempo_gen.ops.deploy import state
-from tempo_gen.ops.deploy.ongoing import release_line, secret_ages
+from tempo_gen.ops.deploy.ongoing import release_check, secret_ages
 from tempo_gen.policy.releases import NEWEST, SUPPORTED
 from tempo_gen.profile.loader import load_profile
 
@@ -23,7 +23,7 @@ def test_a_secret_older_than_max_age_days_is_overdue(cli: RunCli, demo: Path) ->
     old = time.time() - 100 * DAY
     os.utime(demo / "secrets" / "demo" / "jwt_key", (old, old))
     profile = load_profile(profile_file, demo).profile
-    lines = secret_ages(profile, demo, time.time())
+    lines = [check.line() for check in secret_ages(profile, demo, time.time())]
     assert lines[0].startswith("ok ") and "db_password: 0 days old (at most 90)" in lines[0]
     assert lines[1].startswith("OVERDUE") and "100 days old, over the 90 allowed" in lines[1]
     assert "tempo-gen secrets rotate jwt" in lines[1]
@@ -31,7 +31,7 @@ def test_a_secret_older_than_max_age_days_is_overdue(cli: RunCli, demo: Path) ->
 
 def test_missing_secrets_are_unknown_not_ok(demo: Path) -> None:
     profile = load_profile(demo / "profiles" / "demo.yaml", demo).profile
-    assert all(line.startswith("unknown") for line in secret_ages(profile, demo, time.time()))
+    assert all(check.status == "unknown" for check in secret_ages(profile, demo, time.time()))
 
 
 def test_release_is_ok_only_when_newest_or_within_the_grace(cli: RunCli, demo: Path) -> None:
@@ -41,10 +41,10 @@ def test_release_is_ok_only_when_newest_or_within_the_grace(cli: RunCli, demo: P
     loaded = load_profile(profile_file, demo)
     bundle = demo / "out" / "demo"
     now = time.time()
-    assert release_line(loaded.profile, bundle, now).startswith("OVERDUE")  # nothing deployed on record
+    assert release_check(loaded.profile, bundle, now).line().startswith("OVERDUE")  # nothing deployed on record
     state.save(bundle, render_bundle(loaded, demo, bundle), SUPPORTED[0], {})
-    assert release_line(loaded.profile, bundle, now).startswith("ok ")  # deployed today: within 30 days
-    overdue = release_line(loaded.profile, bundle, now + 31 * DAY)
+    assert release_check(loaded.profile, bundle, now).line().startswith("ok ")  # deployed today: within 30 days
+    overdue = release_check(loaded.profile, bundle, now + 31 * DAY).line()
     assert overdue.startswith("OVERDUE") and f"upgrade --to {NEWEST}" in overdue
     state.save(bundle, render_bundle(loaded, demo, bundle), NEWEST, {})
-    assert release_line(loaded.profile, bundle, now + 400 * DAY).startswith("ok ")
+    assert release_check(loaded.profile, bundle, now + 400 * DAY).line().startswith("ok ")

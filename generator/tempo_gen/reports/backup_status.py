@@ -18,12 +18,18 @@ _CLOCK_SLACK = timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class LiveCheck:
-    ok: bool
+    """One line of `audit --live`: `ok`, or OVERDUE / MISMATCH / unknown with the reason."""
+
+    status: str
     subject: str
     detail: str
 
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
     def line(self) -> str:
-        return f"{'ok' if self.ok else 'OVERDUE':9} {self.subject}: {self.detail}"
+        return f"{self.status:9} {self.subject}: {self.detail}"
 
 
 def _age(delta: timedelta) -> str:
@@ -38,12 +44,12 @@ def last_backup(profile: Profile, now: datetime) -> LiveCheck:
     try:
         backups, unreadable = read_backups(folder)
     except UnsafeFile as exc:
-        return LiveCheck(False, "backup", f"{exc.path}: {exc.reason}")
+        return LiveCheck("OVERDUE", "backup", f"{exc.path}: {exc.reason}")
     except OSError as exc:
-        return LiveCheck(False, "backup", f"cannot read {folder}: {exc.strerror or exc}")
+        return LiveCheck("OVERDUE", "backup", f"cannot read {folder}: {exc.strerror or exc}")
     broken = f"; {len(unreadable)} backup(s) with an unreadable index.json" if unreadable else ""
     if not backups:
-        return LiveCheck(False, "backup", f"no complete backup in {folder} {wanted}{broken}")
+        return LiveCheck("OVERDUE", "backup", f"no complete backup in {folder} {wanted}{broken}")
     newest = max(backups, key=lambda b: (b.created, b.name))
     return _against(now, newest.created, limit, "backup", f"last complete backup {newest.name}", wanted, broken)
 
@@ -55,11 +61,11 @@ def last_drill(profile: Profile, now: datetime) -> LiveCheck:
     try:
         record = read_drill_record(folder)
     except UnsafeFile as exc:
-        return LiveCheck(False, "drill", f"{exc.path}: {exc.reason}")
+        return LiveCheck("OVERDUE", "drill", f"{exc.path}: {exc.reason}")
     except OSError as exc:
-        return LiveCheck(False, "drill", f"cannot read {folder}: {exc.strerror or exc}")
+        return LiveCheck("OVERDUE", "drill", f"cannot read {folder}: {exc.strerror or exc}")
     if record is None:
-        return LiveCheck(False, "drill", f"no successful restore drill recorded in {folder} {wanted}")
+        return LiveCheck("OVERDUE", "drill", f"no successful restore drill recorded in {folder} {wanted}")
     what = f"last successful drill restored {record.backup}"
     return _against(now, record.finished, timedelta(days=days), "drill", what, wanted, "")
 
@@ -69,8 +75,10 @@ def _against(
 ) -> LiveCheck:
     age = now.astimezone(UTC) - moment.astimezone(UTC)
     if age < -_CLOCK_SLACK:
-        return LiveCheck(False, subject, f"{what} is dated {_age(-age)} in the future: check the clock{extra}")
-    return LiveCheck(age <= limit, subject, f"{what}, {_age(max(age, timedelta(0)))} old {wanted}{extra}")
+        return LiveCheck("OVERDUE", subject, f"{what} is dated {_age(-age)} in the future: check the clock{extra}")
+    return LiveCheck(
+        "ok" if age <= limit else "OVERDUE", subject, f"{what}, {_age(max(age, timedelta(0)))} old {wanted}{extra}"
+    )
 
 
 def backup_checks(profile: Profile, now: datetime | None = None) -> list[LiveCheck]:

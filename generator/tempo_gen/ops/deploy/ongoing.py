@@ -7,7 +7,7 @@
 - whether the deployed Tempo (the last deploy's record, else the profile) is the
   newest release tempo-gen supports, overdue tempo.update_within_days after the
   last deploy.
-Each line is `ok`, or `OVERDUE` / `MISMATCH` / `unknown` with the reason.
+Each is a LiveCheck (reports/backup_status.py), like the backup and drill ages.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tempo_gen.models.profile import Profile
 from tempo_gen.ops.deploy import state
 from tempo_gen.ops.secrets.values import SECRET_NAMES
 from tempo_gen.policy.releases import NEWEST
+from tempo_gen.reports.backup_status import LiveCheck
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -29,18 +30,14 @@ if TYPE_CHECKING:
 DAY = 86400
 
 
-def _line(status: str, what: str, detail: str) -> str:
-    return f"{status:9} {what}: {detail}"
-
-
-def _age_line(what: str, written: float, limit: int, now: float, action: str) -> str:
+def _age_check(what: str, written: float, limit: int, now: float, action: str) -> LiveCheck:
     days = int((now - written) // DAY)
     if days > limit:
-        return _line("OVERDUE", what, f"{days} days old, over the {limit} allowed: {action}")
-    return _line("ok", what, f"{days} days old (at most {limit})")
+        return LiveCheck("OVERDUE", what, f"{days} days old, over the {limit} allowed: {action}")
+    return LiveCheck("ok", what, f"{days} days old (at most {limit})")
 
 
-def secret_ages(profile: Profile, root: Path, now: float, client: DockerClient | None = None) -> list[str]:
+def secret_ages(profile: Profile, root: Path, now: float, client: DockerClient | None = None) -> list[LiveCheck]:
     """One line per secret: its age against secrets.max_age_days."""
     limit, lines = profile.secrets.max_age_days, []
     for name in SECRET_NAMES:
@@ -48,9 +45,9 @@ def secret_ages(profile: Profile, root: Path, now: float, client: DockerClient |
         try:
             written = _written(profile, root, name, client)
         except (OSError, TempoGenError) as exc:
-            lines.append(_line("unknown", what, f"cannot tell its age ({exc})"))
+            lines.append(LiveCheck("unknown", what, f"cannot tell its age ({exc})"))
             continue
-        lines.append(_age_line(what, written, limit, now, action))
+        lines.append(_age_check(what, written, limit, now, action))
     return lines
 
 
@@ -68,7 +65,7 @@ def _written(profile: Profile, root: Path, name: str, client: DockerClient | Non
         return os.stat(name, dir_fd=fd, follow_symlinks=False).st_mtime
 
 
-def image_pins(profile: Profile, client: DockerClient) -> list[str]:
+def image_pins(profile: Profile, client: DockerClient) -> list[LiveCheck]:
     """One line per service: whether the image it runs was built FROM the profile's image reference."""
     lines = []
     for service, ref in profile.images().items():
@@ -77,40 +74,42 @@ def image_pins(profile: Profile, client: DockerClient) -> list[str]:
             filters={"label": [f"com.docker.compose.project={profile.name}", f"com.docker.compose.service={service}"]}
         )
         if not running:
-            lines.append(_line("unknown", what, "not running"))
+            lines.append(LiveCheck("unknown", what, "not running"))
             continue
         import docker
 
         try:
             base = client.images.get(ref)
         except docker.errors.ImageNotFound:
-            lines.append(_line("unknown", what, f"{ref} is not on this host to compare with (build it first)"))
+            lines.append(LiveCheck("unknown", what, f"{ref} is not on this host to compare with (build it first)"))
             continue
         layers = list(running[0].image.attrs["RootFS"]["Layers"]) if running[0].image else []
         wanted = list(base.attrs["RootFS"]["Layers"])
         if layers[: len(wanted)] == wanted:
-            lines.append(_line("ok", what, f"runs a build FROM {ref}"))
+            lines.append(LiveCheck("ok", what, f"runs a build FROM {ref}"))
         else:
-            lines.append(_line("MISMATCH", what, f"what runs was not built FROM {ref}: `tempo-gen deploy` rebuilds it"))
+            lines.append(
+                LiveCheck("MISMATCH", what, f"what runs was not built FROM {ref}: `tempo-gen deploy` rebuilds it")
+            )
     return lines
 
 
-def release_line(profile: Profile, bundle: Path, now: float) -> str:
+def release_check(profile: Profile, bundle: Path, now: float) -> LiveCheck:
     """The deployed release against the newest supported, due tempo.update_within_days after the last deploy."""
     deployed = state.load(bundle)
     version = deployed.version if deployed else profile.tempo.version
     if version == NEWEST:
-        return _line("ok", "release", f"Tempo {version} is the newest release tempo-gen supports")
+        return LiveCheck("ok", "release", f"Tempo {version} is the newest release tempo-gen supports")
     limit = profile.tempo.update_within_days
     action = f"run `tempo-gen upgrade --to {NEWEST}`"
     if deployed is None:
-        return _line("OVERDUE", "release", f"Tempo {version} (no deploy recorded), newest is {NEWEST}: {action}")
+        return LiveCheck("OVERDUE", "release", f"Tempo {version} (no deploy recorded), newest is {NEWEST}: {action}")
     since = datetime.fromisoformat(deployed.deployed_at).timestamp()
-    return _age_line(f"release Tempo {version} (newest {NEWEST}), deployed", since, limit, now, action)
+    return _age_check(f"release Tempo {version} (newest {NEWEST}), deployed", since, limit, now, action)
 
 
-def ongoing_findings(profile: Profile, root: Path, bundle: Path) -> list[str]:
-    """Every ongoing check of one deployment, one line each."""
+def ongoing_checks(profile: Profile, root: Path, bundle: Path) -> list[LiveCheck]:
+    """Every ongoing check of one deployment."""
     now = datetime.now(UTC).timestamp()
     try:
         from tempo_gen.ops.running.stack import docker_client
@@ -120,10 +119,10 @@ def ongoing_findings(profile: Profile, root: Path, bundle: Path) -> list[str]:
         client = None
     lines = secret_ages(profile, root, now, client)
     if client is None:
-        lines.append(_line("unknown", "images", "the Docker engine does not answer"))
+        lines.append(LiveCheck("unknown", "images", "the Docker engine does not answer"))
     elif profile.deploy.mode == "compose":
         lines += image_pins(profile, client)
     else:
-        lines.append(_line("unknown", "images", "compared in compose mode only"))
-    lines.append(release_line(profile, bundle, now))
+        lines.append(LiveCheck("unknown", "images", "compared in compose mode only"))
+    lines.append(release_check(profile, bundle, now))
     return lines
